@@ -1,0 +1,284 @@
+//! Policy: every number and choice the state machine follows.
+//!
+//! [`Config::default()`] is the tutorial's client: 5 minutes of waiting for
+//! the network before a 20 s flight-mode cycle, 5 s between connect attempts,
+//! a link reset after 5 consecutive failures, `heart beat` every 10 s, raw
+//! framing over TCP. Everything beyond the tutorial is off by default.
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::framing::Framing;
+use crate::time::Duration;
+
+/// TCP or UDP: the only difference the tutorial makes between the two, and
+/// the only one the state machine makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Transport {
+    /// A TCP stream.
+    #[default]
+    Tcp,
+    /// A connected UDP socket: one message per datagram.
+    Udp,
+}
+
+/// The server to keep a connection to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Remote {
+    /// An IP address and port.
+    Addr(SocketAddr),
+    /// A host name and port. The shim resolves the name at every connect
+    /// attempt; a failed lookup is a failed connect.
+    Host {
+        /// The DNS name.
+        name: &'static str,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl Remote {
+    /// The port to connect to.
+    pub const fn port(&self) -> u16 {
+        match self {
+            Remote::Addr(a) => a.port(),
+            Remote::Host { port, .. } => *port,
+        }
+    }
+}
+
+impl core::fmt::Display for Remote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Remote::Addr(a) => write!(f, "{a}"),
+            Remote::Host { name, port } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+/// How long to wait between connect attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Backoff {
+    /// Always [`Config::retry_delay`] (the tutorial's 5 s).
+    #[default]
+    Fixed,
+    /// Capped exponential backoff with full jitter: after `n` consecutive
+    /// failures the delay is drawn uniformly from
+    /// `[retry_delay, min(max, retry_delay * 2^n)]`, using a generator seeded
+    /// from [`Config::seed`]. The floor of `retry_delay` keeps attempts at
+    /// least that far apart even with jitter; the spread keeps a fleet of
+    /// devices from reconnecting in lockstep after a server outage.
+    Exponential {
+        /// The cap on the delay.
+        max: Duration,
+    },
+}
+
+/// The policy of a [`Connection`](crate::Connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// The server. Default: `127.0.0.1:50798` (the tutorial's lab port on
+    /// loopback; the tutorial's own address is a public test server).
+    pub remote: Remote,
+    /// TCP or UDP. Default: TCP.
+    pub transport: Transport,
+    /// Message framing in both directions. Default: raw, as the tutorial.
+    pub framing: Framing,
+    /// How long to wait for the network before cycling the radio.
+    /// Tutorial: 5 minutes (`sys.waitUntil("IP_READY_IND", 300000)`).
+    pub network_wait: Duration,
+    /// How long the radio stays off in a flight-mode cycle.
+    /// Tutorial: 20 s (`net.switchFly(true); sys.wait(20000)`).
+    pub radio_off: Duration,
+    /// The pause after a failed connect or a closed connection before the next
+    /// attempt. Tutorial: 5 s (`sys.wait(5000)`).
+    pub retry_delay: Duration,
+    /// Consecutive failed connects that trigger a link reset.
+    /// Tutorial: 5 (`if retryConnectCnt>=5 then link.shut()`).
+    pub max_failures: u16,
+    /// Time between heartbeats while connected; `None` disables them.
+    /// Tutorial: 10 s (`insertMsg("heart beat"); sys.wait(10000)`).
+    pub heartbeat_interval: Option<Duration>,
+    /// The heartbeat message. Tutorial: `heart beat`.
+    pub heartbeat_payload: &'static [u8],
+    /// Dead-peer detection: reconnect when nothing was received for this long
+    /// on an established connection. Not in the tutorial; default off.
+    pub idle_timeout: Option<Duration>,
+    /// Give up on a connect attempt after this long (a failed connect).
+    /// Not in the tutorial, which relies on the stack; default off.
+    pub connect_timeout: Option<Duration>,
+    /// Retry delay policy. Default: fixed, as the tutorial.
+    pub backoff: Backoff,
+    /// Seed for the backoff jitter. The core has no entropy of its own: pass
+    /// something device-specific (a serial number, a hardware RNG draw).
+    pub seed: u64,
+}
+
+/// The tutorial's heartbeat payload.
+pub const TUTORIAL_HEARTBEAT: &[u8] = b"heart beat";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            remote: Remote::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50798)),
+            transport: Transport::Tcp,
+            framing: Framing::Raw,
+            network_wait: Duration::from_mins(5),
+            radio_off: Duration::from_secs(20),
+            retry_delay: Duration::from_secs(5),
+            max_failures: 5,
+            heartbeat_interval: Some(Duration::from_secs(10)),
+            heartbeat_payload: TUTORIAL_HEARTBEAT,
+            idle_timeout: None,
+            connect_timeout: None,
+            backoff: Backoff::Fixed,
+            seed: 0,
+        }
+    }
+}
+
+/// A [`Config`] the state machine cannot follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConfigError {
+    /// A delay, interval or timeout is zero; it would make the caller spin.
+    ZeroDuration,
+    /// `max_failures` is zero.
+    ZeroMaxFailures,
+    /// The heartbeat payload cannot be framed (a `\n` in `Lines` framing, or
+    /// empty in `Raw` framing).
+    BadHeartbeat,
+    /// The queue cannot hold one heartbeat.
+    QueueTooSmall,
+    /// The receive buffer is too small for the framing (at least 1 byte, 2
+    /// for `Lines`, 3 for `Len16`).
+    ReceiveBufferTooSmall,
+    /// The exponential backoff cap is below `retry_delay`.
+    BackoffCapTooSmall,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConfigError::ZeroDuration => "a delay, interval or timeout is zero",
+            ConfigError::ZeroMaxFailures => "max_failures is zero",
+            ConfigError::BadHeartbeat => "the heartbeat payload cannot be framed",
+            ConfigError::QueueTooSmall => "the queue cannot hold one heartbeat",
+            ConfigError::ReceiveBufferTooSmall => "the receive buffer is too small for the framing",
+            ConfigError::BackoffCapTooSmall => "the backoff cap is below retry_delay",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the config against queue and receive-buffer sizes.
+    pub fn validate(&self, queue_capacity: usize, rx_capacity: usize) -> Result<(), ConfigError> {
+        let durations = [
+            Some(self.network_wait),
+            Some(self.radio_off),
+            Some(self.retry_delay),
+            self.heartbeat_interval,
+            self.idle_timeout,
+            self.connect_timeout,
+        ];
+        if durations.iter().flatten().any(|d| *d == Duration::ZERO) {
+            return Err(ConfigError::ZeroDuration);
+        }
+        if self.max_failures == 0 {
+            return Err(ConfigError::ZeroMaxFailures);
+        }
+        if let Backoff::Exponential { max } = self.backoff {
+            if max < self.retry_delay {
+                return Err(ConfigError::BackoffCapTooSmall);
+            }
+        }
+        let min_rx = match self.framing {
+            Framing::Raw => 1,
+            Framing::Lines => 2,
+            Framing::Len16 => 3,
+        };
+        if rx_capacity < min_rx {
+            return Err(ConfigError::ReceiveBufferTooSmall);
+        }
+        if self.heartbeat_interval.is_some() {
+            let hb = self.heartbeat_payload;
+            let bad = match self.framing {
+                Framing::Raw => hb.is_empty(),
+                Framing::Lines => hb.contains(&b'\n'),
+                Framing::Len16 => hb.len() > usize::from(u16::MAX),
+            };
+            if bad {
+                return Err(ConfigError::BadHeartbeat);
+            }
+            if self.heartbeat_slot() > queue_capacity {
+                return Err(ConfigError::QueueTooSmall);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue bytes one framed heartbeat occupies (zero with heartbeats off).
+    pub(crate) fn heartbeat_slot(&self) -> usize {
+        match self.heartbeat_interval {
+            Some(_) => {
+                crate::queue::HEADER + self.heartbeat_payload.len() + self.framing.overhead()
+            }
+            None => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_the_tutorial() {
+        let c = Config::default();
+        assert_eq!(c.network_wait.as_millis(), 300_000);
+        assert_eq!(c.radio_off.as_millis(), 20_000);
+        assert_eq!(c.retry_delay.as_millis(), 5_000);
+        assert_eq!(c.max_failures, 5);
+        assert_eq!(c.heartbeat_interval, Some(Duration::from_millis(10_000)));
+        assert_eq!(c.heartbeat_payload, b"heart beat");
+        assert_eq!(c.transport, Transport::Tcp);
+        assert_eq!(c.framing, Framing::Raw);
+        assert_eq!((c.idle_timeout, c.connect_timeout), (None, None));
+        assert_eq!(c.backoff, Backoff::Fixed);
+        assert_eq!(c.validate(64, 64), Ok(()));
+    }
+
+    #[test]
+    fn validation_rejects_what_would_spin_or_never_fit() {
+        let ok = Config::default();
+        let v = |c: Config| c.validate(64, 64);
+        assert_eq!(v(Config { retry_delay: Duration::ZERO, ..ok }), Err(ConfigError::ZeroDuration));
+        assert_eq!(
+            v(Config { idle_timeout: Some(Duration::ZERO), ..ok }),
+            Err(ConfigError::ZeroDuration)
+        );
+        assert_eq!(v(Config { max_failures: 0, ..ok }), Err(ConfigError::ZeroMaxFailures));
+        assert_eq!(
+            v(Config { framing: Framing::Lines, heartbeat_payload: b"a\nb", ..ok }),
+            Err(ConfigError::BadHeartbeat)
+        );
+        assert_eq!(
+            v(Config { backoff: Backoff::Exponential { max: Duration::from_secs(1) }, ..ok }),
+            Err(ConfigError::BackoffCapTooSmall)
+        );
+        // "heart beat" is 10 bytes plus a 4-byte queue header.
+        assert_eq!(ok.validate(13, 64), Err(ConfigError::QueueTooSmall));
+        assert_eq!(ok.validate(14, 64), Ok(()));
+        assert_eq!(Config { heartbeat_interval: None, ..ok }.validate(0, 64), Ok(()));
+        assert_eq!(
+            Config { framing: Framing::Len16, ..ok }.validate(64, 2),
+            Err(ConfigError::ReceiveBufferTooSmall)
+        );
+    }
+}

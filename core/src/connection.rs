@@ -1,0 +1,977 @@
+//! The state machine: [`Connection`].
+
+use crate::config::{Backoff, Config, ConfigError, Transport};
+use crate::framing::{self, Framing};
+use crate::handler::{Context, Handler, Reply, ReplyOutcome};
+use crate::queue::Queue;
+use crate::time::{Duration, Instant};
+
+/// Something the caller must do, returned by [`Connection::poll_action`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use]
+pub enum Action {
+    /// Open a socket to [`Config::remote`] over `transport` (resolving the
+    /// host name first if it is one), then report
+    /// [`handle_connected`](Connection::handle_connected) or
+    /// [`handle_connect_failed`](Connection::handle_connect_failed).
+    Connect {
+        /// TCP or UDP, from the config.
+        transport: Transport,
+    },
+    /// Close the socket if one is open. No event is expected back.
+    Close,
+    /// Reset the data link: tear down and re-establish the PDP context
+    /// (`link.shut()` in the tutorial). A no-op on links without one.
+    ResetLink,
+    /// Turn the radio off (flight mode on).
+    RadioOff,
+    /// Turn the radio back on (flight mode off).
+    RadioOn,
+}
+
+/// Pending actions, one bit each; emitted lowest bit first, which is the only
+/// order that makes sense (close before reset, radio off before on, connect
+/// last).
+const CLOSE: u8 = 1 << 0;
+const RESET_LINK: u8 = 1 << 1;
+const RADIO_OFF: u8 = 1 << 2;
+const RADIO_ON: u8 = 1 << 3;
+const CONNECT: u8 = 1 << 4;
+
+/// Where the connection is, for a status LED or a log (the tutorial's
+/// `netLed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Status {
+    /// Waiting for the network to come up (no IP yet).
+    WaitingForNetwork,
+    /// The radio is off for a flight-mode cycle.
+    RadioOff,
+    /// A connect attempt is in progress.
+    Connecting,
+    /// Waiting before the next connect attempt.
+    BackingOff,
+    /// Connected to the server.
+    Connected,
+}
+
+/// Counters since the state machine was created. They wrap on overflow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    /// [`Action::Connect`]s emitted.
+    pub connect_attempts: u32,
+    /// Connect attempts that failed (refused, DNS failure, timeout).
+    pub connect_failures: u32,
+    /// Connect attempts that gave up at [`Config::connect_timeout`] (also
+    /// counted in `connect_failures`).
+    pub connect_timeouts: u32,
+    /// Connections established.
+    pub connects: u32,
+    /// Established connections that ended (peer close, I/O error, protocol
+    /// error, idle timeout, network loss).
+    pub disconnects: u32,
+    /// Connections ended by [`Config::idle_timeout`].
+    pub idle_timeouts: u32,
+    /// [`Action::ResetLink`]s emitted.
+    pub link_resets: u32,
+    /// Flight-mode cycles ([`Action::RadioOff`]s emitted).
+    pub radio_cycles: u32,
+    /// Whole messages received and handled.
+    pub messages_in: u32,
+    /// Whole messages written (heartbeats and replies included).
+    pub messages_out: u32,
+    /// Heartbeats written.
+    pub heartbeats_sent: u32,
+    /// Heartbeats not queued because the previous one was still unsent.
+    pub heartbeats_skipped: u32,
+    /// Inbound frames rejected (too large for the receive buffer, or cut off
+    /// at the end of a datagram); each one reset the connection.
+    pub frames_rejected: u32,
+    /// [`Connection::enqueue`] calls refused because the queue was full.
+    pub queue_full: u32,
+    /// Replies dropped because they could never fit in the queue, or could
+    /// not be framed.
+    pub replies_dropped: u32,
+    /// Received bytes discarded unhandled when their connection ended (a
+    /// partial frame, or a message waiting for queue room).
+    pub rx_discarded: u32,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+/// A call that does not fit the current state, or bad arguments. The state
+/// machine is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The event cannot happen in the current state (for example
+    /// `handle_connected` without a pending connect).
+    InvalidState,
+    /// A length larger than what was offered (`handle_received` beyond
+    /// [`Connection::receive_buffer`], `handle_written` beyond
+    /// [`Connection::poll_transmit`]).
+    InvalidLength,
+}
+
+/// Why [`Connection::enqueue`] refused a message. The message was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum QueueError {
+    /// No room now; try again after some data was written.
+    Full,
+    /// The message can never fit, even in an empty queue.
+    TooLarge,
+    /// The framing cannot carry the message (a `\n` with `Lines`, more than
+    /// 65535 bytes with `Len16`).
+    Unframeable,
+    /// An empty message with `Raw` framing, which would put nothing on the wire.
+    Empty,
+}
+
+/// A wall-clock value before 2020-01-01 is an unset clock (an RTC after a
+/// power loss, a modem before its network time), not a time to report.
+pub const MIN_PLAUSIBLE_UNIX_MS: u64 = 1_577_836_800_000;
+
+/// [`Connection::handle_wall_clock`] was given an implausible time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ImplausibleTime;
+
+macro_rules! error_impls {
+    ($($t:ty => $msg:expr),*) => {$(
+        impl core::fmt::Display for $t {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let msg: &str = $msg(self);
+                f.write_str(msg)
+            }
+        }
+        #[cfg(feature = "std")]
+        impl std::error::Error for $t {}
+    )*};
+}
+error_impls!(
+    Error => |e: &Error| match e {
+        Error::InvalidState => "event not valid in the current state",
+        Error::InvalidLength => "length beyond what was offered",
+    },
+    QueueError => |e: &QueueError| match e {
+        QueueError::Full => "outgoing queue full",
+        QueueError::TooLarge => "message larger than the outgoing queue",
+        QueueError::Unframeable => "message cannot be framed",
+        QueueError::Empty => "empty message with raw framing",
+    },
+    ImplausibleTime => |_: &ImplausibleTime| "wall-clock time before 2020"
+);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    WaitNetwork,
+    RadioOff,
+    Backoff,
+    Connecting,
+    Connected,
+}
+
+/// The timers, one slot each; the next deadline is the earliest armed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Network not up within `network_wait`: cycle the radio.
+    NetworkWait,
+    /// Radio has been off for `radio_off`: turn it on.
+    RadioOff,
+    /// Time for the next connect attempt.
+    Retry,
+    /// The connect attempt takes too long.
+    Connect,
+    /// Time for the next heartbeat.
+    Heartbeat,
+    /// Nothing received for `idle_timeout`.
+    Idle,
+}
+
+const TIMERS: [Timer; 6] = [
+    Timer::NetworkWait,
+    Timer::RadioOff,
+    Timer::Retry,
+    Timer::Connect,
+    Timer::Heartbeat,
+    Timer::Idle,
+];
+
+/// Deadlines in milliseconds; `u64::MAX` is "not armed" (saves the
+/// discriminant an `Option` would add to each slot).
+#[derive(Clone, Copy)]
+struct Timers([u64; 6]);
+
+impl Timers {
+    const OFF: u64 = u64::MAX;
+
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t as usize] = at.as_millis().min(Self::OFF - 1);
+    }
+    fn stop(&mut self, t: Timer) {
+        self.0[t as usize] = Self::OFF;
+    }
+    fn next(&self) -> Option<Instant> {
+        let v = *self.0.iter().min()?;
+        (v != Self::OFF).then(|| Instant::from_millis(v))
+    }
+    /// The earliest timer due at `now`.
+    fn expired(&self, now: Instant) -> Option<Timer> {
+        TIMERS
+            .iter()
+            .copied()
+            .filter(|&t| self.0[t as usize] <= now.as_millis())
+            .min_by_key(|&t| self.0[t as usize])
+    }
+}
+
+/// A long connection to one server: the tutorial's client as a sans-IO state
+/// machine.
+///
+/// `H` handles inbound messages ([`TestProtocol`](crate::TestProtocol) for
+/// the tutorial's protocol); `Q` is the outgoing queue size and `R` the
+/// receive buffer size, in bytes. See the [crate documentation](crate) for
+/// the model and the call order.
+pub struct Connection<H, const Q: usize, const R: usize> {
+    config: Config,
+    state: State,
+    network_up: bool,
+    /// A queued heartbeat is not yet fully written.
+    heartbeat_queued: bool,
+    /// A complete inbound message waits at the start of `rx` for queue room.
+    rx_blocked: bool,
+    pending: u8,
+    /// Consecutive failed connects, towards `max_failures`.
+    failures: u16,
+    /// Consecutive failed connects for the backoff exponent (not reset by a
+    /// link reset, so backoff keeps growing against a dead server).
+    backoff_failures: u16,
+    /// Bytes of the queue's head message already written on this connection.
+    written: usize,
+    rx_len: usize,
+    timers: Timers,
+    last_now: Instant,
+    rng: u64,
+    /// Unix milliseconds minus monotonic milliseconds; `None` until set.
+    wall_offset: Option<i64>,
+    stats: Stats,
+    handler: H,
+    queue: Queue<Q>,
+    rx: [u8; R],
+}
+
+impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
+    /// A connection that starts waiting for the network at `now`.
+    ///
+    /// Fails when the config cannot work with these buffer sizes.
+    pub fn new(config: Config, handler: H, now: Instant) -> Result<Self, ConfigError> {
+        config.validate(Q, R)?;
+        let mut c = Connection {
+            config,
+            state: State::WaitNetwork,
+            network_up: false,
+            heartbeat_queued: false,
+            rx_blocked: false,
+            pending: 0,
+            failures: 0,
+            backoff_failures: 0,
+            written: 0,
+            rx_len: 0,
+            timers: Timers([Timers::OFF; 6]),
+            last_now: now,
+            rng: config.seed,
+            wall_offset: None,
+            stats: Stats::default(),
+            handler,
+            queue: Queue::new(),
+            rx: [0; R],
+        };
+        c.enter_wait_network(now);
+        Ok(c)
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// The network came up (an IP address was assigned) or went away.
+    ///
+    /// Going away closes any connection and resets the failure count, as in
+    /// the tutorial. Reporting the same state twice is harmless.
+    pub fn handle_network(&mut self, now: Instant, up: bool) {
+        let now = self.advance(now);
+        if up == self.network_up {
+            return;
+        }
+        self.network_up = up;
+        info!("network {}", if up { "up" } else { "down" });
+        if up {
+            if self.state == State::WaitNetwork {
+                self.start_connect(now);
+            }
+        } else {
+            self.failures = 0;
+            self.backoff_failures = 0;
+            match self.state {
+                State::Connected => {
+                    self.stats.disconnects = self.stats.disconnects.wrapping_add(1);
+                    self.close_socket();
+                    self.enter_wait_network(now);
+                }
+                State::Connecting => {
+                    self.close_socket();
+                    self.enter_wait_network(now);
+                }
+                State::Backoff => self.enter_wait_network(now),
+                State::WaitNetwork | State::RadioOff => {}
+            }
+        }
+    }
+
+    /// The connect attempt from [`Action::Connect`] succeeded.
+    pub fn handle_connected(&mut self, now: Instant) -> Result<(), Error> {
+        let now = self.advance(now);
+        self.expect_connecting()?;
+        info!("connected to {}", self.config.remote);
+        self.state = State::Connected;
+        self.failures = 0;
+        self.backoff_failures = 0;
+        self.written = 0;
+        self.stats.connects = self.stats.connects.wrapping_add(1);
+        self.timers.stop(Timer::Connect);
+        if let Some(interval) = self.config.heartbeat_interval {
+            // The tutorial's heartbeat task queues one as soon as the network is
+            // up, so the first heartbeat goes out right after connecting. Over
+            // UDP it is also what tells the server where the client is.
+            self.queue_heartbeat();
+            self.timers.set(Timer::Heartbeat, now + interval);
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers.set(Timer::Idle, now + idle);
+        }
+        Ok(())
+    }
+
+    /// The connect attempt from [`Action::Connect`] failed (refused,
+    /// unreachable, DNS lookup failed, TLS handshake failed...).
+    pub fn handle_connect_failed(&mut self, now: Instant) -> Result<(), Error> {
+        let now = self.advance(now);
+        self.expect_connecting()?;
+        self.connect_failed(now);
+        Ok(())
+    }
+
+    /// `len` bytes were read into the start of
+    /// [`receive_buffer`](Self::receive_buffer).
+    ///
+    /// With UDP, each call is one datagram. With TCP, `len == 0` is not end of
+    /// stream (report that with [`handle_closed`](Self::handle_closed)) and
+    /// does nothing.
+    pub fn handle_received(&mut self, now: Instant, len: usize) -> Result<(), Error> {
+        let now = self.advance(now);
+        if self.state != State::Connected {
+            return Err(Error::InvalidState);
+        }
+        if len > self.receive_capacity() {
+            return Err(Error::InvalidLength);
+        }
+        let udp = self.config.transport == Transport::Udp;
+        if len == 0 && !udp {
+            return Ok(());
+        }
+        self.stats.bytes_in = self.stats.bytes_in.wrapping_add(len as u64);
+        trace!("received {} bytes", len);
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers.set(Timer::Idle, now + idle);
+        }
+        self.rx_len += len;
+        if udp && len == 0 {
+            // An empty datagram is an empty message in raw framing; in the
+            // other framings it holds no frame and is ignored.
+            if self.config.framing == Framing::Raw {
+                self.dispatch_empty(now);
+            }
+            return Ok(());
+        }
+        self.process_rx(now);
+        Ok(())
+    }
+
+    /// Copies as much of `data` as the receive buffer takes and handles it:
+    /// [`receive_buffer`](Self::receive_buffer) plus
+    /// [`handle_received`](Self::handle_received) in one call, for callers
+    /// whose bytes are already in a buffer of their own.
+    ///
+    /// Returns how many bytes were taken; the caller keeps the rest and offers
+    /// it again later. Over UDP a datagram must be taken whole: when it does
+    /// not fit, nothing is taken.
+    pub fn handle_received_bytes(&mut self, now: Instant, data: &[u8]) -> Result<usize, Error> {
+        let now = self.advance(now);
+        if self.state != State::Connected {
+            return Err(Error::InvalidState);
+        }
+        let udp = self.config.transport == Transport::Udp;
+        let buf = self.receive_buffer();
+        let n = data.len().min(buf.len());
+        if udp && n < data.len() {
+            return Ok(0);
+        }
+        buf[..n].copy_from_slice(&data[..n]);
+        self.handle_received(now, n)?;
+        Ok(n)
+    }
+
+    /// `len` bytes of [`poll_transmit`](Self::poll_transmit) were written.
+    ///
+    /// A partial write is normal: the rest is offered again by the next
+    /// `poll_transmit`. Over UDP, report the whole datagram.
+    pub fn handle_written(&mut self, now: Instant, len: usize) -> Result<(), Error> {
+        let now = self.advance(now);
+        if self.state != State::Connected {
+            return Err(Error::InvalidState);
+        }
+        let Some((frame, heartbeat)) = self.queue.front() else {
+            return if len == 0 { Ok(()) } else { Err(Error::InvalidLength) };
+        };
+        if len > frame.len() - self.written {
+            return Err(Error::InvalidLength);
+        }
+        self.written += len;
+        self.stats.bytes_out = self.stats.bytes_out.wrapping_add(len as u64);
+        if self.written == frame.len() {
+            self.written = 0;
+            self.queue.pop_front();
+            self.stats.messages_out = self.stats.messages_out.wrapping_add(1);
+            if heartbeat {
+                self.heartbeat_queued = false;
+                self.stats.heartbeats_sent = self.stats.heartbeats_sent.wrapping_add(1);
+            }
+            if self.rx_blocked {
+                // Queue room freed: the waiting message may fit now.
+                self.process_rx(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer closed the connection (TCP end of stream).
+    pub fn handle_closed(&mut self, now: Instant) -> Result<(), Error> {
+        let now = self.advance(now);
+        debug!("closed by peer");
+        self.connection_lost(now)
+    }
+
+    /// A send or receive on the socket failed.
+    pub fn handle_io_error(&mut self, now: Instant) -> Result<(), Error> {
+        let now = self.advance(now);
+        debug!("socket error");
+        self.connection_lost(now)
+    }
+
+    /// Time passed: runs every timer due at `now`.
+    ///
+    /// Safe to call early, late or repeatedly; every other `handle_*` call
+    /// does the same first.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// The wall clock reads `unix_ms` (milliseconds since the Unix epoch) at
+    /// monotonic time `now`: from NTP/SNTP, an RTC, the modem's network time,
+    /// or the host's system clock. Call it again whenever a fresher reading
+    /// arrives; a jump in either direction is accepted.
+    ///
+    /// Readings before 2020 are refused as an unset clock; until a reading is
+    /// accepted, [`Context::unix_time_ms`] is `None` (and
+    /// [`TestProtocol`](crate::TestProtocol) does not answer `time`).
+    pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) -> Result<(), ImplausibleTime> {
+        let now = self.advance(now);
+        if unix_ms < MIN_PLAUSIBLE_UNIX_MS {
+            return Err(ImplausibleTime);
+        }
+        let offset = i128::from(unix_ms) - i128::from(now.as_millis());
+        self.wall_offset = Some(i64::try_from(offset).map_err(|_| ImplausibleTime)?);
+        Ok(())
+    }
+
+    /// Queues a message for the server. It goes out as soon as the connection
+    /// takes it (check [`poll_transmit`](Self::poll_transmit) after this), and
+    /// stays queued across disconnects until fully written once.
+    ///
+    /// The framing is applied here. A full queue is an error; nothing is
+    /// dropped to make room.
+    pub fn enqueue(&mut self, message: &[u8]) -> Result<(), QueueError> {
+        let framing = self.config.framing;
+        if framing == Framing::Raw && message.is_empty() {
+            return Err(QueueError::Empty);
+        }
+        let mut prefix = [0u8; 2];
+        let p = framing
+            .prefix(message, &mut prefix)
+            .map_err(|_| QueueError::Unframeable)?;
+        let frame_len = message.len() + framing.overhead();
+        if frame_len > Q.saturating_sub(self.config.heartbeat_slot() + crate::queue::HEADER) {
+            return Err(QueueError::TooLarge);
+        }
+        let Ok(slot) = self.queue.reserve_exact(frame_len, self.heartbeat_reserve()) else {
+            self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
+            return Err(QueueError::Full);
+        };
+        slot[..p].copy_from_slice(&prefix[..p]);
+        slot[p..p + message.len()].copy_from_slice(message);
+        slot[p + message.len()..].copy_from_slice(framing.suffix());
+        self.queue.commit(frame_len, false);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next action for the caller, if any. Call until `None` after every
+    /// `handle_*` call.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        let bit = self.pending & self.pending.wrapping_neg();
+        self.pending &= !bit;
+        let action = match bit {
+            CLOSE => Action::Close,
+            RESET_LINK => Action::ResetLink,
+            RADIO_OFF => Action::RadioOff,
+            RADIO_ON => Action::RadioOn,
+            CONNECT => Action::Connect {
+                transport: self.config.transport,
+            },
+            _ => return None,
+        };
+        debug!("action {:?}", action);
+        Some(action)
+    }
+
+    /// Bytes to write to the socket now: the unwritten rest of the message at
+    /// the head of the queue. Report what the socket took with
+    /// [`handle_written`](Self::handle_written); if it took nothing (would
+    /// block), just try again when it is writable. Over UDP, this is always a
+    /// whole datagram.
+    #[must_use]
+    pub fn poll_transmit(&self) -> Option<&[u8]> {
+        if self.state != State::Connected {
+            return None;
+        }
+        self.queue.front().map(|(f, _)| &f[self.written..])
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
+    /// Never earlier than the `now` of the last call.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Where to read socket data into. Empty means "do not read now": either
+    /// not connected, or the previous message's reply is waiting for queue
+    /// room (backpressure, which lets the peer's flow control slow a flood
+    /// down instead of this side dropping anything). Over UDP it is always the
+    /// whole receive buffer or nothing.
+    pub fn receive_buffer(&mut self) -> &mut [u8] {
+        let cap = self.receive_capacity();
+        &mut self.rx[self.rx_len..self.rx_len + cap]
+    }
+
+    /// The connection's status, for a network LED.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        match self.state {
+            State::WaitNetwork => Status::WaitingForNetwork,
+            State::RadioOff => Status::RadioOff,
+            State::Backoff => Status::BackingOff,
+            State::Connecting => Status::Connecting,
+            State::Connected => Status::Connected,
+        }
+    }
+
+    /// Counters since creation.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The policy this connection follows.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The message handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The message handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// Wall-clock time at `now`, in Unix milliseconds, if a wall clock was set.
+    #[must_use]
+    pub fn unix_time_ms(&self, now: Instant) -> Option<u64> {
+        let t = i128::from(now.as_millis()) + i128::from(self.wall_offset?);
+        u64::try_from(t).ok()
+    }
+
+    /// Messages in the outgoing queue (including a pending heartbeat and
+    /// replies).
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The largest message [`enqueue`](Self::enqueue) accepts right now.
+    #[must_use]
+    pub fn queue_room(&self) -> usize {
+        self.queue
+            .room(self.heartbeat_reserve())
+            .saturating_sub(self.config.framing.overhead())
+    }
+
+    /// The queued frames (framing applied), head first, and whether each is
+    /// a heartbeat. For inspection and tests.
+    pub fn queued_frames(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
+        self.queue.iter()
+    }
+
+    /// Consecutive failed connect attempts so far (towards
+    /// [`Config::max_failures`]).
+    #[must_use]
+    pub fn consecutive_failures(&self) -> u16 {
+        self.failures
+    }
+
+    // -------------------------------------------------------------- internals
+
+    /// Clamps `now` to be monotonic and runs every timer due.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        // Every handler re-arms at `now + d` with `d > 0` or disarms, so this
+        // loop ends; the bound is a guard against a future mistake.
+        for _ in 0..16 {
+            let Some(timer) = self.timers.expired(now) else {
+                break;
+            };
+            self.timers.stop(timer);
+            self.on_timer(now, timer);
+        }
+        now
+    }
+
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match (timer, self.state) {
+            (Timer::NetworkWait, State::WaitNetwork) => {
+                warn!("no network after {}: radio off", self.config.network_wait);
+                self.stats.radio_cycles = self.stats.radio_cycles.wrapping_add(1);
+                self.pending |= RADIO_OFF;
+                self.state = State::RadioOff;
+                self.timers.set(Timer::RadioOff, now + self.config.radio_off);
+            }
+            (Timer::RadioOff, State::RadioOff) => {
+                self.pending |= RADIO_ON;
+                if self.network_up {
+                    self.start_connect(now);
+                } else {
+                    self.enter_wait_network(now);
+                }
+            }
+            (Timer::Retry, State::Backoff) => {
+                if self.network_up {
+                    self.start_connect(now);
+                } else {
+                    self.enter_wait_network(now);
+                }
+            }
+            (Timer::Connect, State::Connecting) => {
+                warn!("connect timed out");
+                self.stats.connect_timeouts = self.stats.connect_timeouts.wrapping_add(1);
+                self.connect_failed(now);
+            }
+            (Timer::Heartbeat, State::Connected) => {
+                if let Some(interval) = self.config.heartbeat_interval {
+                    self.queue_heartbeat();
+                    self.timers.set(Timer::Heartbeat, now + interval);
+                }
+            }
+            (Timer::Idle, State::Connected) => {
+                warn!("nothing received for {:?}: reconnecting", self.config.idle_timeout);
+                self.stats.idle_timeouts = self.stats.idle_timeouts.wrapping_add(1);
+                self.drop_connection(now);
+            }
+            // Timers are disarmed on every state change; a stray one is
+            // harmless.
+            _ => {}
+        }
+    }
+
+    fn expect_connecting(&self) -> Result<(), Error> {
+        if self.state == State::Connecting && self.pending & CONNECT == 0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidState)
+        }
+    }
+
+    fn connection_lost(&mut self, now: Instant) -> Result<(), Error> {
+        match self.state {
+            State::Connected => {
+                self.drop_connection(now);
+                Ok(())
+            }
+            State::Connecting if self.pending & CONNECT == 0 => {
+                self.connect_failed(now);
+                Ok(())
+            }
+            _ => Err(Error::InvalidState),
+        }
+    }
+
+    fn start_connect(&mut self, now: Instant) {
+        debug!("connecting to {}", self.config.remote);
+        self.state = State::Connecting;
+        self.pending |= CONNECT;
+        self.stats.connect_attempts = self.stats.connect_attempts.wrapping_add(1);
+        self.stop_timers();
+        if let Some(t) = self.config.connect_timeout {
+            self.timers.set(Timer::Connect, now + t);
+        }
+    }
+
+    fn connect_failed(&mut self, now: Instant) {
+        self.stats.connect_failures = self.stats.connect_failures.wrapping_add(1);
+        self.failures += 1;
+        self.backoff_failures = self.backoff_failures.saturating_add(1);
+        info!("connect failed ({}/{})", self.failures, self.config.max_failures);
+        self.close_socket();
+        if self.failures >= self.config.max_failures {
+            warn!("{} connect failures: resetting the link", self.failures);
+            self.pending |= RESET_LINK;
+            self.stats.link_resets = self.stats.link_resets.wrapping_add(1);
+            self.failures = 0;
+        }
+        self.enter_backoff(now);
+    }
+
+    /// Ends an established connection: close, then retry after the delay
+    /// (the tutorial waits 5 s after every close, not only after failures).
+    fn drop_connection(&mut self, now: Instant) {
+        self.stats.disconnects = self.stats.disconnects.wrapping_add(1);
+        self.close_socket();
+        self.enter_backoff(now);
+    }
+
+    /// Asks the caller to close the socket and forgets per-connection state.
+    /// A connect the caller has not taken yet is simply withdrawn.
+    fn close_socket(&mut self) {
+        self.pending &= !CONNECT;
+        self.pending |= CLOSE;
+        // A message cut by the disconnect goes again, whole, next time.
+        self.written = 0;
+        self.stats.rx_discarded = self.stats.rx_discarded.wrapping_add(self.rx_len as u32);
+        self.rx_len = 0;
+        self.rx_blocked = false;
+    }
+
+    fn enter_backoff(&mut self, now: Instant) {
+        self.state = State::Backoff;
+        self.stop_timers();
+        let delay = self.retry_delay();
+        debug!("next attempt in {}", delay);
+        self.timers.set(Timer::Retry, now + delay);
+    }
+
+    fn enter_wait_network(&mut self, now: Instant) {
+        self.state = State::WaitNetwork;
+        self.stop_timers();
+        self.timers.set(Timer::NetworkWait, now + self.config.network_wait);
+    }
+
+    fn stop_timers(&mut self) {
+        for t in TIMERS {
+            self.timers.stop(t);
+        }
+    }
+
+    fn retry_delay(&mut self) -> Duration {
+        let base = self.config.retry_delay;
+        match self.config.backoff {
+            Backoff::Fixed => base,
+            Backoff::Exponential { max } => {
+                let exp = u32::from(self.backoff_failures);
+                let ceiling = base.saturating_shl(exp).min(max);
+                let span = ceiling.as_millis() - base.as_millis();
+                let jitter = if span == 0 {
+                    0
+                } else {
+                    self.next_random() % (span + 1)
+                };
+                Duration::from_millis(base.as_millis() + jitter)
+            }
+        }
+    }
+
+    /// splitmix64: a tiny, well-mixed generator for jitter (any seed works,
+    /// zero included); not cryptographic.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Queue bytes held back so a heartbeat always fits.
+    fn heartbeat_reserve(&self) -> usize {
+        if self.heartbeat_queued {
+            0
+        } else {
+            self.config.heartbeat_slot()
+        }
+    }
+
+    fn queue_heartbeat(&mut self) {
+        if self.heartbeat_queued {
+            // The last one is still unsent: never let heartbeats pile up.
+            self.stats.heartbeats_skipped = self.stats.heartbeats_skipped.wrapping_add(1);
+            return;
+        }
+        let framing = self.config.framing;
+        let payload = self.config.heartbeat_payload;
+        let len = payload.len() + framing.overhead();
+        // The reserve guarantees room; the config check guarantees it frames.
+        let Ok(slot) = self.queue.reserve_exact(len, 0) else {
+            self.stats.heartbeats_skipped = self.stats.heartbeats_skipped.wrapping_add(1);
+            return;
+        };
+        let Ok(p) = framing.prefix(payload, slot) else {
+            return;
+        };
+        slot[p..p + payload.len()].copy_from_slice(payload);
+        slot[p + payload.len()..].copy_from_slice(framing.suffix());
+        self.queue.commit(len, true);
+        self.heartbeat_queued = true;
+    }
+
+    fn receive_capacity(&self) -> usize {
+        if self.state != State::Connected || self.rx_blocked {
+            0
+        } else if self.config.transport == Transport::Udp {
+            // A datagram is read whole into an empty buffer.
+            if self.rx_len == 0 {
+                R
+            } else {
+                0
+            }
+        } else {
+            R - self.rx_len
+        }
+    }
+
+    /// Hands every complete frame in `rx` to the handler, until one's reply
+    /// does not fit (backpressure) or a framing error ends the connection.
+    fn process_rx(&mut self, now: Instant) {
+        let framing = self.config.framing;
+        let mut start = 0;
+        let mut error = false;
+        self.rx_blocked = false;
+        loop {
+            match framing::decode(framing, &self.rx[start..self.rx_len], R) {
+                Ok(Some(f)) => {
+                    let (a, b) = (start + f.start, start + f.end);
+                    if !self.dispatch(now, a, b) {
+                        self.rx_blocked = true;
+                        break;
+                    }
+                    start += f.consumed;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    error = true;
+                    break;
+                }
+            }
+        }
+        self.rx.copy_within(start..self.rx_len, 0);
+        self.rx_len -= start;
+        let udp_leftover =
+            self.config.transport == Transport::Udp && !self.rx_blocked && self.rx_len > 0;
+        if error || udp_leftover {
+            warn!("bad frame from the server: reconnecting");
+            self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
+            self.drop_connection(now);
+        }
+    }
+
+    fn dispatch_empty(&mut self, now: Instant) {
+        // rx_len is 0: the empty range at the start is the message.
+        if !self.dispatch(now, 0, 0) {
+            self.rx_blocked = true;
+        }
+    }
+
+    /// Runs the handler on `rx[a..b]` and queues its reply. Returns `false`
+    /// when the reply must wait for queue room.
+    fn dispatch(&mut self, now: Instant, a: usize, b: usize) -> bool {
+        let framing = self.config.framing;
+        let reserve = self.heartbeat_reserve();
+        let cx = Context {
+            now,
+            unix_time_ms: self.unix_time_ms(now),
+        };
+        let (pre, suf) = (framing.prefix_len(), framing.suffix());
+        // At most two tries: the second after compacting the queue.
+        for _ in 0..2 {
+            let spare = self.queue.spare(reserve);
+            let limit = spare.len().saturating_sub(pre + suf.len());
+            let body = spare.get_mut(pre..pre + limit).unwrap_or_default();
+            let mut reply = Reply::new(body, framing == Framing::Lines);
+            // The handler's own error is the reply's overflow, seen below.
+            let _ = self.handler.on_message(&self.rx[a..b], &cx, &mut reply);
+            match reply.outcome() {
+                ReplyOutcome::None => {}
+                ReplyOutcome::Message(n) if framing == Framing::Len16 && n > 0xFFFF => {
+                    self.drop_reply();
+                }
+                ReplyOutcome::Message(n) => {
+                    let spare = self.queue.spare(reserve);
+                    if pre == 2 {
+                        spare[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                    }
+                    spare[pre + n..pre + n + suf.len()].copy_from_slice(suf);
+                    self.queue.commit(pre + n + suf.len(), false);
+                }
+                ReplyOutcome::Unframeable => self.drop_reply(),
+                ReplyOutcome::Overflow => {
+                    if self.queue.compaction_helps(reserve) {
+                        self.queue.compact();
+                        continue;
+                    }
+                    if !self.queue.is_empty() {
+                        return false;
+                    }
+                    // Even an empty queue cannot hold it: waiting would stall
+                    // the connection forever.
+                    self.drop_reply();
+                }
+            }
+            self.stats.messages_in = self.stats.messages_in.wrapping_add(1);
+            return true;
+        }
+        false
+    }
+
+    fn drop_reply(&mut self) {
+        warn!("reply dropped: it cannot fit the queue or the framing");
+        self.stats.replies_dropped = self.stats.replies_dropped.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests;

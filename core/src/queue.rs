@@ -1,0 +1,228 @@
+//! The outgoing queue: whole framed messages in one caller-sized byte buffer.
+//!
+//! Messages are stored back to back, each behind a 4-byte header (length and
+//! a heartbeat tag), so the frame at the head is always one contiguous slice
+//! that can be handed to a socket as it is. Space freed at the front is
+//! reclaimed by sliding the live bytes down ("compaction"), only when a new
+//! message would not fit otherwise; no ring wrap-around, no second copy.
+//!
+//! A message leaves the queue only when the socket took its last byte
+//! ([`Queue::pop_front`]): the state machine tracks how much of the head was
+//! written, and starts again from zero on a new connection.
+
+/// Per-message header: little-endian `u32`, low 31 bits the frame length,
+/// top bit set for a heartbeat.
+pub(crate) const HEADER: usize = 4;
+const HEARTBEAT_BIT: u32 = 1 << 31;
+
+/// The queue has no room for the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+pub(crate) struct Queue<const N: usize> {
+    buf: [u8; N],
+    head: usize,
+    tail: usize,
+    count: usize,
+}
+
+impl<const N: usize> Queue<N> {
+    pub(crate) const fn new() -> Self {
+        Queue {
+            buf: [0; N],
+            head: 0,
+            tail: 0,
+            count: 0,
+        }
+    }
+
+    /// Bytes in use, headers included.
+    pub(crate) fn used(&self) -> usize {
+        self.tail - self.head
+    }
+
+    /// Number of queued messages.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The largest frame that could be added now while leaving `reserve`
+    /// bytes free, compaction allowed.
+    pub(crate) fn room(&self, reserve: usize) -> usize {
+        N.saturating_sub(reserve)
+            .saturating_sub(self.used())
+            .saturating_sub(HEADER)
+    }
+
+    /// Room for a new frame at the end of the buffer without moving anything,
+    /// limited to [`room`](Self::room).
+    fn spare_len(&self, reserve: usize) -> usize {
+        let physical = N.saturating_sub(self.tail).saturating_sub(HEADER);
+        physical.min(self.room(reserve))
+    }
+
+    /// Slides live bytes to the front of the buffer.
+    pub(crate) fn compact(&mut self) {
+        if self.head > 0 {
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.tail -= self.head;
+            self.head = 0;
+        }
+    }
+
+    /// Whether [`compact`](Self::compact) would make [`spare`](Self::spare) larger.
+    pub(crate) fn compaction_helps(&self, reserve: usize) -> bool {
+        self.spare_len(reserve) < self.room(reserve)
+    }
+
+    /// The bytes a new frame can be written into, without compacting.
+    /// Follow with [`commit`](Self::commit).
+    pub(crate) fn spare(&mut self, reserve: usize) -> &mut [u8] {
+        let len = self.spare_len(reserve);
+        let start = self.tail + HEADER;
+        &mut self.buf[start..start + len]
+    }
+
+    /// Makes `len` bytes written into [`spare`](Self::spare) a queued frame.
+    pub(crate) fn commit(&mut self, len: usize, heartbeat: bool) {
+        debug_assert!(self.tail + HEADER + len <= N);
+        let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
+        // Frames are bounded by N; the length field holds 31 bits.
+        let header = (len as u32 & !HEARTBEAT_BIT) | tag;
+        self.buf[self.tail..self.tail + HEADER].copy_from_slice(&header.to_le_bytes());
+        self.tail += HEADER + len;
+        self.count += 1;
+    }
+
+    /// Reserves room for a frame of exactly `len` bytes (compacting if that
+    /// helps) and returns it to be filled, or `Full`.
+    pub(crate) fn reserve_exact(&mut self, len: usize, reserve: usize) -> Result<&mut [u8], Full> {
+        if len > self.room(reserve) {
+            return Err(Full);
+        }
+        if len > self.spare_len(reserve) {
+            self.compact();
+        }
+        Ok(&mut self.spare(reserve)[..len])
+    }
+
+    fn header(&self) -> Option<(usize, bool)> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut h = [0u8; HEADER];
+        h.copy_from_slice(&self.buf[self.head..self.head + HEADER]);
+        let h = u32::from_le_bytes(h);
+        Some(((h & !HEARTBEAT_BIT) as usize, h & HEARTBEAT_BIT != 0))
+    }
+
+    /// The frame at the head and whether it is a heartbeat.
+    pub(crate) fn front(&self) -> Option<(&[u8], bool)> {
+        let (len, hb) = self.header()?;
+        let start = self.head + HEADER;
+        Some((&self.buf[start..start + len], hb))
+    }
+
+    /// Removes the head frame; returns whether it was a heartbeat.
+    pub(crate) fn pop_front(&mut self) -> Option<bool> {
+        let (len, hb) = self.header()?;
+        self.head += HEADER + len;
+        self.count -= 1;
+        if self.count == 0 {
+            self.head = 0;
+            self.tail = 0;
+        }
+        Some(hb)
+    }
+
+    /// Iterates over the queued frames, head first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
+        let mut at = self.head;
+        core::iter::from_fn(move || {
+            if at >= self.tail {
+                return None;
+            }
+            let mut h = [0u8; HEADER];
+            h.copy_from_slice(&self.buf[at..at + HEADER]);
+            let h = u32::from_le_bytes(h);
+            let len = (h & !HEARTBEAT_BIT) as usize;
+            let frame = &self.buf[at + HEADER..at + HEADER + len];
+            at += HEADER + len;
+            Some((frame, h & HEARTBEAT_BIT != 0))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push<const N: usize>(q: &mut Queue<N>, msg: &[u8], reserve: usize) -> Result<(), Full> {
+        q.reserve_exact(msg.len(), reserve)?.copy_from_slice(msg);
+        q.commit(msg.len(), false);
+        Ok(())
+    }
+
+    #[test]
+    fn fifo_order_and_tags() {
+        let mut q = Queue::<64>::new();
+        push(&mut q, b"one", 0).unwrap();
+        q.reserve_exact(2, 0).unwrap().copy_from_slice(b"hb");
+        q.commit(2, true);
+        push(&mut q, b"three", 0).unwrap();
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.front(), Some((&b"one"[..], false)));
+        assert_eq!(q.pop_front(), Some(false));
+        assert_eq!(q.front(), Some((&b"hb"[..], true)));
+        assert_eq!(q.pop_front(), Some(true));
+        assert_eq!(q.pop_front(), Some(false));
+        assert_eq!(q.pop_front(), None);
+        assert!(q.is_empty());
+        assert_eq!(q.used(), 0);
+    }
+
+    #[test]
+    fn full_is_an_error_and_reserve_is_kept() {
+        let mut q = Queue::<16>::new();
+        // 16 bytes hold one header and 12 bytes of frame.
+        assert_eq!(push(&mut q, &[1; 13], 0), Err(Full));
+        assert_eq!(push(&mut q, &[1; 9], 3), Ok(()));
+        assert_eq!(q.room(0), 0, "13 bytes used, a header does not fit in 3");
+        assert_eq!(push(&mut q, b"", 0), Err(Full));
+        assert_eq!(q.len(), 1, "a failed push changes nothing");
+    }
+
+    #[test]
+    fn compaction_reuses_space_freed_at_the_front() {
+        let mut q = Queue::<24>::new();
+        push(&mut q, &[1; 8], 0).unwrap(); // 12 bytes
+        push(&mut q, &[2; 4], 0).unwrap(); // 8 bytes, tail = 20
+        q.pop_front();
+        assert!(q.compaction_helps(0));
+        // Needs 4 + 8 = 12 bytes: only possible after sliding [2;4] down.
+        push(&mut q, &[3; 8], 0).unwrap();
+        let frames: [_; 2] = core::array::from_fn(|_| {
+            let f = q.front().unwrap().0[0];
+            q.pop_front();
+            f
+        });
+        assert_eq!(frames, [2, 3]);
+    }
+
+    #[test]
+    fn iter_sees_every_frame_in_order() {
+        let mut q = Queue::<64>::new();
+        for m in [&b"a"[..], b"bb", b"ccc"] {
+            push(&mut q, m, 0).unwrap();
+        }
+        let mut lens = [0; 3];
+        for (i, (f, _)) in q.iter().enumerate() {
+            lens[i] = f.len();
+        }
+        assert_eq!(lens, [1, 2, 3]);
+    }
+}
