@@ -176,36 +176,27 @@ enum State {
     Connected,
 }
 
-/// The timers, one slot each; the next deadline is the earliest armed one.
+/// The timers. The four phase timers are mutually exclusive (each belongs to
+/// one state), so they share a slot; heartbeat and idle run while connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
-    /// Network not up within `network_wait`: cycle the radio.
-    NetworkWait,
-    /// Radio has been off for `radio_off`: turn it on.
-    RadioOff,
-    /// Time for the next connect attempt.
-    Retry,
-    /// The connect attempt takes too long.
-    Connect,
+    /// `WaitNetwork`: network not up within `network_wait`: cycle the radio.
+    /// `RadioOff`: radio has been off for `radio_off`: turn it on.
+    /// `Backoff`: time for the next connect attempt.
+    /// `Connecting`: the attempt takes longer than `connect_timeout`.
+    Phase,
     /// Time for the next heartbeat.
     Heartbeat,
     /// Nothing received for `idle_timeout`.
     Idle,
 }
 
-const TIMERS: [Timer; 6] = [
-    Timer::NetworkWait,
-    Timer::RadioOff,
-    Timer::Retry,
-    Timer::Connect,
-    Timer::Heartbeat,
-    Timer::Idle,
-];
+const TIMERS: [Timer; 3] = [Timer::Phase, Timer::Heartbeat, Timer::Idle];
 
-/// Deadlines in milliseconds; `u64::MAX` is "not armed" (saves the
-/// discriminant an `Option` would add to each slot).
+/// Deadlines in milliseconds, indexed by [`Timer`]; `u64::MAX` is "not
+/// armed" (saves the discriminant an `Option` would add to each slot).
 #[derive(Clone, Copy)]
-struct Timers([u64; 6]);
+struct Timers([u64; 3]);
 
 impl Timers {
     const OFF: u64 = u64::MAX;
@@ -256,9 +247,9 @@ pub struct Connection<H, const Q: usize, const R: usize> {
     rx_len: usize,
     timers: Timers,
     last_now: Instant,
-    rng: u64,
-    /// Unix milliseconds minus monotonic milliseconds; `None` until set.
-    wall_offset: Option<i64>,
+    /// Unix milliseconds minus monotonic milliseconds; [`NO_WALL_CLOCK`]
+    /// until set.
+    wall_offset: i64,
     stats: Stats,
     handler: H,
     queue: Queue<Q>,
@@ -282,10 +273,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             backoff_failures: 0,
             written: 0,
             rx_len: 0,
-            timers: Timers([Timers::OFF; 6]),
+            timers: Timers([Timers::OFF; 3]),
             last_now: now,
-            rng: config.seed,
-            wall_offset: None,
+            wall_offset: NO_WALL_CLOCK,
             stats: Stats::default(),
             handler,
             queue: Queue::new(),
@@ -341,7 +331,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.backoff_failures = 0;
         self.written = 0;
         self.stats.connects = self.stats.connects.wrapping_add(1);
-        self.timers.stop(Timer::Connect);
+        self.timers.stop(Timer::Phase);
         if let Some(interval) = self.config.heartbeat_interval {
             // The tutorial's heartbeat task queues one as soon as the network is
             // up, so the first heartbeat goes out right after connecting. Over
@@ -493,8 +483,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             return Err(ImplausibleTime);
         }
         let offset = i128::from(unix_ms) - i128::from(now.as_millis());
-        self.wall_offset = Some(i64::try_from(offset).map_err(|_| ImplausibleTime)?);
-        Ok(())
+        match i64::try_from(offset) {
+            Ok(offset) if offset != NO_WALL_CLOCK => {
+                self.wall_offset = offset;
+                Ok(())
+            }
+            _ => Err(ImplausibleTime),
+        }
     }
 
     /// Queues a message for the server. It goes out as soon as the connection
@@ -615,7 +610,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// Wall-clock time at `now`, in Unix milliseconds, if a wall clock was set.
     #[must_use]
     pub fn unix_time_ms(&self, now: Instant) -> Option<u64> {
-        let t = i128::from(now.as_millis()) + i128::from(self.wall_offset?);
+        if self.wall_offset == NO_WALL_CLOCK {
+            return None;
+        }
+        let t = i128::from(now.as_millis()) + i128::from(self.wall_offset);
         u64::try_from(t).ok()
     }
 
@@ -631,7 +629,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     pub fn queue_room(&self) -> usize {
         self.queue
             .room(self.heartbeat_reserve())
-            .saturating_sub(self.config.framing.overhead())
+            .map_or(0, |room| room.saturating_sub(self.config.framing.overhead()))
     }
 
     /// The queued frames (framing applied), head first, and whether each is
@@ -667,14 +665,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match (timer, self.state) {
-            (Timer::NetworkWait, State::WaitNetwork) => {
+            (Timer::Phase, State::WaitNetwork) => {
                 warn!("no network after {}: radio off", self.config.network_wait);
                 self.stats.radio_cycles = self.stats.radio_cycles.wrapping_add(1);
                 self.pending |= RADIO_OFF;
                 self.state = State::RadioOff;
-                self.timers.set(Timer::RadioOff, now + self.config.radio_off);
+                self.timers.set(Timer::Phase, now + self.config.radio_off);
             }
-            (Timer::RadioOff, State::RadioOff) => {
+            (Timer::Phase, State::RadioOff) => {
                 self.pending |= RADIO_ON;
                 if self.network_up {
                     self.start_connect(now);
@@ -682,14 +680,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                     self.enter_wait_network(now);
                 }
             }
-            (Timer::Retry, State::Backoff) => {
+            (Timer::Phase, State::Backoff) => {
                 if self.network_up {
                     self.start_connect(now);
                 } else {
                     self.enter_wait_network(now);
                 }
             }
-            (Timer::Connect, State::Connecting) => {
+            (Timer::Phase, State::Connecting) => {
                 warn!("connect timed out");
                 self.stats.connect_timeouts = self.stats.connect_timeouts.wrapping_add(1);
                 self.connect_failed(now);
@@ -740,7 +738,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stats.connect_attempts = self.stats.connect_attempts.wrapping_add(1);
         self.stop_timers();
         if let Some(t) = self.config.connect_timeout {
-            self.timers.set(Timer::Connect, now + t);
+            self.timers.set(Timer::Phase, now + t);
         }
     }
 
@@ -784,13 +782,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stop_timers();
         let delay = self.retry_delay();
         debug!("next attempt in {}", delay);
-        self.timers.set(Timer::Retry, now + delay);
+        self.timers.set(Timer::Phase, now + delay);
     }
 
     fn enter_wait_network(&mut self, now: Instant) {
         self.state = State::WaitNetwork;
         self.stop_timers();
-        self.timers.set(Timer::NetworkWait, now + self.config.network_wait);
+        self.timers.set(Timer::Phase, now + self.config.network_wait);
     }
 
     fn stop_timers(&mut self) {
@@ -807,25 +805,17 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 let exp = u32::from(self.backoff_failures);
                 let ceiling = base.saturating_shl(exp).min(max);
                 let span = ceiling.as_millis() - base.as_millis();
-                let jitter = if span == 0 {
-                    0
-                } else {
-                    self.next_random() % (span + 1)
-                };
+                // Stateless jitter: a hash of the seed and the attempt number
+                // is as good as a generator's next draw, and needs no state.
+                let draw = splitmix(
+                    self.config.seed ^ u64::from(self.stats.connect_attempts).rotate_left(32),
+                );
+                let jitter = if span == 0 { 0 } else { draw % (span + 1) };
                 Duration::from_millis(base.as_millis() + jitter)
             }
         }
     }
 
-    /// splitmix64: a tiny, well-mixed generator for jitter (any seed works,
-    /// zero included); not cryptographic.
-    fn next_random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 
     /// Queue bytes held back so a heartbeat always fits.
     fn heartbeat_reserve(&self) -> usize {
@@ -928,9 +918,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let (pre, suf) = (framing.prefix_len(), framing.suffix());
         // At most two tries: the second after compacting the queue.
         for _ in 0..2 {
-            let spare = self.queue.spare(reserve);
-            let limit = spare.len().saturating_sub(pre + suf.len());
-            let body = spare.get_mut(pre..pre + limit).unwrap_or_default();
+            // Without room for the framing (or even the queue header) any
+            // reply, an empty one included, overflows.
+            let body = self
+                .queue
+                .spare(reserve)
+                .and_then(|spare| spare.len().checked_sub(pre + suf.len()).map(|n| (spare, n)))
+                .map(|(spare, n)| &mut spare[pre..pre + n]);
             let mut reply = Reply::new(body, framing == Framing::Lines);
             // The handler's own error is the reply's overflow, seen below.
             let _ = self.handler.on_message(&self.rx[a..b], &cx, &mut reply);
@@ -940,7 +934,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                     self.drop_reply();
                 }
                 ReplyOutcome::Message(n) => {
-                    let spare = self.queue.spare(reserve);
+                    // The reply was written inside `spare`, so it is there.
+                    let Some(spare) = self.queue.spare(reserve) else {
+                        return false;
+                    };
                     if pre == 2 {
                         spare[..2].copy_from_slice(&(n as u16).to_be_bytes());
                     }
@@ -971,6 +968,18 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         warn!("reply dropped: it cannot fit the queue or the framing");
         self.stats.replies_dropped = self.stats.replies_dropped.wrapping_add(1);
     }
+}
+
+/// `wall_offset` before any wall clock was supplied.
+const NO_WALL_CLOCK: i64 = i64::MIN;
+
+/// The splitmix64 finaliser: a well-mixed hash of a 64-bit value (zero
+/// included). Not cryptographic; it only spreads reconnects.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@ pub struct ReplyFull;
 /// Everything written during one call is one outgoing message. Writing
 /// nothing (not even an empty slice) means "no reply".
 pub struct Reply<'a> {
-    buf: &'a mut [u8],
+    /// `None`: not even an empty reply fits.
+    buf: Option<&'a mut [u8]>,
     len: usize,
     started: bool,
     overflow: bool,
@@ -40,7 +41,7 @@ pub struct Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
-    pub(crate) fn new(buf: &'a mut [u8], forbid_newline: bool) -> Self {
+    pub(crate) fn new(buf: Option<&'a mut [u8]>, forbid_newline: bool) -> Self {
         Reply {
             buf,
             len: 0,
@@ -57,7 +58,8 @@ impl<'a> Reply<'a> {
         if self.forbid_newline && bytes.contains(&b'\n') {
             self.bad_byte = true;
         }
-        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+        let end = self.len + bytes.len();
+        match self.buf.as_deref_mut().and_then(|b| b.get_mut(self.len..end)) {
             Some(dst) if !self.overflow => {
                 dst.copy_from_slice(bytes);
                 self.len += bytes.len();
@@ -82,7 +84,7 @@ impl<'a> Reply<'a> {
 
     /// Bytes that can still be written.
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.len
+        self.buf.as_ref().map_or(0, |b| b.len() - self.len)
     }
 
     pub(crate) fn outcome(&self) -> ReplyOutcome {
@@ -233,7 +235,7 @@ mod tests {
             now: Instant::from_secs(1),
             unix_time_ms: unix_ms,
         };
-        let mut r = Reply::new(&mut buf[..], false);
+        let mut r = Reply::new(Some(&mut buf[..]), false);
         h.on_message(msg, &cx, &mut r).unwrap();
         let (len, started) = (r.len(), r.started);
         (buf, len, started)
@@ -274,7 +276,7 @@ mod tests {
     fn a_reply_that_does_not_fit_is_an_error_not_a_truncation() {
         let mut buf = [0u8; 4];
         let cx = Context { now: Instant::ZERO, unix_time_ms: None };
-        let mut r = Reply::new(&mut buf[..], false);
+        let mut r = Reply::new(Some(&mut buf[..]), false);
         assert_eq!(TestProtocol::default().on_message(b"back 123", &cx, &mut r), Err(ReplyFull));
         assert!(matches!(r.outcome(), ReplyOutcome::Overflow));
         // Later writes that would fit do not resurrect a truncated reply.

@@ -117,10 +117,13 @@
 //!     now = conn.poll_timeout().unwrap();
 //!     conn.handle_timeout(now);
 //! }
-//! // The heartbeat on connect, our message, the reply to `bin`, then one
-//! // heartbeat every 10 s.
-//! assert!(wire.starts_with(b"heart beathello\x11\x22\x33heart beat"));
-//! assert_eq!(now, Instant::ZERO + Duration::from_secs(70));
+//! // Our message (queued first), the heartbeat on connect, the reply to
+//! // `bin`, then one heartbeat every 10 s (the one due at 90 s is still queued).
+//! assert_eq!(now, Instant::ZERO + Duration::from_secs(90));
+//! assert_eq!(conn.queued(), 1);
+//! let mut expected = b"helloheart beat\x11\x22\x33".to_vec();
+//! expected.extend_from_slice(&b"heart beat".repeat(8));
+//! assert_eq!(wire, expected);
 //! ```
 //!
 //! ## Features
@@ -151,3 +154,13 @@ pub use connection::{
 };
 pub use framing::Framing;
 pub use handler::{Context, Handler, Reply, ReplyFull, TestProtocol, BIN_REPLY};
+
+
+// MISSION.md's RAM goal: at most 256 bytes of fixed state on a 32-bit MCU,
+// queue and receive buffer aside. Checked at build time for every 32-bit
+// target CI builds (thumbv6m, thumbv7em, riscv32imc).
+#[cfg(target_pointer_width = "32")]
+const _: () = assert!(
+    core::mem::size_of::<Connection<(), 0, 0>>() <= 256,
+    "the state machine's fixed overhead grew beyond 256 bytes"
+);

@@ -51,18 +51,18 @@ impl<const N: usize> Queue<N> {
     }
 
     /// The largest frame that could be added now while leaving `reserve`
-    /// bytes free, compaction allowed.
-    pub(crate) fn room(&self, reserve: usize) -> usize {
-        N.saturating_sub(reserve)
-            .saturating_sub(self.used())
-            .saturating_sub(HEADER)
+    /// bytes free, compaction allowed; `None` when not even a header fits.
+    pub(crate) fn room(&self, reserve: usize) -> Option<usize> {
+        N.checked_sub(reserve)?
+            .checked_sub(self.used())?
+            .checked_sub(HEADER)
     }
 
     /// Room for a new frame at the end of the buffer without moving anything,
     /// limited to [`room`](Self::room).
-    fn spare_len(&self, reserve: usize) -> usize {
-        let physical = N.saturating_sub(self.tail).saturating_sub(HEADER);
-        physical.min(self.room(reserve))
+    fn spare_len(&self, reserve: usize) -> Option<usize> {
+        let physical = N.checked_sub(self.tail)?.checked_sub(HEADER)?;
+        Some(physical.min(self.room(reserve)?))
     }
 
     /// Slides live bytes to the front of the buffer.
@@ -76,18 +76,23 @@ impl<const N: usize> Queue<N> {
 
     /// Whether [`compact`](Self::compact) would make [`spare`](Self::spare) larger.
     pub(crate) fn compaction_helps(&self, reserve: usize) -> bool {
-        self.spare_len(reserve) < self.room(reserve)
+        match (self.spare_len(reserve), self.room(reserve)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(spare), Some(room)) => spare < room,
+        }
     }
 
-    /// The bytes a new frame can be written into, without compacting.
-    /// Follow with [`commit`](Self::commit).
-    pub(crate) fn spare(&mut self, reserve: usize) -> &mut [u8] {
-        let len = self.spare_len(reserve);
+    /// The bytes a new frame can be written into, without compacting; `None`
+    /// when there is no room for even an empty frame. Follow with
+    /// [`commit`](Self::commit).
+    pub(crate) fn spare(&mut self, reserve: usize) -> Option<&mut [u8]> {
+        let len = self.spare_len(reserve)?;
         let start = self.tail + HEADER;
-        &mut self.buf[start..start + len]
+        Some(&mut self.buf[start..start + len])
     }
 
-    /// Makes `len` bytes written into [`spare`](Self::spare) a queued frame.
+    /// Makes the first `len` bytes of [`spare`](Self::spare) a queued frame.
     pub(crate) fn commit(&mut self, len: usize, heartbeat: bool) {
         debug_assert!(self.tail + HEADER + len <= N);
         let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
@@ -101,13 +106,16 @@ impl<const N: usize> Queue<N> {
     /// Reserves room for a frame of exactly `len` bytes (compacting if that
     /// helps) and returns it to be filled, or `Full`.
     pub(crate) fn reserve_exact(&mut self, len: usize, reserve: usize) -> Result<&mut [u8], Full> {
-        if len > self.room(reserve) {
+        if self.room(reserve).is_none_or(|room| len > room) {
             return Err(Full);
         }
-        if len > self.spare_len(reserve) {
+        if self.spare_len(reserve).is_none_or(|spare| len > spare) {
             self.compact();
         }
-        Ok(&mut self.spare(reserve)[..len])
+        match self.spare(reserve) {
+            Some(spare) => Ok(&mut spare[..len]),
+            None => Err(Full),
+        }
     }
 
     fn header(&self) -> Option<(usize, bool)> {
@@ -191,8 +199,9 @@ mod tests {
         // 16 bytes hold one header and 12 bytes of frame.
         assert_eq!(push(&mut q, &[1; 13], 0), Err(Full));
         assert_eq!(push(&mut q, &[1; 9], 3), Ok(()));
-        assert_eq!(q.room(0), 0, "13 bytes used, a header does not fit in 3");
+        assert_eq!(q.room(0), None, "13 bytes used, a header does not fit in 3");
         assert_eq!(push(&mut q, b"", 0), Err(Full));
+        assert!(q.spare(0).is_none());
         assert_eq!(q.len(), 1, "a failed push changes nothing");
     }
 

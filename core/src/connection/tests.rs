@@ -1,1 +1,641 @@
+//! Unit tests: each of the tutorial's behaviours at exact times against
+//! `Config::default()`, and each place where we do better than the tutorial.
+
+extern crate std;
+use std::vec::Vec;
+
 use super::*;
+use crate::{Remote, TestProtocol};
+
+const S: u64 = 1000;
+
+/// A connection with a pretend socket around it.
+struct T<H: Handler = TestProtocol, const Q: usize = 256, const R: usize = 64> {
+    c: Connection<H, Q, R>,
+    now: Instant,
+    /// Bytes written to the pretend socket, per connection.
+    wire: Vec<u8>,
+}
+
+impl<const Q: usize, const R: usize> T<TestProtocol, Q, R> {
+    fn new(config: Config) -> Self {
+        T {
+            c: Connection::new(config, TestProtocol::default(), Instant::ZERO).unwrap(),
+            now: Instant::ZERO,
+            wire: Vec::new(),
+        }
+    }
+}
+
+impl<H: Handler, const Q: usize, const R: usize> T<H, Q, R> {
+    fn at(&mut self, ms: u64) -> &mut Self {
+        self.now = Instant::from_millis(ms);
+        self.c.handle_timeout(self.now);
+        self
+    }
+    fn actions(&mut self) -> Vec<Action> {
+        core::iter::from_fn(|| self.c.poll_action()).collect()
+    }
+    /// Takes the pending actions, which must end in a Connect, and connects.
+    fn connect(&mut self) {
+        let actions = self.actions();
+        assert_eq!(actions.last(), Some(&Action::Connect { transport: Transport::Tcp }));
+        self.c.handle_connected(self.now).unwrap();
+    }
+    /// Writes everything queued, as a socket that takes it all would.
+    fn flush(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = self.c.poll_transmit() {
+            out.extend_from_slice(b);
+            let n = b.len();
+            self.c.handle_written(self.now, n).unwrap();
+        }
+        self.wire.extend_from_slice(&out);
+        out
+    }
+    fn recv(&mut self, data: &[u8]) {
+        let n = self.c.handle_received_bytes(self.now, data).unwrap();
+        assert_eq!(n, data.len(), "receive buffer took everything");
+    }
+    fn deadline(&self) -> u64 {
+        self.c.poll_timeout().unwrap().as_millis()
+    }
+}
+
+fn connected() -> T {
+    let mut t = T::new(Config::default());
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t
+}
+
+// 1. Network wait and the flight-mode cycle ------------------------------------
+
+#[test]
+fn waits_for_network_then_cycles_the_radio_for_20s() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    assert_eq!(t.actions(), []);
+    assert_eq!(t.c.status(), Status::WaitingForNetwork);
+    assert_eq!(t.deadline(), 300 * S, "5 minutes of network wait");
+    t.at(300 * S - 1);
+    assert_eq!(t.actions(), []);
+    t.at(300 * S);
+    assert_eq!(t.actions(), [Action::RadioOff]);
+    assert_eq!(t.c.status(), Status::RadioOff);
+    assert_eq!(t.deadline(), 320 * S, "20 s of flight mode");
+    t.at(320 * S - 1);
+    assert_eq!(t.actions(), []);
+    t.at(320 * S);
+    assert_eq!(t.actions(), [Action::RadioOn]);
+    assert_eq!(t.c.status(), Status::WaitingForNetwork);
+    assert_eq!(t.deadline(), 620 * S, "and waits 5 minutes again");
+    t.at(500 * S);
+    t.c.handle_network(t.now, true);
+    assert_eq!(t.actions(), [Action::Connect { transport: Transport::Tcp }]);
+    assert_eq!(t.c.stats().radio_cycles, 1);
+}
+
+#[test]
+fn network_up_during_flight_mode_connects_right_after_radio_on() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    t.at(300 * S);
+    assert_eq!(t.actions(), [Action::RadioOff]);
+    t.at(310 * S);
+    t.c.handle_network(t.now, true);
+    assert_eq!(t.actions(), [], "nothing happens while the radio is off");
+    t.at(320 * S);
+    assert_eq!(
+        t.actions(),
+        [Action::RadioOn, Action::Connect { transport: Transport::Tcp }]
+    );
+}
+
+#[test]
+fn a_late_clock_still_runs_every_step_in_order() {
+    // A caller that oversleeps sees the radio go off, and then on at its next
+    // call, never both in one step (RadioOff is re-armed from the late `now`).
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    t.at(1000 * S);
+    assert_eq!(t.actions(), [Action::RadioOff]);
+    assert_eq!(t.deadline(), 1020 * S);
+}
+
+// 2. TCP or UDP ----------------------------------------------------------------
+
+#[test]
+fn transport_is_only_a_config_choice() {
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let mut t = T::<TestProtocol, 256, 64>::new(Config { transport, ..Config::default() });
+        t.c.handle_network(t.now, true);
+        assert_eq!(t.actions(), [Action::Connect { transport }]);
+        t.c.handle_connected(t.now).unwrap();
+        assert_eq!(t.flush(), b"heart beat");
+        t.recv(b"bin");
+        assert_eq!(t.flush(), [0x11, 0x22, 0x33]);
+    }
+}
+
+#[test]
+fn connect_goes_to_the_configured_remote() {
+    let remote = Remote::Host { name: "lab.example", port: 50798 };
+    let t = T::<TestProtocol, 256, 64>::new(Config { remote, ..Config::default() });
+    assert_eq!(t.c.config().remote, remote);
+    assert_eq!(std::format!("{}", t.c.config().remote), "lab.example:50798");
+}
+
+// 3. Connect failures, retry delay, link reset ---------------------------------
+
+#[test]
+fn failed_connects_retry_every_5s_and_reset_the_link_after_5() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    t.c.handle_network(t.now, true);
+    let mut attempts = Vec::new();
+    for i in 0..10u64 {
+        let actions = t.actions();
+        assert_eq!(actions.last(), Some(&Action::Connect { transport: Transport::Tcp }));
+        attempts.push(t.now.as_millis());
+        assert_eq!(t.c.status(), Status::Connecting);
+        t.c.handle_connect_failed(t.now).unwrap();
+        assert_eq!(t.c.status(), Status::BackingOff);
+        let expected: &[Action] = if i % 5 == 4 {
+            &[Action::Close, Action::ResetLink]
+        } else {
+            &[Action::Close]
+        };
+        assert_eq!(t.actions(), expected, "after failure {}", i + 1);
+        assert_eq!(t.c.consecutive_failures(), ((i + 1) % 5) as u16);
+        assert_eq!(t.deadline(), t.now.as_millis() + 5 * S);
+        t.at(t.now.as_millis() + 5 * S);
+    }
+    assert_eq!(attempts, [0, 5, 10, 15, 20, 25, 30, 35, 40, 45].map(|s| s * S));
+    let st = t.c.stats();
+    assert_eq!((st.connect_attempts, st.connect_failures, st.link_resets), (11, 10, 2));
+}
+
+#[test]
+fn failure_count_resets_on_success() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    t.c.handle_network(t.now, true);
+    for _ in 0..4 {
+        let _ = t.actions();
+        t.c.handle_connect_failed(t.now).unwrap();
+        t.at(t.now.as_millis() + 5 * S);
+    }
+    assert_eq!(t.c.consecutive_failures(), 4);
+    t.connect();
+    assert_eq!(t.c.consecutive_failures(), 0);
+    t.c.handle_closed(t.now).unwrap();
+    assert_eq!(t.actions(), [Action::Close]);
+    // After a close the tutorial also waits 5 s before reconnecting.
+    assert_eq!(t.deadline(), t.now.as_millis() + 5 * S);
+    for _ in 0..4 {
+        t.at(t.now.as_millis() + 5 * S);
+        let _ = t.actions();
+        t.c.handle_connect_failed(t.now).unwrap();
+    }
+    assert_eq!(t.actions(), [Action::Close], "4 more failures: no reset yet");
+    assert_eq!(t.c.stats().link_resets, 0);
+}
+
+#[test]
+fn failure_count_resets_when_the_network_goes_away() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    t.c.handle_network(t.now, true);
+    for _ in 0..3 {
+        let _ = t.actions();
+        t.c.handle_connect_failed(t.now).unwrap();
+        t.at(t.now.as_millis() + 5 * S);
+    }
+    assert_eq!(t.c.consecutive_failures(), 3);
+    t.c.handle_network(t.now, false);
+    assert_eq!(t.c.consecutive_failures(), 0);
+    assert_eq!(t.actions(), [Action::Close], "the attempt in progress is abandoned");
+    assert_eq!(t.c.status(), Status::WaitingForNetwork);
+    assert_eq!(t.deadline(), t.now.as_millis() + 300 * S);
+}
+
+#[test]
+fn connect_timeout_is_a_failure() {
+    let config = Config { connect_timeout: Some(Duration::from_secs(3)), ..Config::default() };
+    let mut t = T::<TestProtocol, 256, 64>::new(config);
+    t.c.handle_network(t.now, true);
+    let _ = t.actions();
+    assert_eq!(t.deadline(), 3 * S);
+    t.at(3 * S);
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.c.stats().connect_timeouts, 1);
+    assert_eq!(t.c.consecutive_failures(), 1);
+    assert_eq!(t.deadline(), 8 * S);
+}
+
+#[test]
+fn events_that_cannot_happen_now_are_refused() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    assert_eq!(t.c.handle_connected(t.now), Err(Error::InvalidState));
+    assert_eq!(t.c.handle_received(t.now, 1), Err(Error::InvalidState));
+    assert_eq!(t.c.handle_closed(t.now), Err(Error::InvalidState));
+    t.c.handle_network(t.now, true);
+    // The caller has not taken the Connect action yet.
+    assert_eq!(t.c.handle_connected(t.now), Err(Error::InvalidState));
+    t.connect();
+    assert_eq!(t.c.handle_written(t.now, 11), Err(Error::InvalidLength));
+    assert_eq!(t.c.handle_received(t.now, 65), Err(Error::InvalidLength));
+    assert_eq!(t.c.status(), Status::Connected);
+}
+
+// 4. Heartbeat -----------------------------------------------------------------
+
+#[test]
+fn heartbeat_on_connect_then_every_10s() {
+    let mut t = connected();
+    assert_eq!(t.flush(), b"heart beat");
+    assert_eq!(t.deadline(), 10 * S);
+    t.at(10 * S - 1);
+    assert_eq!(t.flush(), b"");
+    for i in 1..=5 {
+        t.at(i * 10 * S);
+        assert_eq!(t.flush(), b"heart beat", "at {i}0 s");
+    }
+    assert_eq!(t.c.stats().heartbeats_sent, 6);
+}
+
+#[test]
+fn at_most_one_heartbeat_pending_never_a_burst() {
+    let mut t = connected();
+    // The socket takes nothing for a minute.
+    for i in 1..=6 {
+        t.at(i * 10 * S);
+    }
+    assert_eq!(t.c.queued(), 1);
+    assert_eq!(t.c.stats().heartbeats_skipped, 6);
+    assert_eq!(t.flush(), b"heart beat");
+    // Disconnected for a minute: nothing piles up either.
+    t.c.handle_closed(t.now).unwrap();
+    for i in 7..=12 {
+        t.at(i * 10 * S);
+        let _ = t.actions();
+        if t.c.status() == Status::Connecting {
+            t.c.handle_connect_failed(t.now).unwrap();
+            assert_eq!(t.actions()[0], Action::Close);
+        }
+    }
+    assert_eq!(t.c.queued(), 0);
+    t.at(125 * S);
+    t.connect();
+    assert_eq!(t.flush(), b"heart beat");
+}
+
+#[test]
+fn heartbeat_can_be_turned_off() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config { heartbeat_interval: None, ..Config::default() });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"");
+    assert_eq!(t.c.poll_timeout(), None, "no timers while connected");
+}
+
+#[test]
+fn heartbeat_room_is_reserved_in_the_queue() {
+    // 64 bytes: the application can use 64 - 14 (heartbeat slot) = 50.
+    let mut t = T::<TestProtocol, 64, 64>::new(Config::default());
+    t.c.enqueue(&[b'a'; 46]).unwrap(); // 4 + 46 = 50
+    assert_eq!(t.c.enqueue(b"x"), Err(QueueError::Full));
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.c.queued(), 2, "the heartbeat still fits");
+}
+
+// 5. Answering the server ------------------------------------------------------
+
+#[test]
+fn answers_back_bin_time() {
+    let mut t = connected();
+    t.flush();
+    t.c.handle_wall_clock(t.now, 1_732_550_400_000).unwrap();
+    t.at(1500);
+    t.recv(b"back 123");
+    assert_eq!(t.flush(), b"back 123");
+    t.recv(b"bin");
+    assert_eq!(t.flush(), [0x11, 0x22, 0x33]);
+    t.recv(b"time");
+    assert_eq!(t.flush(), b"1732550401");
+    t.recv(b"hello");
+    assert_eq!(t.flush(), b"");
+    assert_eq!(t.c.stats().messages_in, 4);
+}
+
+#[test]
+fn time_is_never_answered_before_the_clock_is_set() {
+    let mut t = connected();
+    t.flush();
+    t.recv(b"time");
+    assert_eq!(t.flush(), b"", "no 1970 timestamp, no answer");
+    assert_eq!(t.c.handler().time_unsynced, 1);
+    // An RTC that lost power reads 1970: refused.
+    assert_eq!(t.c.handle_wall_clock(t.now, 5_000), Err(ImplausibleTime));
+    t.recv(b"time");
+    assert_eq!(t.flush(), b"");
+    t.c.handle_wall_clock(t.now, 1_800_000_000_000).unwrap();
+    t.recv(b"time");
+    assert_eq!(t.flush(), b"1800000000");
+    // A later jump (NTP correction) is followed.
+    t.c.handle_wall_clock(t.now, 1_800_000_100_000).unwrap();
+    t.recv(b"time");
+    assert_eq!(t.flush(), b"1800000100");
+}
+
+// 6. The outgoing queue --------------------------------------------------------
+
+#[test]
+fn queued_data_is_offered_at_once_not_after_a_receive_timeout() {
+    let mut t = connected();
+    t.flush();
+    t.at(1234);
+    t.c.enqueue(b"now").unwrap();
+    // Same instant, no timer involved: the tutorial waited up to 2 s here.
+    assert_eq!(t.c.poll_transmit(), Some(&b"now"[..]));
+}
+
+#[test]
+fn messages_queued_while_offline_go_out_after_connecting_in_order() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    t.c.enqueue(b"one").unwrap();
+    t.c.enqueue(b"two").unwrap();
+    assert_eq!(t.c.poll_transmit(), None);
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"onetwoheart beat");
+}
+
+#[test]
+fn a_full_queue_is_an_explicit_error() {
+    let mut t = T::<TestProtocol, 32, 64>::new(Config::default()); // 18 bytes for the app
+    assert_eq!(t.c.queue_room(), 14);
+    t.c.enqueue(&[1; 10]).unwrap();
+    assert_eq!(t.c.enqueue(&[2; 1]), Err(QueueError::Full));
+    assert_eq!(t.c.enqueue(&[2; 15]), Err(QueueError::TooLarge));
+    assert_eq!(t.c.enqueue(b""), Err(QueueError::Empty));
+    assert_eq!(t.c.stats().queue_full, 1);
+    assert_eq!(t.c.queued(), 1);
+}
+
+// 7. Errors: close, retry, lose nothing ----------------------------------------
+
+#[test]
+fn a_partial_write_resumes_where_it_stopped() {
+    let mut t = connected();
+    t.flush();
+    t.c.enqueue(b"0123456789").unwrap();
+    assert_eq!(t.c.poll_transmit(), Some(&b"0123456789"[..]));
+    t.c.handle_written(t.now, 4).unwrap();
+    assert_eq!(t.c.poll_transmit(), Some(&b"456789"[..]));
+    t.c.handle_written(t.now, 0).unwrap();
+    assert_eq!(t.c.poll_transmit(), Some(&b"456789"[..]), "would-block changes nothing");
+    t.c.handle_written(t.now, 6).unwrap();
+    assert_eq!(t.c.poll_transmit(), None);
+    assert_eq!(t.c.stats().messages_out, 2);
+}
+
+#[test]
+fn a_message_cut_by_a_disconnect_is_sent_again_whole() {
+    let mut t = connected();
+    t.flush();
+    t.c.enqueue(b"0123456789").unwrap();
+    t.c.handle_written(t.now, 4).unwrap();
+    t.c.handle_io_error(t.now).unwrap();
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.c.poll_transmit(), None, "nothing to send while disconnected");
+    assert_eq!(t.deadline(), 5 * S);
+    t.at(5 * S);
+    t.connect();
+    assert_eq!(t.flush(), b"0123456789heart beat", "whole, and before the new heartbeat");
+    assert_eq!(t.c.stats().disconnects, 1);
+}
+
+#[test]
+fn the_tutorial_would_lose_a_message_on_a_failed_send_we_do_not() {
+    // The tutorial removes the message from the queue before `send`; when the
+    // send fails, it is gone. Here it stays until fully written.
+    let mut t = connected();
+    t.flush();
+    t.c.enqueue(b"precious").unwrap();
+    t.c.handle_io_error(t.now).unwrap();
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.c.queued(), 1);
+    t.at(5 * S);
+    t.connect();
+    assert_eq!(t.flush(), b"preciousheart beat");
+}
+
+#[test]
+fn peer_close_and_receive_error_reconnect_after_the_retry_delay() {
+    let mut t = connected();
+    t.at(2 * S);
+    t.c.handle_closed(t.now).unwrap();
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.c.status(), Status::BackingOff);
+    t.at(7 * S - 1);
+    assert_eq!(t.actions(), []);
+    t.at(7 * S);
+    t.connect();
+    t.at(8 * S);
+    t.c.handle_io_error(t.now).unwrap();
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.deadline(), 13 * S);
+}
+
+#[test]
+fn network_loss_while_connected_closes_and_waits_for_the_network() {
+    let mut t = connected();
+    t.c.handle_network(t.now, false);
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.c.status(), Status::WaitingForNetwork);
+    t.at(1 * S);
+    t.c.handle_network(t.now, true);
+    assert_eq!(t.actions(), [Action::Connect { transport: Transport::Tcp }]);
+}
+
+// Beyond the tutorial ----------------------------------------------------------
+
+#[test]
+fn lines_framing_survives_split_and_coalesced_reads() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config { framing: Framing::Lines, ..Config::default() });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"heart beat\n");
+    t.recv(b"ba");
+    t.recv(b"ck 1\nbin\r\nba");
+    assert_eq!(t.flush(), b"back 1\n\x11\x22\x33\n");
+    t.recv(b"ck 2\n");
+    assert_eq!(t.flush(), b"back 2\n");
+    t.c.enqueue(b"app").unwrap();
+    assert_eq!(t.flush(), b"app\n");
+    assert_eq!(t.c.enqueue(b"a\nb"), Err(QueueError::Unframeable));
+}
+
+#[test]
+fn len16_framing_both_ways() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config { framing: Framing::Len16, ..Config::default() });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"\x00\x0aheart beat");
+    t.recv(b"\x00\x03b");
+    t.recv(b"in\x00\x06back\n1");
+    assert_eq!(t.flush(), b"\x00\x03\x11\x22\x33\x00\x06back\n1");
+}
+
+#[test]
+fn an_oversize_frame_is_counted_and_resets_the_connection() {
+    for (framing, data) in [
+        (Framing::Lines, &[b'x'; 64][..]),
+        (Framing::Len16, &b"\x00\x3f"[..]), // 2 + 63 > 64
+    ] {
+        let mut t = T::<TestProtocol, 256, 64>::new(Config { framing, ..Config::default() });
+        t.c.handle_network(t.now, true);
+        t.connect();
+        t.flush();
+        t.recv(data);
+        assert_eq!(t.actions(), [Action::Close], "{framing:?}");
+        assert_eq!(t.c.stats().frames_rejected, 1);
+        assert_eq!(t.c.status(), Status::BackingOff);
+    }
+}
+
+#[test]
+fn the_largest_frames_that_fit_are_accepted() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config { framing: Framing::Lines, ..Config::default() });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.flush();
+    let mut line = [b'k'; 64];
+    line[..4].copy_from_slice(b"back");
+    line[63] = b'\n';
+    t.recv(&line);
+    assert_eq!(t.flush(), &line[..]);
+}
+
+#[test]
+fn udp_datagram_is_one_message_and_a_cut_frame_is_rejected() {
+    let config = Config { transport: Transport::Udp, framing: Framing::Lines, ..Config::default() };
+    let mut t = T::<TestProtocol, 256, 64>::new(config);
+    t.c.handle_network(t.now, true);
+    assert_eq!(t.actions(), [Action::Connect { transport: Transport::Udp }]);
+    t.c.handle_connected(t.now).unwrap();
+    t.flush();
+    t.recv(b"bin\nbin\n");
+    assert_eq!(t.flush(), b"\x11\x22\x33\n\x11\x22\x33\n");
+    t.recv(b"bin\nbi");
+    assert_eq!(t.c.stats().frames_rejected, 1);
+    assert_eq!(t.actions(), [Action::Close]);
+}
+
+#[test]
+fn idle_timeout_detects_a_dead_peer() {
+    let config = Config { idle_timeout: Some(Duration::from_secs(30)), ..Config::default() };
+    let mut t = T::<TestProtocol, 256, 64>::new(config);
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.at(20 * S);
+    t.recv(b"x");
+    t.at(50 * S - 1);
+    assert_eq!(t.actions(), []);
+    t.at(50 * S);
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(t.c.stats().idle_timeouts, 1);
+    assert_eq!(t.deadline(), 55 * S);
+}
+
+#[test]
+fn backoff_grows_with_jitter_and_is_reproducible_from_the_seed() {
+    let run = |seed| {
+        let config = Config {
+            backoff: Backoff::Exponential { max: Duration::from_secs(60) },
+            seed,
+            max_failures: 100,
+            ..Config::default()
+        };
+        let mut t = T::<TestProtocol, 256, 64>::new(config);
+        t.c.handle_network(t.now, true);
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let _ = t.actions();
+            t.c.handle_connect_failed(t.now).unwrap();
+            let d = t.deadline() - t.now.as_millis();
+            delays.push(d);
+            t.at(t.deadline());
+        }
+        delays
+    };
+    let a = run(7);
+    assert_eq!(a, run(7), "same seed, same delays");
+    assert_ne!(a, run(8), "another seed, other delays");
+    for (n, d) in a.iter().enumerate() {
+        let ceiling = (5 * S << (n + 1)).min(60 * S);
+        assert!((5 * S..=ceiling).contains(d), "delay {n} = {d} outside [5 s, {ceiling}]");
+    }
+    assert!(a[5..].iter().any(|&d| d > 10 * S), "it does grow: {a:?}");
+}
+
+#[test]
+fn a_flood_is_met_with_backpressure_not_loss() {
+    // Queue room for the app: 64 - 14 = 50 bytes, i.e. 3 replies of `back 01..`
+    // (4 + 12 bytes each).
+    let mut t = T::<TestProtocol, 64, 64>::new(Config::default());
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.flush();
+    let config = Config { framing: Framing::Lines, ..Config::default() };
+    let _ = config;
+    let mut sent = Vec::new();
+    // The server floods 20 requests; the socket is not writable meanwhile.
+    for i in 0..20u8 {
+        let msg = std::format!("back {i:07}");
+        if t.c.receive_buffer().is_empty() {
+            break;
+        }
+        t.recv(msg.as_bytes());
+        sent.push(msg);
+    }
+    assert_eq!(sent.len(), 4, "3 replies fit; the 4th waits and reading stops");
+    assert!(t.c.receive_buffer().is_empty());
+    // The socket drains; the waiting reply goes in and reading resumes.
+    let out = t.flush();
+    assert_eq!(out.len(), 4 * 12);
+    assert!(!t.c.receive_buffer().is_empty());
+    assert_eq!(t.c.stats().replies_dropped, 0);
+    assert_eq!(t.c.stats().messages_in, 4);
+}
+
+#[test]
+fn a_reply_that_can_never_fit_is_dropped_and_counted() {
+    let mut t = T::<TestProtocol, 32, 64>::new(Config::default());
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.flush();
+    t.recv(&[b'b', b'a', b'c', b'k', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!', b'!']);
+    assert_eq!(t.c.stats().replies_dropped, 1);
+    assert!(!t.c.receive_buffer().is_empty(), "the connection does not stall");
+    t.recv(b"bin");
+    assert_eq!(t.flush(), [0x11, 0x22, 0x33]);
+}
+
+#[test]
+fn deadline_is_never_in_the_past() {
+    let mut t = connected();
+    t.at(35 * S); // heartbeats at 10, 20, 30 were due
+    assert!(t.deadline() > 35 * S);
+    // A clock that goes backwards is clamped.
+    t.c.handle_timeout(Instant::from_secs(1));
+    assert!(t.deadline() > 35 * S);
+}
+
+#[test]
+fn size_of_state_machine() {
+    let fixed = core::mem::size_of::<Connection<(), 0, 0>>();
+    let tutorial = core::mem::size_of::<Connection<TestProtocol, 256, 256>>();
+    std::println!(
+        "size_of Connection<(), 0, 0> (fixed overhead) = {fixed} B; \
+         Connection<TestProtocol, 256, 256> = {tutorial} B"
+    );
+    assert!(tutorial >= fixed + 512);
+}
