@@ -258,26 +258,61 @@ mod tests {
     fn validation_rejects_what_would_spin_or_never_fit() {
         let ok = Config::default();
         let v = |c: Config| c.validate(64, 64);
-        assert_eq!(v(Config { retry_delay: Duration::ZERO, ..ok }), Err(ConfigError::ZeroDuration));
         assert_eq!(
-            v(Config { idle_timeout: Some(Duration::ZERO), ..ok }),
+            v(Config {
+                retry_delay: Duration::ZERO,
+                ..ok
+            }),
             Err(ConfigError::ZeroDuration)
         );
-        assert_eq!(v(Config { max_failures: 0, ..ok }), Err(ConfigError::ZeroMaxFailures));
         assert_eq!(
-            v(Config { framing: Framing::Lines, heartbeat_payload: b"a\nb", ..ok }),
+            v(Config {
+                idle_timeout: Some(Duration::ZERO),
+                ..ok
+            }),
+            Err(ConfigError::ZeroDuration)
+        );
+        assert_eq!(
+            v(Config {
+                max_failures: 0,
+                ..ok
+            }),
+            Err(ConfigError::ZeroMaxFailures)
+        );
+        assert_eq!(
+            v(Config {
+                framing: Framing::Lines,
+                heartbeat_payload: b"a\nb",
+                ..ok
+            }),
             Err(ConfigError::BadHeartbeat)
         );
         assert_eq!(
-            v(Config { backoff: Backoff::Exponential { max: Duration::from_secs(1) }, ..ok }),
+            v(Config {
+                backoff: Backoff::Exponential {
+                    max: Duration::from_secs(1)
+                },
+                ..ok
+            }),
             Err(ConfigError::BackoffCapTooSmall)
         );
         // "heart beat" is 10 bytes plus a 4-byte queue header.
         assert_eq!(ok.validate(13, 64), Err(ConfigError::QueueTooSmall));
         assert_eq!(ok.validate(14, 64), Ok(()));
-        assert_eq!(Config { heartbeat_interval: None, ..ok }.validate(0, 64), Ok(()));
         assert_eq!(
-            Config { framing: Framing::Len16, ..ok }.validate(64, 2),
+            Config {
+                heartbeat_interval: None,
+                ..ok
+            }
+            .validate(0, 64),
+            Ok(())
+        );
+        assert_eq!(
+            Config {
+                framing: Framing::Len16,
+                ..ok
+            }
+            .validate(64, 2),
             Err(ConfigError::ReceiveBufferTooSmall)
         );
     }

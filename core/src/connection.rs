@@ -424,7 +424,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             return Err(Error::InvalidState);
         }
         let Some((frame, heartbeat)) = self.queue.front() else {
-            return if len == 0 { Ok(()) } else { Err(Error::InvalidLength) };
+            return if len == 0 {
+                Ok(())
+            } else {
+                Err(Error::InvalidLength)
+            };
         };
         if len > frame.len() - self.written {
             return Err(Error::InvalidLength);
@@ -511,7 +515,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if frame_len > Q.saturating_sub(self.config.heartbeat_slot() + crate::queue::HEADER) {
             return Err(QueueError::TooLarge);
         }
-        let Ok(slot) = self.queue.reserve_exact(frame_len, self.heartbeat_reserve()) else {
+        let Ok(slot) = self
+            .queue
+            .reserve_exact(frame_len, self.heartbeat_reserve())
+        else {
             self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
             return Err(QueueError::Full);
         };
@@ -627,9 +634,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// The largest message [`enqueue`](Self::enqueue) accepts right now.
     #[must_use]
     pub fn queue_room(&self) -> usize {
-        self.queue
-            .room(self.heartbeat_reserve())
-            .map_or(0, |room| room.saturating_sub(self.config.framing.overhead()))
+        self.queue.room(self.heartbeat_reserve()).map_or(0, |room| {
+            room.saturating_sub(self.config.framing.overhead())
+        })
     }
 
     /// The queued frames (framing applied), head first, and whether each is
@@ -699,7 +706,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 }
             }
             (Timer::Idle, State::Connected) => {
-                warn!("nothing received for {:?}: reconnecting", self.config.idle_timeout);
+                warn!(
+                    "nothing received for {:?}: reconnecting",
+                    self.config.idle_timeout
+                );
                 self.stats.idle_timeouts = self.stats.idle_timeouts.wrapping_add(1);
                 self.drop_connection(now);
             }
@@ -746,7 +756,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stats.connect_failures = self.stats.connect_failures.wrapping_add(1);
         self.failures += 1;
         self.backoff_failures = self.backoff_failures.saturating_add(1);
-        info!("connect failed ({}/{})", self.failures, self.config.max_failures);
+        info!(
+            "connect failed ({}/{})",
+            self.failures, self.config.max_failures
+        );
         self.close_socket();
         if self.failures >= self.config.max_failures {
             warn!("{} connect failures: resetting the link", self.failures);
@@ -788,7 +801,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn enter_wait_network(&mut self, now: Instant) {
         self.state = State::WaitNetwork;
         self.stop_timers();
-        self.timers.set(Timer::Phase, now + self.config.network_wait);
+        self.timers
+            .set(Timer::Phase, now + self.config.network_wait);
     }
 
     fn stop_timers(&mut self) {
@@ -815,7 +829,6 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             }
         }
     }
-
 
     /// Queue bytes held back so a heartbeat always fits.
     fn heartbeat_reserve(&self) -> usize {

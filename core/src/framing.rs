@@ -198,12 +198,19 @@ mod tests {
 
     #[test]
     fn lines_without_newline_in_full_buffer_is_too_large() {
-        assert_eq!(decode(Framing::Lines, b"abcd", 4), Err(FrameError::TooLarge));
+        assert_eq!(
+            decode(Framing::Lines, b"abcd", 4),
+            Err(FrameError::TooLarge)
+        );
         assert_eq!(decode(Framing::Lines, b"abc", 4), Ok(None));
         // The largest line that fits: capacity - 1 bytes plus the newline.
         assert_eq!(
             decode(Framing::Lines, b"abc\n", 4),
-            Ok(Some(Frame { start: 0, end: 3, consumed: 4 }))
+            Ok(Some(Frame {
+                start: 0,
+                end: 3,
+                consumed: 4
+            }))
         );
     }
 
@@ -221,8 +228,14 @@ mod tests {
     #[test]
     fn len16_oversize_is_reported_from_the_header_alone() {
         // 2 + 15 = 17 > 16: known to be too large before the body arrives.
-        assert_eq!(decode(Framing::Len16, b"\x00\x0f", 16), Err(FrameError::TooLarge));
-        assert_eq!(decode(Framing::Len16, b"\xff\xff", 16), Err(FrameError::TooLarge));
+        assert_eq!(
+            decode(Framing::Len16, b"\x00\x0f", 16),
+            Err(FrameError::TooLarge)
+        );
+        assert_eq!(
+            decode(Framing::Len16, b"\xff\xff", 16),
+            Err(FrameError::TooLarge)
+        );
         assert_eq!(decode(Framing::Len16, b"\x00\x0e", 16), Ok(None));
     }
 
@@ -243,11 +256,20 @@ mod tests {
             assert_eq!(&out[f.start..f.end], b"hello");
             assert_eq!(f.consumed, n);
         }
-        assert_eq!(Framing::Lines.encode(b"a\nb", &mut out), Err(FrameError::Delimiter));
-        assert_eq!(Framing::Len16.encode(&[0; 15], &mut out), Err(FrameError::TooLarge));
+        assert_eq!(
+            Framing::Lines.encode(b"a\nb", &mut out),
+            Err(FrameError::Delimiter)
+        );
+        assert_eq!(
+            Framing::Len16.encode(&[0; 15], &mut out),
+            Err(FrameError::TooLarge)
+        );
         let big = [0u8; 70_000];
         let mut big_out = [0u8; 70_010];
-        assert_eq!(Framing::Len16.encode(&big, &mut big_out), Err(FrameError::TooLarge));
+        assert_eq!(
+            Framing::Len16.encode(&big, &mut big_out),
+            Err(FrameError::TooLarge)
+        );
         assert_eq!(Framing::Len16.prefix(b"abc", &mut out), Ok(2));
         assert_eq!(&out[..2], &[0, 3]);
     }

@@ -59,7 +59,11 @@ impl<'a> Reply<'a> {
             self.bad_byte = true;
         }
         let end = self.len + bytes.len();
-        match self.buf.as_deref_mut().and_then(|b| b.get_mut(self.len..end)) {
+        match self
+            .buf
+            .as_deref_mut()
+            .and_then(|b| b.get_mut(self.len..end))
+        {
             Some(dst) if !self.overflow => {
                 dst.copy_from_slice(bytes);
                 self.len += bytes.len();
@@ -257,7 +261,16 @@ mod tests {
     #[test]
     fn ignores_everything_else() {
         let mut h = TestProtocol::default();
-        for msg in [&b"bin "[..], b"bi", b"time\n", b"Time", b"bac", b"xback", b"", b"\xff\xfe"] {
+        for msg in [
+            &b"bin "[..],
+            b"bi",
+            b"time\n",
+            b"Time",
+            b"bac",
+            b"xback",
+            b"",
+            b"\xff\xfe",
+        ] {
             let (_, n, started) = answer(&mut h, msg, Some(1_732_550_400_000));
             assert!(!started && n == 0, "{msg:?} must get no reply");
         }
@@ -275,9 +288,15 @@ mod tests {
     #[test]
     fn a_reply_that_does_not_fit_is_an_error_not_a_truncation() {
         let mut buf = [0u8; 4];
-        let cx = Context { now: Instant::ZERO, unix_time_ms: None };
+        let cx = Context {
+            now: Instant::ZERO,
+            unix_time_ms: None,
+        };
         let mut r = Reply::new(Some(&mut buf[..]), false);
-        assert_eq!(TestProtocol::default().on_message(b"back 123", &cx, &mut r), Err(ReplyFull));
+        assert_eq!(
+            TestProtocol::default().on_message(b"back 123", &cx, &mut r),
+            Err(ReplyFull)
+        );
         assert!(matches!(r.outcome(), ReplyOutcome::Overflow));
         // Later writes that would fit do not resurrect a truncated reply.
         assert_eq!(r.write(b"x"), Err(ReplyFull));

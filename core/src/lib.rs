@@ -155,7 +155,6 @@ pub use connection::{
 pub use framing::Framing;
 pub use handler::{Context, Handler, Reply, ReplyFull, TestProtocol, BIN_REPLY};
 
-
 // MISSION.md's RAM goal: at most 256 bytes of fixed state on a 32-bit MCU,
 // queue and receive buffer aside. Checked at build time for every 32-bit
 // target CI builds (thumbv6m, thumbv7em, riscv32imc).

@@ -103,7 +103,11 @@ impl Duration {
     /// `self * 2^exp`, saturating at [`Duration::MAX`].
     pub const fn saturating_shl(self, exp: u32) -> Duration {
         if exp >= 32 {
-            return if self.millis == 0 { self } else { Duration::MAX };
+            return if self.millis == 0 {
+                self
+            } else {
+                Duration::MAX
+            };
         }
         Self::from_millis((self.millis as u64) << exp)
     }
@@ -200,7 +204,10 @@ mod tests {
     #[test]
     fn durations_saturate() {
         assert_eq!(Duration::from_millis(u64::MAX), Duration::MAX);
-        assert_eq!(Duration::from_secs(5).saturating_shl(3), Duration::from_secs(40));
+        assert_eq!(
+            Duration::from_secs(5).saturating_shl(3),
+            Duration::from_secs(40)
+        );
         assert_eq!(Duration::from_secs(5).saturating_shl(40), Duration::MAX);
         assert_eq!(Duration::ZERO.saturating_shl(40), Duration::ZERO);
     }

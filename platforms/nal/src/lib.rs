@@ -1,0 +1,3 @@
+//! longlink-nal: the blocking embedded-nal driver (being written).
+#![no_std]
+#![forbid(unsafe_code)]

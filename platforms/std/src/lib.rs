@@ -1,0 +1,2 @@
+//! longlink-std: the desktop tool (being written).
+#![forbid(unsafe_code)]

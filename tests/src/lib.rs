@@ -1,0 +1,2 @@
+//! Shared helpers for longlink's end-to-end tests and simulator.
+#![forbid(unsafe_code)]
