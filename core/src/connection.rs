@@ -377,6 +377,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if let Some(idle) = self.config.idle_timeout {
             self.timers.set(Timer::Idle, now + idle);
         }
+        // What was in the buffer before this read held no complete frame.
+        let scanned = self.rx_len;
         self.rx_len += len;
         if udp && len == 0 {
             // An empty datagram is an empty message in raw framing; in the
@@ -386,7 +388,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             }
             return Ok(());
         }
-        self.process_rx(now);
+        self.process_rx(now, scanned);
         Ok(())
     }
 
@@ -445,7 +447,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             }
             if self.rx_blocked {
                 // Queue room freed: the waiting message may fit now.
-                self.process_rx(now);
+                self.process_rx(now, 0);
             }
         }
         Ok(())
@@ -879,13 +881,15 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     /// Hands every complete frame in `rx` to the handler, until one's reply
     /// does not fit (backpressure) or a framing error ends the connection.
-    fn process_rx(&mut self, now: Instant) {
+    /// The first `scanned` bytes are known to hold no line delimiter.
+    fn process_rx(&mut self, now: Instant, mut scanned: usize) {
         let framing = self.config.framing;
         let mut start = 0;
         let mut error = false;
         self.rx_blocked = false;
         loop {
-            match framing::decode(framing, &self.rx[start..self.rx_len], R) {
+            let buf = &self.rx[start..self.rx_len];
+            match framing::decode_after(framing, buf, R, scanned) {
                 Ok(Some(f)) => {
                     let (a, b) = (start + f.start, start + f.end);
                     if !self.dispatch(now, a, b) {
@@ -893,6 +897,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                         break;
                     }
                     start += f.consumed;
+                    scanned = 0;
                 }
                 Ok(None) => break,
                 Err(_) => {

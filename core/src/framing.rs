@@ -83,7 +83,7 @@ impl Framing {
         match self {
             Framing::Raw => Ok(0),
             Framing::Lines => {
-                if msg.contains(&b'\n') {
+                if find_newline(msg).is_some() {
                     Err(FrameError::Delimiter)
                 } else {
                     Ok(0)
@@ -126,14 +126,27 @@ impl Framing {
 /// Returns `Ok(None)` when more bytes are needed. `Raw` takes the whole buffer
 /// as one frame (an empty buffer holds no frame).
 pub fn decode(framing: Framing, buf: &[u8], capacity: usize) -> Result<Option<Frame>, FrameError> {
+    decode_after(framing, buf, capacity, 0)
+}
+
+/// [`decode`], told that the first `scanned` bytes of `buf` were already
+/// searched and hold no delimiter. A long line arriving in many small reads
+/// is then searched once, not once per read.
+pub fn decode_after(
+    framing: Framing,
+    buf: &[u8],
+    capacity: usize,
+    scanned: usize,
+) -> Result<Option<Frame>, FrameError> {
     match framing {
         Framing::Raw => Ok((!buf.is_empty()).then_some(Frame {
             start: 0,
             end: buf.len(),
             consumed: buf.len(),
         })),
-        Framing::Lines => match buf.iter().position(|&b| b == b'\n') {
-            Some(nl) => {
+        Framing::Lines => match find_newline(buf.get(scanned..).unwrap_or_default()) {
+            Some(at) => {
+                let nl = scanned + at;
                 let end = if nl > 0 && buf[nl - 1] == b'\r' {
                     nl - 1
                 } else {
@@ -169,6 +182,31 @@ pub fn decode(framing: Framing, buf: &[u8], capacity: usize) -> Result<Option<Fr
     }
 }
 
+/// The position of the first `\n`, eight bytes at a time.
+pub(crate) fn find_newline(buf: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut chunks = buf.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ NL;
+        // The classic "has a zero byte" test: exact whether any byte is zero,
+        // so the byte search below runs only on a hit.
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            return chunk.iter().position(|&b| b == b'\n').map(|i| at + i);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +232,38 @@ mod tests {
         assert_eq!(f[0], b"back 1");
         assert_eq!(f[1], b"bin");
         assert_eq!(rest, 3, "the partial `tim` waits for more bytes");
+    }
+
+    #[test]
+    fn newline_search_finds_the_first_at_every_offset() {
+        for len in 0..40 {
+            for nl in 0..len {
+                let mut buf = [b'a'; 40];
+                buf[nl] = b'\n';
+                if nl + 3 < len {
+                    buf[nl + 3] = b'\n';
+                }
+                assert_eq!(find_newline(&buf[..len]), Some(nl), "len {len} nl {nl}");
+            }
+            // Bytes that differ from `\n` in one bit must not match.
+            let near = [b'\n' ^ 0x80, b'\n' ^ 1, b'\n' + 1, 0, 0xff];
+            let buf: [u8; 40] = core::array::from_fn(|i| near[i % near.len()]);
+            assert_eq!(find_newline(&buf[..len]), None);
+        }
+    }
+
+    #[test]
+    fn decode_after_skips_what_was_searched() {
+        let buf = b"abc\ndef\n";
+        assert_eq!(
+            decode_after(Framing::Lines, buf, 64, 4),
+            Ok(Some(Frame {
+                start: 0,
+                end: 7,
+                consumed: 8
+            }))
+        );
+        assert_eq!(decode_after(Framing::Lines, buf, 64, 99), Ok(None));
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl<'a> Reply<'a> {
     /// Appends `bytes` to the reply.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), ReplyFull> {
         self.started = true;
-        if self.forbid_newline && bytes.contains(&b'\n') {
+        if self.forbid_newline && crate::framing::find_newline(bytes).is_some() {
             self.bad_byte = true;
         }
         let end = self.len + bytes.len();

@@ -146,6 +146,7 @@ mod connection;
 pub mod framing;
 mod handler;
 mod queue;
+pub mod sntp;
 pub mod time;
 
 pub use config::{Backoff, Config, ConfigError, Remote, Transport, TUTORIAL_HEARTBEAT};
