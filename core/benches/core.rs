@@ -3,6 +3,9 @@
 //! the same bytes). Run with `cargo bench -p longlink-core --bench core`;
 //! `scripts/bench.sh` turns the medians into BENCHMARKS.md.
 
+// A setup failure is a bug in the bench itself: panicking is the right report.
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
