@@ -24,7 +24,7 @@
 //! // Due at once: send these 48 bytes to the server over UDP.
 //! assert!(sntp.poll_request(now, &mut packet));
 //! // ...the server's 48-byte answer arrives 40 ms later...
-//! # let mut answer = packet;
+//! # let mut answer = [0u8; PACKET_LEN];
 //! # answer[0] = 0x24; answer[1] = 2; // server mode, stratum 2
 //! # answer[24..32].copy_from_slice(&packet[40..48]); // origin = our nonce
 //! # let t = (1_732_550_400u64 + 2_208_988_800) as u32;
@@ -349,12 +349,18 @@ mod tests {
         encode_request(42, &mut req);
         let t = UNIX_2024_11_25 * 1000;
         let good = answer(&req, t, t);
-        assert_eq!(decode_response(&good, 42).map(|r| r.transmit_unix_ms), Ok(t));
+        assert_eq!(
+            decode_response(&good, 42).map(|r| r.transmit_unix_ms),
+            Ok(t)
+        );
         assert_eq!(decode_response(&good[..47], 42), Err(SntpError::TooShort));
         assert_eq!(decode_response(&good, 43), Err(SntpError::Unsolicited));
         let mut client_mode = good;
         client_mode[0] = 0x23;
-        assert_eq!(decode_response(&client_mode, 42), Err(SntpError::NotAServer));
+        assert_eq!(
+            decode_response(&client_mode, 42),
+            Err(SntpError::NotAServer)
+        );
         let mut kod = good;
         kod[1] = 0;
         assert_eq!(decode_response(&kod, 42), Err(SntpError::KissOfDeath));
@@ -363,7 +369,10 @@ mod tests {
         assert_eq!(decode_response(&alarm, 42), Err(SntpError::Unsynchronised));
         let mut zero_tx = good;
         zero_tx[40..48].fill(0);
-        assert_eq!(decode_response(&zero_tx, 42), Err(SntpError::Unsynchronised));
+        assert_eq!(
+            decode_response(&zero_tx, 42),
+            Err(SntpError::Unsynchronised)
+        );
     }
 
     #[test]
@@ -373,7 +382,10 @@ mod tests {
         let mut req = [0u8; PACKET_LEN];
         let t0 = Instant::from_secs(10);
         assert!(c.poll_request(t0, &mut req));
-        assert!(!c.poll_request(t0, &mut req), "one request outstanding at most");
+        assert!(
+            !c.poll_request(t0, &mut req),
+            "one request outstanding at most"
+        );
         let server = UNIX_2024_11_25 * 1000;
         // 100 ms round trip of which the server held 20 ms.
         let a = answer(&req, server, server + 20);
@@ -395,7 +407,10 @@ mod tests {
         assert!(c.poll_request(Instant::ZERO, &mut first));
         let late = Instant::ZERO + cfg.timeout;
         let mut second = [0u8; PACKET_LEN];
-        assert!(!c.poll_request(late, &mut second), "timeout starts the retry wait");
+        assert!(
+            !c.poll_request(late, &mut second),
+            "timeout starts the retry wait"
+        );
         assert!(!c.is_waiting());
         assert_eq!(c.poll_timeout(), late + cfg.retry);
         assert!(c.poll_request(late + cfg.retry, &mut second));
@@ -444,7 +459,13 @@ mod tests {
             let _ = c.handle_response(Instant::from_millis(1), &p[..len]);
             let _ = decode_response(&p[..len], 0);
         }
-        assert_eq!(ntp_to_unix_ms(0), (1u64 << 32) * 1000 - NTP_TO_UNIX_SECS * 1000);
-        assert_eq!(ntp_to_unix_ms(u64::MAX), (u64::MAX >> 32) * 1000 - NTP_TO_UNIX_SECS * 1000 + 999);
+        assert_eq!(
+            ntp_to_unix_ms(0),
+            (1u64 << 32) * 1000 - NTP_TO_UNIX_SECS * 1000
+        );
+        assert_eq!(
+            ntp_to_unix_ms(u64::MAX),
+            (u64::MAX >> 32) * 1000 - NTP_TO_UNIX_SECS * 1000 + 999
+        );
     }
 }
