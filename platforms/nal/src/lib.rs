@@ -1,3 +1,818 @@
-//! longlink-nal: the blocking embedded-nal driver (being written).
+//! # longlink-nal
+//!
+//! Drives a [`longlink_core::Connection`] over any blocking
+//! [`embedded-nal`](embedded_nal) 0.9 stack (`TcpClientStack` +
+//! `UdpClientStack`, and `Dns` when the server is a host name).
+//!
+//! The state machine in `longlink-core` decides everything (when to connect,
+//! retry, reset the link, send a heartbeat, what to answer). This crate is
+//! the thin loop around it: it reads your [`Clock`], asks your [`Modem`]
+//! whether the network is up, carries out the core's actions on the stack
+//! and the modem, moves bytes between the socket and the core, and tells
+//! you when it next needs to run.
+//!
+//! ## The loop
+//!
+//! [`Driver::poll`] is one non-blocking step. It never waits and never spins:
+//! it does what is possible now (a bounded amount of work) and returns the
+//! next deadline. Your firmware sleeps (`WFI`) until that deadline *or* the
+//! network interrupt, then calls `poll` again. Queue messages at any time with
+//! [`Driver::enqueue`] and call `poll` right after: the message goes out in
+//! that call, not at the next timer.
+//!
+//! - `nb::WouldBlock`, a partial TCP send and a send of 0 bytes are not errors:
+//!   the unsent rest stays at the head of the core's queue and goes out on a
+//!   later `poll`. A message leaves the queue only once fully written.
+//! - A send or receive error closes the socket; the core reconnects after its
+//!   retry delay. A refused connect counts towards the link reset
+//!   ([`Modem::reset_link`]).
+//! - A `Connect` that stays `WouldBlock` (a stack that never reports a refused
+//!   connect) is ended by the core's `connect_timeout`; a dead peer that a
+//!   stack never reports is found by heartbeats failing or the core's
+//!   `idle_timeout`. Set both when your stack is not [`Quirks::CONFORMANT`].
+//!
+//! ## Stacks disagree: [`Quirks`]
+//!
+//! Implementations of the same traits differ on edge cases: `std-embedded-nal`
+//! returns `Ok(0)` from a TCP receive at end of stream (as the trait docs
+//! imply), `smoltcp-nal` returns `Ok(0)` when there is no data yet and
+//! reports an empty UDP receive as an error. Pick the matching [`Quirks`];
+//! everything else (a fresh socket for every connect, no trust in a refused
+//! connect being reported, sends accepted after the peer's FIN) the driver
+//! handles the same way on every stack.
+//!
+//! ## Wall clock for `time`
+//!
+//! The tutorial syncs time by NTP at boot. Attach [`Sntp`] with
+//! [`Driver::with_wall_clock`] to sync over the stack's UDP at start and
+//! every hour, or feed a reading from an RTC or the modem with
+//! [`Driver::set_wall_clock`] (both may be used together).
+//!
+//! ## Example
+//!
+//! ```
+//! use core::net::{Ipv4Addr, SocketAddr};
+//! use longlink_core::{time::Instant, Config, Remote, TestProtocol};
+//! use longlink_nal::{AlwaysUp, Driver, Quirks};
+//! # use embedded_nal::{nb, TcpClientStack, TcpErrorKind, UdpClientStack};
+//! # use core::net::SocketAddr as Sa;
+//! # /// A stack whose connects never complete: enough to compile the loop.
+//! # struct MyStack;
+//! # #[derive(Debug)] struct E;
+//! # impl embedded_nal::TcpError for E { fn kind(&self) -> TcpErrorKind { TcpErrorKind::Other } }
+//! # impl TcpClientStack for MyStack {
+//! #     type TcpSocket = ();
+//! #     type Error = E;
+//! #     fn socket(&mut self) -> Result<(), Self::Error> { Ok(()) }
+//! #     fn connect(&mut self, _: &mut (), _: Sa) -> nb::Result<(), Self::Error> { Err(nb::Error::WouldBlock) }
+//! #     fn send(&mut self, _: &mut (), _: &[u8]) -> nb::Result<usize, Self::Error> { Err(nb::Error::WouldBlock) }
+//! #     fn receive(&mut self, _: &mut (), _: &mut [u8]) -> nb::Result<usize, Self::Error> { Err(nb::Error::WouldBlock) }
+//! #     fn close(&mut self, _: ()) -> Result<(), Self::Error> { Ok(()) }
+//! # }
+//! # impl UdpClientStack for MyStack {
+//! #     type UdpSocket = ();
+//! #     type Error = ();
+//! #     fn socket(&mut self) -> Result<(), ()> { Ok(()) }
+//! #     fn connect(&mut self, _: &mut (), _: Sa) -> Result<(), ()> { Ok(()) }
+//! #     fn send(&mut self, _: &mut (), _: &[u8]) -> nb::Result<(), ()> { Ok(()) }
+//! #     fn receive(&mut self, _: &mut (), _: &mut [u8]) -> nb::Result<(usize, Sa), ()> { Err(nb::Error::WouldBlock) }
+//! #     fn close(&mut self, _: ()) -> Result<(), ()> { Ok(()) }
+//! # }
+//! # let mut ticks = 0u64;
+//! # let mut sleep_until = |_deadline: Option<Instant>| {};
+//! # let stack = MyStack;
+//!
+//! let config = Config {
+//!     remote: Remote::Addr(SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 50798))),
+//!     ..Config::default() // the tutorial's timings
+//! };
+//! // The clock: milliseconds since boot from a hardware timer.
+//! let clock = move || { ticks += 10; Instant::from_millis(ticks) };
+//! // 512-byte outgoing queue, 256-byte receive buffer.
+//! let mut link: Driver<_, _, _, TestProtocol, 512, 256> =
+//!     Driver::new(stack, clock, AlwaysUp, config, TestProtocol::default())
+//!         .unwrap()
+//!         .quirks(Quirks::CONFORMANT);
+//!
+//! link.enqueue(b"hello").unwrap(); // kept until written, across reconnects
+//! for _ in 0..3 {
+//!     let next = link.poll(); // does the work possible now
+//!     // feed the watchdog here, then sleep until `next` or the network IRQ
+//!     sleep_until(next);
+//! }
+//! assert_eq!(link.connection().stats().connect_attempts, 1);
+//! ```
+//!
+//! ## Features
+//!
+//! - `defmt` / `log`: the core's log lines go to defmt or `log`.
 #![no_std]
 #![forbid(unsafe_code)]
+
+use core::net::SocketAddr;
+
+use embedded_nal::{nb, AddrType, Dns, TcpClientStack, UdpClientStack};
+pub use longlink_core;
+use longlink_core::sntp::{SntpClient, SntpConfig, PACKET_LEN};
+use longlink_core::time::Instant;
+use longlink_core::{
+    Action, Config, ConfigError, Connection, Handler, ImplausibleTime, QueueError, Remote, Status,
+    Transport,
+};
+
+// ------------------------------------------------------------------- traits
+
+/// The monotonic clock the driver reads, in milliseconds since any origin
+/// (typically boot). It must never go backwards.
+///
+/// Implemented for closures `FnMut() -> Instant`.
+pub trait Clock {
+    /// The current time.
+    fn now(&mut self) -> Instant;
+}
+
+impl<F: FnMut() -> Instant> Clock for F {
+    fn now(&mut self) -> Instant {
+        self()
+    }
+}
+
+/// The modem (or whatever owns the data link): network state, link reset,
+/// flight mode, and the status hook for a network LED.
+///
+/// Every method has a no-op default, so an always-up link (Ethernet, Wi-Fi,
+/// a desktop) implements only what it needs; [`AlwaysUp`] implements nothing.
+pub trait Modem {
+    /// Whether the network is up (an IP address is assigned), read at every
+    /// [`Driver::poll`]. The tutorial: `socket.isReady()`.
+    fn network_ready(&mut self) -> bool {
+        true
+    }
+
+    /// Tear down and re-establish the data link (PDP context) after
+    /// repeated connect failures. The tutorial: `link.shut()`.
+    fn reset_link(&mut self) {}
+
+    /// Flight mode off (`true`) or on (`false`). The tutorial:
+    /// `net.switchFly(false/true)`.
+    fn set_radio(&mut self, on: bool) {
+        let _ = on;
+    }
+
+    /// The connection's status changed (and once on the first poll): drive a
+    /// network LED, as the tutorial's `netLed`.
+    fn on_status(&mut self, status: Status) {
+        let _ = status;
+    }
+}
+
+/// A link that is always up and has no radio to cycle.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysUp;
+
+impl Modem for AlwaysUp {}
+
+/// Turns a host name into an address for [`Remote::Host`].
+///
+/// Takes the stack so that a stack implementing `Dns` itself can resolve
+/// without a second handle to it ([`StackDns`]).
+pub trait Resolver<S> {
+    /// Looks `host` up. `WouldBlock` means "still resolving, ask again on
+    /// the next poll"; any error is a failed connect attempt.
+    fn resolve(&mut self, stack: &mut S, host: &str) -> nb::Result<core::net::IpAddr, ()>;
+}
+
+/// No name resolution: a [`Remote::Host`] fails every connect attempt. The
+/// default; use an IP address or attach [`StackDns`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDns;
+
+impl<S> Resolver<S> for NoDns {
+    fn resolve(&mut self, _: &mut S, _: &str) -> nb::Result<core::net::IpAddr, ()> {
+        Err(nb::Error::Other(()))
+    }
+}
+
+/// Resolves through the stack's own [`embedded_nal::Dns`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackDns;
+
+impl<S: Dns> Resolver<S> for StackDns {
+    fn resolve(&mut self, stack: &mut S, host: &str) -> nb::Result<core::net::IpAddr, ()> {
+        stack
+            .get_host_by_name(host, AddrType::Either)
+            .map_err(|e| e.map(drop))
+    }
+}
+
+/// A source of wall-clock time polled by the driver ([`Sntp`], or
+/// [`NoWallClock`] when the time comes from elsewhere or not at all).
+pub trait WallClock<S> {
+    /// Does the work possible at `now` and returns a fresh reading (Unix
+    /// milliseconds at `now`) if one arrived.
+    fn poll(&mut self, stack: &mut S, now: Instant, network_up: bool) -> Option<u64>;
+
+    /// When [`poll`](Self::poll) next has something to do.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// No wall-clock source: feed one with [`Driver::set_wall_clock`], or
+/// `time` stays unanswered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoWallClock;
+
+impl<S> WallClock<S> for NoWallClock {
+    fn poll(&mut self, _: &mut S, _: Instant, _: bool) -> Option<u64> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+// ------------------------------------------------------------------- quirks
+
+/// What `Ok(0)` from a TCP `receive` means on this stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ZeroRead {
+    /// End of stream: the peer closed (`std-embedded-nal`, and what the
+    /// trait's docs imply, since "no data" is `WouldBlock`).
+    EndOfStream,
+    /// No data yet (`smoltcp-nal` 0.7). The peer's close is then only seen
+    /// through a send error, the heartbeat, or the core's `idle_timeout`:
+    /// set one.
+    NoData,
+}
+
+/// What an error from a UDP `receive` means on this stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum UdpReceiveError {
+    /// A real failure (`std-embedded-nal`: an ICMP port unreachable shows up
+    /// as `ECONNREFUSED`): close and reconnect.
+    Fatal,
+    /// Possibly just "nothing received" (`smoltcp-nal` 0.7): ignored. A dead
+    /// server is then found by send errors or the core's `idle_timeout`.
+    NoData,
+}
+
+/// How a stack departs from the letter of the embedded-nal traits.
+///
+/// Only the cases where a wrong guess would break the connection are here.
+/// Everything else is handled the same on every stack: a fresh socket for
+/// every connect (`smoltcp-nal` cannot reuse one after a FIN), a connect
+/// that never completes is ended by the core's `connect_timeout` rather than
+/// by waiting for an error some stacks never report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Quirks {
+    /// What `Ok(0)` from a TCP receive means.
+    pub tcp_zero_read: ZeroRead,
+    /// What an error from a UDP receive means.
+    pub udp_receive_error: UdpReceiveError,
+}
+
+impl Quirks {
+    /// Stacks that follow the trait docs: `std-embedded-nal` 0.4 and most
+    /// modem AT-command drivers. The default.
+    pub const CONFORMANT: Quirks = Quirks {
+        tcp_zero_read: ZeroRead::EndOfStream,
+        udp_receive_error: UdpReceiveError::Fatal,
+    };
+
+    /// `smoltcp-nal` 0.7 (smoltcp 0.12). Pair with the core's
+    /// `connect_timeout` and `idle_timeout`: this stack reports neither a
+    /// refused connect nor the peer's close.
+    pub const SMOLTCP_NAL: Quirks = Quirks {
+        tcp_zero_read: ZeroRead::NoData,
+        udp_receive_error: UdpReceiveError::NoData,
+    };
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Quirks::CONFORMANT
+    }
+}
+
+// ------------------------------------------------------------------- driver
+
+/// Rounds of (actions, connect, send, receive) one [`Driver::poll`] may run
+/// before it yields. Bounds the time of one call under a flood; the
+/// deadline it then returns is "now", so the caller comes straight back.
+const BUDGET: usize = 16;
+
+/// The socket and where it is in its life.
+enum Link<T, U> {
+    None,
+    /// Waiting for the resolver.
+    Resolving,
+    /// TCP connect returned `WouldBlock`.
+    Connecting(T, SocketAddr),
+    Tcp(T),
+    Udp(U, SocketAddr),
+}
+
+/// The embedded-nal driver: one [`Connection`] on one stack.
+///
+/// `S` is the stack, `C` the [`Clock`], `M` the [`Modem`], `H` the message
+/// [`Handler`], `Q`/`R` the queue and receive buffer sizes, `D` the
+/// [`Resolver`] and `W` the [`WallClock`] source. See the
+/// [crate documentation](crate) for the loop.
+pub struct Driver<S, C, M, H, const Q: usize, const R: usize, D = NoDns, W = NoWallClock>
+where
+    S: TcpClientStack + UdpClientStack,
+{
+    stack: S,
+    clock: C,
+    modem: M,
+    resolver: D,
+    wall: W,
+    quirks: Quirks,
+    link: Link<<S as TcpClientStack>::TcpSocket, <S as UdpClientStack>::UdpSocket>,
+    reported: Option<Status>,
+    network_up: bool,
+    conn: Connection<H, Q, R>,
+}
+
+impl<S, C, M, H, const Q: usize, const R: usize> Driver<S, C, M, H, Q, R>
+where
+    S: TcpClientStack + UdpClientStack,
+    C: Clock,
+    M: Modem,
+    H: Handler,
+{
+    /// A driver with [`Quirks::CONFORMANT`], no DNS and no wall-clock source.
+    ///
+    /// Fails when `config` does not suit the buffer sizes `Q` and `R`.
+    pub fn new(
+        stack: S,
+        mut clock: C,
+        modem: M,
+        config: Config,
+        handler: H,
+    ) -> Result<Self, ConfigError> {
+        let now = clock.now();
+        Ok(Driver {
+            stack,
+            clock,
+            modem,
+            resolver: NoDns,
+            wall: NoWallClock,
+            quirks: Quirks::CONFORMANT,
+            link: Link::None,
+            reported: None,
+            network_up: false,
+            conn: Connection::new(config, handler, now)?,
+        })
+    }
+}
+
+impl<S, C, M, H, const Q: usize, const R: usize, D, W> Driver<S, C, M, H, Q, R, D, W>
+where
+    S: TcpClientStack + UdpClientStack,
+    C: Clock,
+    M: Modem,
+    H: Handler,
+    D: Resolver<S>,
+    W: WallClock<S>,
+{
+    /// Sets how this stack reads edge cases (see [`Quirks`]).
+    #[must_use]
+    pub fn quirks(mut self, quirks: Quirks) -> Self {
+        self.quirks = quirks;
+        self
+    }
+
+    /// Resolves [`Remote::Host`] with `resolver` ([`StackDns`] for the
+    /// stack's own `Dns`).
+    pub fn with_resolver<D2: Resolver<S>>(self, resolver: D2) -> Driver<S, C, M, H, Q, R, D2, W> {
+        Driver {
+            stack: self.stack,
+            clock: self.clock,
+            modem: self.modem,
+            resolver,
+            wall: self.wall,
+            quirks: self.quirks,
+            link: self.link,
+            reported: self.reported,
+            network_up: self.network_up,
+            conn: self.conn,
+        }
+    }
+
+    /// Polls `wall` (for example [`Sntp`]) for wall-clock readings.
+    pub fn with_wall_clock<W2: WallClock<S>>(self, wall: W2) -> Driver<S, C, M, H, Q, R, D, W2> {
+        Driver {
+            stack: self.stack,
+            clock: self.clock,
+            modem: self.modem,
+            resolver: self.resolver,
+            wall,
+            quirks: self.quirks,
+            link: self.link,
+            reported: self.reported,
+            network_up: self.network_up,
+            conn: self.conn,
+        }
+    }
+
+    /// One step: everything that can be done now, without waiting.
+    ///
+    /// Returns when to call again at the latest (`None`: only when something
+    /// happens: a network interrupt, or the application queued a message).
+    /// A deadline equal to the current time means "more work is ready, call
+    /// again now". Re-read nothing yourself: `poll` reads the clock.
+    pub fn poll(&mut self) -> Option<Instant> {
+        let mut now = self.clock.now();
+        let up = self.modem.network_ready();
+        self.network_up = up;
+        self.conn.handle_network(now, up);
+        self.conn.handle_timeout(now);
+        if let Some(unix_ms) = self.wall.poll(&mut self.stack, now, up) {
+            // An implausible reading is the source's problem; the old offset
+            // stays.
+            let _ = self.conn.handle_wall_clock(now, unix_ms);
+        }
+        let mut busy = true;
+        for _ in 0..BUDGET {
+            if !self.step(now) {
+                busy = false;
+                break;
+            }
+            now = self.clock.now();
+        }
+        self.report_status();
+        if busy {
+            return Some(now);
+        }
+        [self.conn.poll_timeout(), self.wall.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Queues a message for the server (see [`Connection::enqueue`]). Call
+    /// [`poll`](Self::poll) afterwards to send it at once.
+    pub fn enqueue(&mut self, message: &[u8]) -> Result<(), QueueError> {
+        self.conn.enqueue(message)
+    }
+
+    /// Feeds a wall-clock reading from elsewhere (an RTC, the modem's network
+    /// time): Unix milliseconds, now.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) -> Result<(), ImplausibleTime> {
+        let now = self.clock.now();
+        self.conn.handle_wall_clock(now, unix_ms)
+    }
+
+    /// The state machine (stats, status, queued messages).
+    pub fn connection(&self) -> &Connection<H, Q, R> {
+        &self.conn
+    }
+
+    /// The state machine, mutably (enqueue, the handler).
+    pub fn connection_mut(&mut self) -> &mut Connection<H, Q, R> {
+        &mut self.conn
+    }
+
+    /// The connection's status.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        self.conn.status()
+    }
+
+    /// The stack, for work of your own between polls.
+    pub fn stack_mut(&mut self) -> &mut S {
+        &mut self.stack
+    }
+
+    /// The modem.
+    pub fn modem_mut(&mut self) -> &mut M {
+        &mut self.modem
+    }
+
+    /// The wall-clock source.
+    pub fn wall_clock(&self) -> &W {
+        &self.wall
+    }
+
+    /// One round: actions, a pending connect, sends, one receive. Returns
+    /// whether anything happened (worth another round).
+    fn step(&mut self, now: Instant) -> bool {
+        let mut progress = self.run_actions(now);
+        progress |= self.advance_connect(now);
+        progress |= self.transmit(now);
+        progress |= self.receive(now);
+        progress
+    }
+
+    fn run_actions(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(action) = self.conn.poll_action() {
+            any = true;
+            match action {
+                Action::Close => self.close(),
+                Action::ResetLink => self.modem.reset_link(),
+                Action::RadioOff => self.modem.set_radio(false),
+                Action::RadioOn => self.modem.set_radio(true),
+                Action::Connect { .. } => {
+                    // Never reuse a socket: some stacks cannot after a FIN.
+                    self.close();
+                    self.link = Link::Resolving;
+                    self.advance_connect(now);
+                }
+            }
+        }
+        any
+    }
+
+    /// Moves a connect attempt on: resolve, open, connect. Reports the
+    /// outcome to the core.
+    fn advance_connect(&mut self, now: Instant) -> bool {
+        let addr = match core::mem::replace(&mut self.link, Link::None) {
+            Link::Resolving => match self.conn.config().remote {
+                Remote::Addr(a) => a,
+                Remote::Host { name, port } => match self.resolver.resolve(&mut self.stack, name) {
+                    Ok(ip) => SocketAddr::new(ip, port),
+                    Err(nb::Error::WouldBlock) => {
+                        self.link = Link::Resolving;
+                        return false;
+                    }
+                    Err(nb::Error::Other(())) => {
+                        let _ = self.conn.handle_connect_failed(now);
+                        return true;
+                    }
+                },
+            },
+            Link::Connecting(mut sock, addr) => {
+                return match TcpClientStack::connect(&mut self.stack, &mut sock, addr) {
+                    Ok(()) => {
+                        self.link = Link::Tcp(sock);
+                        let _ = self.conn.handle_connected(now);
+                        true
+                    }
+                    Err(nb::Error::WouldBlock) => {
+                        self.link = Link::Connecting(sock, addr);
+                        false
+                    }
+                    Err(nb::Error::Other(_)) => {
+                        let _ = TcpClientStack::close(&mut self.stack, sock);
+                        let _ = self.conn.handle_connect_failed(now);
+                        true
+                    }
+                };
+            }
+            other => {
+                self.link = other;
+                return false;
+            }
+        };
+        match self.conn.config().transport {
+            Transport::Tcp => match TcpClientStack::socket(&mut self.stack) {
+                Ok(sock) => {
+                    // The first try happens right here.
+                    self.link = Link::Connecting(sock, addr);
+                    self.advance_connect(now);
+                }
+                Err(_) => {
+                    let _ = self.conn.handle_connect_failed(now);
+                }
+            },
+            Transport::Udp => match UdpClientStack::socket(&mut self.stack) {
+                Ok(mut sock) => match UdpClientStack::connect(&mut self.stack, &mut sock, addr) {
+                    Ok(()) => {
+                        self.link = Link::Udp(sock, addr);
+                        let _ = self.conn.handle_connected(now);
+                    }
+                    Err(_) => {
+                        let _ = UdpClientStack::close(&mut self.stack, sock);
+                        let _ = self.conn.handle_connect_failed(now);
+                    }
+                },
+                Err(_) => {
+                    let _ = self.conn.handle_connect_failed(now);
+                }
+            },
+        }
+        true
+    }
+
+    /// Offers queued bytes to the socket until it would block.
+    fn transmit(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        loop {
+            let Some(bytes) = self.conn.poll_transmit() else {
+                return any;
+            };
+            let len = bytes.len();
+            let sent = match &mut self.link {
+                Link::Tcp(sock) => match TcpClientStack::send(&mut self.stack, sock, bytes) {
+                    // A full send buffer may show as Ok(0) rather than
+                    // WouldBlock; either way, nothing lost, try later.
+                    Ok(0) | Err(nb::Error::WouldBlock) => return any,
+                    Ok(n) => Ok(n.min(len)),
+                    Err(nb::Error::Other(_)) => Err(()),
+                },
+                Link::Udp(sock, _) => match UdpClientStack::send(&mut self.stack, sock, bytes) {
+                    Ok(()) => Ok(len),
+                    Err(nb::Error::WouldBlock) => return any,
+                    Err(nb::Error::Other(_)) => Err(()),
+                },
+                _ => return any,
+            };
+            any = true;
+            match sent {
+                Ok(n) => {
+                    let _ = self.conn.handle_written(now, n);
+                }
+                Err(()) => {
+                    let _ = self.conn.handle_io_error(now);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// One read into the core's receive buffer, if it has room.
+    fn receive(&mut self, now: Instant) -> bool {
+        let quirks = self.quirks;
+        let buf = self.conn.receive_buffer();
+        if buf.is_empty() {
+            return false;
+        }
+        match &mut self.link {
+            Link::Tcp(sock) => match TcpClientStack::receive(&mut self.stack, sock, buf) {
+                Ok(0) => match quirks.tcp_zero_read {
+                    ZeroRead::EndOfStream => {
+                        let _ = self.conn.handle_closed(now);
+                        true
+                    }
+                    ZeroRead::NoData => false,
+                },
+                Ok(n) => {
+                    let _ = self.conn.handle_received(now, n);
+                    true
+                }
+                Err(nb::Error::WouldBlock) => false,
+                Err(nb::Error::Other(_)) => {
+                    let _ = self.conn.handle_io_error(now);
+                    true
+                }
+            },
+            Link::Udp(sock, remote) => {
+                match UdpClientStack::receive(&mut self.stack, sock, buf) {
+                    Ok((n, from)) => {
+                        if same_endpoint(from, *remote) {
+                            let _ = self.conn.handle_received(now, n);
+                        }
+                        // A datagram from elsewhere is dropped, but it was
+                        // taken off the socket: look again.
+                        true
+                    }
+                    Err(nb::Error::WouldBlock) => false,
+                    Err(nb::Error::Other(_)) => match quirks.udp_receive_error {
+                        UdpReceiveError::Fatal => {
+                            let _ = self.conn.handle_io_error(now);
+                            true
+                        }
+                        UdpReceiveError::NoData => false,
+                    },
+                }
+            }
+            _ => false,
+        }
+    }
+
+    fn close(&mut self) {
+        match core::mem::replace(&mut self.link, Link::None) {
+            Link::Connecting(sock, _) | Link::Tcp(sock) => {
+                let _ = TcpClientStack::close(&mut self.stack, sock);
+            }
+            Link::Udp(sock, _) => {
+                let _ = UdpClientStack::close(&mut self.stack, sock);
+            }
+            Link::None | Link::Resolving => {}
+        }
+    }
+
+    fn report_status(&mut self) {
+        let status = self.conn.status();
+        if self.reported != Some(status) {
+            self.reported = Some(status);
+            self.modem.on_status(status);
+        }
+    }
+}
+
+/// Whether a datagram's source is the server, comparing IPv4-mapped IPv6
+/// and IPv4 forms as equal (stacks differ in which one they report).
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+// --------------------------------------------------------------------- SNTP
+
+/// Wall-clock time by SNTP over the stack's UDP: asks as soon as the network
+/// is up, then every [`SntpConfig::resync`]; retries after a timeout.
+///
+/// Uses its own UDP socket, opened for each request and closed after the
+/// answer, so it holds no socket between syncs. The server is an address:
+/// resolve a pool name yourself if you use one.
+pub struct Sntp<S: UdpClientStack> {
+    server: SocketAddr,
+    client: SntpClient,
+    socket: Option<S::UdpSocket>,
+}
+
+impl<S: UdpClientStack> Sntp<S> {
+    /// SNTP against `server` (port 123 usually, see
+    /// [`longlink_core::sntp::NTP_PORT`]). `seed` makes request nonces
+    /// unpredictable: pass something device-specific.
+    pub fn new(server: SocketAddr, config: SntpConfig, seed: u64) -> Self {
+        Sntp {
+            server,
+            client: SntpClient::new(config, seed),
+            socket: None,
+        }
+    }
+
+    /// The schedule and sync state.
+    pub fn client(&self) -> &SntpClient {
+        &self.client
+    }
+
+    fn close(&mut self, stack: &mut S) {
+        if let Some(sock) = self.socket.take() {
+            let _ = stack.close(sock);
+        }
+    }
+}
+
+impl<S: UdpClientStack> WallClock<S> for Sntp<S> {
+    fn poll(&mut self, stack: &mut S, now: Instant, network_up: bool) -> Option<u64> {
+        if !network_up {
+            self.close(stack);
+            self.client.restart(now);
+            return None;
+        }
+        if let Some(sock) = self.socket.as_mut() {
+            let mut buf = [0u8; PACKET_LEN];
+            // Bounded: a flood of junk cannot keep us here.
+            for _ in 0..4 {
+                match stack.receive(sock, &mut buf) {
+                    Ok((n, from)) if same_endpoint(from, self.server) => {
+                        if let Ok(unix_ms) = self.client.handle_response(now, &buf[..n]) {
+                            self.close(stack);
+                            return Some(unix_ms);
+                        }
+                        if !self.client.is_waiting() {
+                            // Kiss-o'-death or unsynchronised: retry later.
+                            self.close(stack);
+                            return None;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut request = [0u8; PACKET_LEN];
+        let due = self.client.poll_request(now, &mut request);
+        if !self.client.is_waiting() {
+            // Timed out (or never asked): nothing to keep open.
+            self.close(stack);
+        }
+        if due {
+            self.close(stack);
+            let Ok(mut sock) = stack.socket() else {
+                return None;
+            };
+            if stack.connect(&mut sock, self.server).is_err()
+                || stack.send(&mut sock, &request).is_err()
+            {
+                // The request counts as sent; its timeout brings the retry.
+                let _ = stack.close(sock);
+                return None;
+            }
+            self.socket = Some(sock);
+        }
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.client.poll_timeout())
+    }
+}
+
+impl<S: UdpClientStack> core::fmt::Debug for Sntp<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sntp")
+            .field("server", &self.server)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// Re-exported so users need not depend on the core for the common types.
+pub use longlink_core::time;
