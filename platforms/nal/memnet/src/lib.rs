@@ -1,0 +1,508 @@
+//! # longlink-memnet
+//!
+//! An in-memory [`embedded-nal`](embedded_nal) 0.9 stack (TCP, UDP, DNS)
+//! whose far end is a [`Peer`] you script: no sockets, no allocation, no
+//! clock, so the same test server runs on a laptop and inside firmware under
+//! QEMU.
+//!
+//! Its [`Behaviour`] switches reproduce how real stacks disagree, so a driver
+//! can be tested against each: [`Behaviour::CONFORMANT`] follows the trait
+//! docs like `std-embedded-nal`, [`Behaviour::SMOLTCP_NAL`] copies
+//! `smoltcp-nal` 0.7: `Ok(0)` from a TCP receive means "no data yet" (and is
+//! all a FIN ever produces), a refused connect is never reported (it stays
+//! `WouldBlock`), sends after the peer's FIN are accepted and lost, and an
+//! empty UDP receive is an error. Partial sends and spurious `WouldBlock`s
+//! can be switched on with either.
+//!
+//! The stack also checks its user: [`Stats::misuse`] counts calls a real
+//! stack would reject or mishandle (a socket used after close, connecting
+//! a socket twice, reusing a socket after a FIN), and a small socket table
+//! makes a socket leak fail the next `socket()` call.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use core::net::{IpAddr, SocketAddr};
+
+use embedded_nal::{nb, AddrType, Dns, TcpClientStack, TcpError, TcpErrorKind, UdpClientStack};
+
+/// TCP or UDP, as the peer sees a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// A TCP connection.
+    Tcp,
+    /// A connected UDP socket.
+    Udp,
+}
+
+/// The peer's answer to a connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// Connection established.
+    Yes,
+    /// Refused (RST / ICMP unreachable).
+    Refuse,
+    /// No answer yet (SYN lost, server slow): ask again later.
+    Pending,
+}
+
+/// What the peer has for a receive call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// `n` bytes (TCP) or one datagram of `n` bytes (UDP) were written to
+    /// the buffer.
+    Data(usize),
+    /// Nothing to read now.
+    Nothing,
+    /// TCP: the peer sent FIN (end of stream). The connection stays half
+    /// open on this side until the client closes it.
+    Fin,
+    /// TCP: the peer reset the connection.
+    Reset,
+}
+
+/// A connection's identity for the peer: a number that grows with every
+/// established connection, plus where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    /// 1 for the first established connection, then 2, 3...
+    pub id: u32,
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The address the client connected to.
+    pub remote: SocketAddr,
+}
+
+/// The far end: a scripted server (or several, told apart by
+/// [`Conn::remote`]).
+pub trait Peer {
+    /// A client connects to `remote`.
+    fn connect(&mut self, proto: Proto, remote: SocketAddr) -> Accept;
+    /// The client sends `data` (TCP bytes or one UDP datagram) on `conn`.
+    /// Returns how many bytes the peer takes (TCP; 0 means "window full")
+    /// or anything for UDP (a datagram is all or nothing).
+    fn send(&mut self, conn: Conn, data: &[u8]) -> usize;
+    /// The client reads on `conn`.
+    fn receive(&mut self, conn: Conn, buf: &mut [u8]) -> Read;
+    /// The client closed `conn`.
+    fn closed(&mut self, conn: Conn) {
+        let _ = conn;
+    }
+    /// DNS: the address of `host`, if known.
+    fn resolve(&mut self, host: &str) -> Option<IpAddr> {
+        let _ = host;
+        None
+    }
+}
+
+/// How the stack behaves at the edges (see the crate docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Behaviour {
+    /// TCP receive with nothing to read returns `Ok(0)` instead of
+    /// `WouldBlock`.
+    pub zero_read_means_no_data: bool,
+    /// A refused connect is never reported: `connect` stays `WouldBlock`.
+    pub hides_refused_connect: bool,
+    /// After the peer's FIN, sends succeed and the bytes are lost (instead
+    /// of a `PipeClosed` error).
+    pub sends_after_fin: bool,
+    /// A UDP receive with nothing to read is an error instead of
+    /// `WouldBlock`.
+    pub empty_udp_receive_is_error: bool,
+    /// Largest number of bytes one TCP send takes (partial writes); 0 = no
+    /// limit.
+    pub max_send: usize,
+    /// Every n-th send returns `WouldBlock` without taking anything; 0 = never.
+    pub would_block_every: u32,
+}
+
+impl Behaviour {
+    /// Follows the trait docs, like `std-embedded-nal` 0.4.
+    pub const CONFORMANT: Behaviour = Behaviour {
+        zero_read_means_no_data: false,
+        hides_refused_connect: false,
+        sends_after_fin: false,
+        empty_udp_receive_is_error: false,
+        max_send: 0,
+        would_block_every: 0,
+    };
+
+    /// Like `smoltcp-nal` 0.7 over smoltcp 0.12.
+    pub const SMOLTCP_NAL: Behaviour = Behaviour {
+        zero_read_means_no_data: true,
+        hides_refused_connect: true,
+        sends_after_fin: true,
+        empty_udp_receive_is_error: true,
+        max_send: 0,
+        would_block_every: 0,
+    };
+}
+
+/// Counters, for assertions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `socket()` calls that succeeded.
+    pub sockets_opened: u32,
+    /// `close()` calls.
+    pub sockets_closed: u32,
+    /// `socket()` calls refused because every slot was in use (a leak).
+    pub sockets_exhausted: u32,
+    /// Connects the peer accepted.
+    pub connects: u32,
+    /// Connects the peer refused (reported or not).
+    pub refused: u32,
+    /// Calls a real stack would reject or mishandle.
+    pub misuse: u32,
+    /// Sends that returned `WouldBlock` (injected or window full).
+    pub would_blocks: u32,
+    /// Bytes sent after the peer's FIN and lost (`sends_after_fin`).
+    pub lost_after_fin: u32,
+}
+
+/// The stack's error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Connection refused.
+    Refused,
+    /// The peer closed or reset the connection.
+    PipeClosed,
+    /// No free socket.
+    NoSocket,
+    /// Not connected, or a UDP receive with nothing to read
+    /// (`empty_udp_receive_is_error`).
+    NotConnected,
+    /// The socket handle is stale or was used the wrong way.
+    Misuse,
+    /// Name not found.
+    NotFound,
+}
+
+impl TcpError for Error {
+    fn kind(&self) -> TcpErrorKind {
+        match self {
+            Error::PipeClosed => TcpErrorKind::PipeClosed,
+            _ => TcpErrorKind::Other,
+        }
+    }
+}
+
+/// A socket handle: an index into the stack's table plus a generation, so a
+/// stale handle is caught.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Socket {
+    slot: usize,
+    generation: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Free,
+    Open,
+    Connecting(SocketAddr),
+    Connected(Conn),
+    /// The peer sent FIN.
+    Fin(Conn),
+    /// Refused: the socket is dead (reported or not).
+    Dead,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    state: State,
+    generation: u32,
+    proto: Proto,
+    /// Was connected once: connecting it again is misuse (a fresh socket is
+    /// needed after a FIN on smoltcp).
+    used: bool,
+}
+
+/// Sockets available at once: the driver needs one, SNTP a second. A third
+/// would be a leak.
+pub const SOCKETS: usize = 3;
+
+/// The in-memory stack.
+pub struct MemNet<P> {
+    /// The far end.
+    pub peer: P,
+    /// Edge-case behaviour; may be changed at any time.
+    pub behaviour: Behaviour,
+    /// Counters.
+    pub stats: Stats,
+    slots: [Slot; SOCKETS],
+    next_conn: u32,
+    sends: u32,
+}
+
+impl<P: Peer> MemNet<P> {
+    /// A stack in front of `peer`.
+    pub fn new(peer: P, behaviour: Behaviour) -> Self {
+        MemNet {
+            peer,
+            behaviour,
+            stats: Stats::default(),
+            slots: [Slot {
+                state: State::Free,
+                generation: 0,
+                proto: Proto::Tcp,
+                used: false,
+            }; SOCKETS],
+            next_conn: 0,
+            sends: 0,
+        }
+    }
+
+    /// Sockets currently open (not closed by the user).
+    pub fn open_sockets(&self) -> usize {
+        self.slots.iter().filter(|s| s.state != State::Free).count()
+    }
+
+    fn open(&mut self, proto: Proto) -> Result<Socket, Error> {
+        let Some(slot) = self.slots.iter().position(|s| s.state == State::Free) else {
+            self.stats.sockets_exhausted += 1;
+            return Err(Error::NoSocket);
+        };
+        let s = &mut self.slots[slot];
+        s.generation = s.generation.wrapping_add(1);
+        s.state = State::Open;
+        s.proto = proto;
+        s.used = false;
+        self.stats.sockets_opened += 1;
+        Ok(Socket {
+            slot,
+            generation: s.generation,
+        })
+    }
+
+    fn slot(&mut self, sock: &Socket, proto: Proto) -> Result<usize, Error> {
+        match self.slots.get(sock.slot) {
+            Some(s)
+                if s.generation == sock.generation
+                    && s.state != State::Free
+                    && s.proto == proto =>
+            {
+                Ok(sock.slot)
+            }
+            _ => {
+                self.stats.misuse += 1;
+                Err(Error::Misuse)
+            }
+        }
+    }
+
+    fn close_slot(&mut self, sock: Socket, proto: Proto) -> Result<(), Error> {
+        let i = self.slot(&sock, proto)?;
+        if let State::Connected(c) | State::Fin(c) = self.slots[i].state {
+            self.peer.closed(c);
+        }
+        self.slots[i].state = State::Free;
+        self.stats.sockets_closed += 1;
+        Ok(())
+    }
+
+    fn start(&mut self, i: usize, proto: Proto, remote: SocketAddr) -> nb::Result<(), Error> {
+        match self.slots[i].state {
+            State::Open if self.slots[i].used => {
+                self.stats.misuse += 1;
+                return Err(nb::Error::Other(Error::Misuse));
+            }
+            State::Open => {}
+            State::Connecting(addr) if addr == remote => {}
+            State::Dead if self.behaviour.hides_refused_connect => {
+                return Err(nb::Error::WouldBlock)
+            }
+            _ => {
+                self.stats.misuse += 1;
+                return Err(nb::Error::Other(Error::Misuse));
+            }
+        }
+        match self.peer.connect(proto, remote) {
+            Accept::Yes => {
+                self.next_conn += 1;
+                self.stats.connects += 1;
+                let conn = Conn {
+                    id: self.next_conn,
+                    proto,
+                    remote,
+                };
+                self.slots[i].state = State::Connected(conn);
+                self.slots[i].used = true;
+                Ok(())
+            }
+            Accept::Pending => {
+                self.slots[i].state = State::Connecting(remote);
+                Err(nb::Error::WouldBlock)
+            }
+            Accept::Refuse => {
+                self.stats.refused += 1;
+                self.slots[i].state = State::Dead;
+                if self.behaviour.hides_refused_connect {
+                    Err(nb::Error::WouldBlock)
+                } else {
+                    Err(nb::Error::Other(Error::Refused))
+                }
+            }
+        }
+    }
+
+    /// Injected `WouldBlock` on every n-th send.
+    fn injected_block(&mut self) -> bool {
+        self.sends = self.sends.wrapping_add(1);
+        let every = self.behaviour.would_block_every;
+        let block = every != 0 && self.sends % every == 0;
+        if block {
+            self.stats.would_blocks += 1;
+        }
+        block
+    }
+}
+
+impl<P: Peer> TcpClientStack for MemNet<P> {
+    type TcpSocket = Socket;
+    type Error = Error;
+
+    fn socket(&mut self) -> Result<Socket, Error> {
+        self.open(Proto::Tcp)
+    }
+
+    fn connect(&mut self, sock: &mut Socket, remote: SocketAddr) -> nb::Result<(), Error> {
+        let i = self.slot(sock, Proto::Tcp)?;
+        self.start(i, Proto::Tcp, remote)
+    }
+
+    fn send(&mut self, sock: &mut Socket, data: &[u8]) -> nb::Result<usize, Error> {
+        let i = self.slot(sock, Proto::Tcp)?;
+        match self.slots[i].state {
+            State::Connected(c) => {
+                if self.injected_block() {
+                    return Err(nb::Error::WouldBlock);
+                }
+                let max = match self.behaviour.max_send {
+                    0 => data.len(),
+                    m => m.min(data.len()),
+                };
+                match self.peer.send(c, &data[..max]).min(max) {
+                    0 if !data.is_empty() => {
+                        self.stats.would_blocks += 1;
+                        Err(nb::Error::WouldBlock)
+                    }
+                    n => Ok(n),
+                }
+            }
+            State::Fin(_) if self.behaviour.sends_after_fin => {
+                self.stats.lost_after_fin += data.len() as u32;
+                Ok(data.len())
+            }
+            State::Fin(_) => Err(nb::Error::Other(Error::PipeClosed)),
+            State::Connecting(_) => Err(nb::Error::WouldBlock),
+            _ => Err(nb::Error::Other(Error::NotConnected)),
+        }
+    }
+
+    fn receive(&mut self, sock: &mut Socket, buf: &mut [u8]) -> nb::Result<usize, Error> {
+        let i = self.slot(sock, Proto::Tcp)?;
+        let c = match self.slots[i].state {
+            State::Connected(c) => c,
+            State::Fin(_) => return Ok(0),
+            State::Connecting(_) => return Err(nb::Error::WouldBlock),
+            _ => return Err(nb::Error::Other(Error::NotConnected)),
+        };
+        match self.peer.receive(c, buf) {
+            Read::Data(n) => Ok(n.min(buf.len())),
+            Read::Nothing if self.behaviour.zero_read_means_no_data => Ok(0),
+            Read::Nothing => Err(nb::Error::WouldBlock),
+            Read::Fin => {
+                self.slots[i].state = State::Fin(c);
+                Ok(0)
+            }
+            Read::Reset => {
+                self.slots[i].state = State::Dead;
+                self.peer.closed(c);
+                Err(nb::Error::Other(Error::PipeClosed))
+            }
+        }
+    }
+
+    fn close(&mut self, sock: Socket) -> Result<(), Error> {
+        self.close_slot(sock, Proto::Tcp)
+    }
+}
+
+impl<P: Peer> UdpClientStack for MemNet<P> {
+    type UdpSocket = Socket;
+    type Error = Error;
+
+    fn socket(&mut self) -> Result<Socket, Error> {
+        self.open(Proto::Udp)
+    }
+
+    fn connect(&mut self, sock: &mut Socket, remote: SocketAddr) -> Result<(), Error> {
+        let i = self.slot(sock, Proto::Udp)?;
+        match self.start(i, Proto::Udp, remote) {
+            Ok(()) => Ok(()),
+            // UDP has no handshake: an unreachable port shows up later, on
+            // send, as ICMP would.
+            Err(nb::Error::WouldBlock) | Err(nb::Error::Other(Error::Refused)) => {
+                self.slots[i].state = State::Dead;
+                Ok(())
+            }
+            Err(nb::Error::Other(e)) => Err(e),
+        }
+    }
+
+    fn send(&mut self, sock: &mut Socket, data: &[u8]) -> nb::Result<(), Error> {
+        let i = self.slot(sock, Proto::Udp)?;
+        match self.slots[i].state {
+            State::Connected(c) => {
+                if self.injected_block() {
+                    return Err(nb::Error::WouldBlock);
+                }
+                self.peer.send(c, data);
+                Ok(())
+            }
+            // Port unreachable. smoltcp never learns it; std reports
+            // ECONNREFUSED.
+            State::Dead if self.behaviour.hides_refused_connect => Ok(()),
+            State::Dead => Err(nb::Error::Other(Error::Refused)),
+            _ => Err(nb::Error::Other(Error::NotConnected)),
+        }
+    }
+
+    fn receive(
+        &mut self,
+        sock: &mut Socket,
+        buf: &mut [u8],
+    ) -> nb::Result<(usize, SocketAddr), Error> {
+        let i = self.slot(sock, Proto::Udp)?;
+        let nothing = if self.behaviour.empty_udp_receive_is_error {
+            nb::Error::Other(Error::NotConnected)
+        } else {
+            nb::Error::WouldBlock
+        };
+        let State::Connected(c) = self.slots[i].state else {
+            return Err(nothing);
+        };
+        match self.peer.receive(c, buf) {
+            Read::Data(n) => Ok((n.min(buf.len()), c.remote)),
+            _ => Err(nothing),
+        }
+    }
+
+    fn close(&mut self, sock: Socket) -> Result<(), Error> {
+        self.close_slot(sock, Proto::Udp)
+    }
+}
+
+impl<P: Peer> Dns for MemNet<P> {
+    type Error = Error;
+
+    fn get_host_by_name(&mut self, host: &str, _: AddrType) -> nb::Result<IpAddr, Error> {
+        self.peer
+            .resolve(host)
+            .ok_or(nb::Error::Other(Error::NotFound))
+    }
+
+    fn get_host_by_address(&mut self, _: IpAddr, _: &mut [u8]) -> nb::Result<usize, Error> {
+        Err(nb::Error::Other(Error::NotFound))
+    }
+}
+
+pub mod lab;
