@@ -58,7 +58,12 @@ impl Lab {
 
     /// A UDP lab server on 127.0.0.1.
     pub fn udp() -> Lab {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Lab::udp_at("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// A UDP lab server on `addr` (to restart one on the same port).
+    pub fn udp_at(addr: SocketAddr) -> Lab {
+        let sock = UdpSocket::bind(addr).unwrap();
         sock.set_nonblocking(true).unwrap();
         let addr = sock.local_addr().unwrap();
         Lab::spawn(addr, move |state, stop| udp_server(sock, state, stop))
