@@ -723,6 +723,8 @@ pub struct Sntp<S: UdpClientStack> {
     server: SocketAddr,
     client: SntpClient,
     socket: Option<S::UdpSocket>,
+    /// The network was up at the last poll.
+    up: bool,
 }
 
 impl<S: UdpClientStack> Sntp<S> {
@@ -734,6 +736,7 @@ impl<S: UdpClientStack> Sntp<S> {
             server,
             client: SntpClient::new(config, seed),
             socket: None,
+            up: false,
         }
     }
 
@@ -752,9 +755,15 @@ impl<S: UdpClientStack> Sntp<S> {
 impl<S: UdpClientStack> WallClock<S> for Sntp<S> {
     fn poll(&mut self, stack: &mut S, now: Instant, network_up: bool) -> Option<u64> {
         if !network_up {
+            // Paused: no deadline while down, or the caller would spin.
+            self.up = false;
             self.close(stack);
-            self.client.restart(now);
             return None;
+        }
+        if !self.up {
+            // (Re)gained the network: the tutorial syncs right away.
+            self.up = true;
+            self.client.restart(now);
         }
         if let Some(sock) = self.socket.as_mut() {
             let mut buf = [0u8; PACKET_LEN];
@@ -801,7 +810,7 @@ impl<S: UdpClientStack> WallClock<S> for Sntp<S> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.client.poll_timeout())
+        self.up.then(|| self.client.poll_timeout())
     }
 }
 
