@@ -1,2 +1,24 @@
-//! longlink-std: the desktop tool (being written).
+//! # longlink-std
+//!
+//! The desktop `longlink` tool, as a library: the [`client`] (the embedded
+//! `longlink-nal-async` driver over `std-embedded-nal-async`, so a laptop
+//! runs the hardware code path), the [`lab`] test server and its
+//! acceptance script ([`check`]), the [`demo`], and [`bench`]marks.
+//!
+//! ```text
+//! longlink client tcp://127.0.0.1:50798 --heartbeat 10s --framing lines
+//! longlink lab --listen 127.0.0.1:50798 [--udp] [--check]
+//! longlink demo
+//! longlink bench --idle 30s --samples 1000
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod check;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod demo;
+pub mod lab;
+pub mod logger;
+pub mod text;

@@ -1,0 +1,5 @@
+//! Benchmarks (being written).
+/// `longlink bench`.
+pub fn main(_: &crate::cli::BenchArgs) -> std::process::ExitCode {
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,428 @@
+//! The command line: `longlink client|lab|demo|bench`, and the parsers for
+//! URLs, durations and framings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use longlink_core::{Backoff, Config, Framing, Remote, Transport};
+
+/// Keep a TCP/UDP long connection alive, test one, or watch the whole story.
+#[derive(Debug, Parser)]
+#[command(name = "longlink", version, about, long_about = None)]
+pub struct Cli {
+    /// Less output (-q: warnings only, -qq: errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+    /// More output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Keep a connection to URL alive: heartbeats, answers back/bin/time,
+    /// sends each stdin line.
+    Client(ClientArgs),
+    /// A test server: prints what clients send, sends them stdin lines; with
+    /// --check, runs the tutorial's acceptance script against a client.
+    Lab(LabArgs),
+    /// Client and lab server on loopback, the tutorial's whole story in
+    /// seconds, with a sequence chart.
+    Demo(DemoArgs),
+    /// Measure idle CPU, queued-line-to-wire latency and echo round trips of
+    /// the `longlink client` binary against a loopback server.
+    Bench(BenchArgs),
+}
+
+/// Message framing, both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum FramingArg {
+    /// Each read or datagram is a message (the tutorial).
+    #[default]
+    Raw,
+    /// Newline-terminated messages.
+    Lines,
+    /// 2-byte big-endian length prefix.
+    Len16,
+}
+
+impl From<FramingArg> for Framing {
+    fn from(f: FramingArg) -> Framing {
+        match f {
+            FramingArg::Raw => Framing::Raw,
+            FramingArg::Lines => Framing::Lines,
+            FramingArg::Len16 => Framing::Len16,
+        }
+    }
+}
+
+/// Retry delay policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum BackoffArg {
+    /// Always --retry-delay (the tutorial).
+    #[default]
+    Fixed,
+    /// Capped exponential with full jitter, from --retry-delay up to
+    /// --backoff-max.
+    Exponential,
+}
+
+/// `longlink client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// tcp://HOST:PORT or udp://HOST:PORT (HOST: an IP address or a name,
+    /// resolved at every connect).
+    #[arg(value_parser = parse_url)]
+    pub url: Target,
+    /// Heartbeat interval, or "off".
+    #[arg(long, default_value = "10s", value_parser = parse_opt_duration)]
+    pub heartbeat: Option<Duration>,
+    /// Heartbeat message.
+    #[arg(long, default_value = "heart beat")]
+    pub heartbeat_payload: String,
+    /// Pause after a failed connect or a lost connection.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub retry_delay: Duration,
+    /// Consecutive failed connects before a link reset.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_failures: u16,
+    /// Message framing.
+    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
+    pub framing: FramingArg,
+    /// Reconnect when nothing was received for this long ("off" by default).
+    #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Give up on a connect attempt after this long ("off" by default: the OS
+    /// decides).
+    #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Retry delay policy.
+    #[arg(long, value_enum, default_value_t = BackoffArg::Fixed)]
+    pub backoff: BackoffArg,
+    /// Cap of the exponential backoff.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// How long to wait for the network (always up on a desktop; kept for
+    /// completeness).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub network_wait: Duration,
+    /// Jitter seed (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `longlink lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Address to listen on (use 0.0.0.0:50798 to reach it from a device).
+    #[arg(long, default_value = "127.0.0.1:50798")]
+    pub listen: SocketAddr,
+    /// UDP instead of TCP.
+    #[arg(long)]
+    pub udp: bool,
+    /// Run the acceptance script against the first client, print a report,
+    /// exit 0 only if every check passed.
+    #[arg(long)]
+    pub check: bool,
+    /// Message framing.
+    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
+    pub framing: FramingArg,
+    /// The client's heartbeat message (for --check).
+    #[arg(long, default_value = "heart beat")]
+    pub heartbeat_payload: String,
+    /// Heartbeats to wait for and time (for --check).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..))]
+    pub heartbeats: u32,
+    /// Longest wait for any one step (for --check).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `longlink demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Play the story over UDP instead of TCP.
+    #[arg(long)]
+    pub udp: bool,
+}
+
+/// `longlink bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How long to sample idle CPU.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle: Duration,
+    /// Latency and round-trip samples.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// The client binary to measure (default: this one).
+    #[arg(long)]
+    pub client: Option<std::path::PathBuf>,
+}
+
+/// Where `longlink client` connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Target {
+    /// The core's remote. A name is leaked once, as the core keeps
+    /// `&'static str` (the process keeps one target for its whole life).
+    pub fn remote(&self) -> Remote {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => Remote::Addr(SocketAddr::new(ip, self.port)),
+            Err(_) => Remote::Host {
+                name: Box::leak(self.host.clone().into_boxed_str()),
+                port: self.port,
+            },
+        }
+    }
+}
+
+/// Parses `tcp://HOST:PORT` or `udp://HOST:PORT` (`[::1]` for IPv6).
+pub fn parse_url(s: &str) -> Result<Target, String> {
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| format!("{s:?}: expected tcp://HOST:PORT or udp://HOST:PORT"))?;
+    let transport = match scheme.to_ascii_lowercase().as_str() {
+        "tcp" => Transport::Tcp,
+        "udp" => Transport::Udp,
+        other => return Err(format!("unknown scheme {other:?}: use tcp or udp")),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: missing :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    if port == 0 {
+        return Err("port 0 cannot be connected to".into());
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("{s:?}: missing host"));
+    }
+    if host.contains(':') && host.parse::<IpAddr>().is_err() {
+        return Err(format!("{host:?}: write IPv6 addresses as [addr]"));
+    }
+    Ok(Target {
+        transport,
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 500ms, 10s, 5m"))?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("{other:?}: unknown unit (use ms, s, m or h)")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 49.0 * 86_400.0 {
+        return Err(format!("{s:?}: too long"));
+    }
+    let d = Duration::from_secs_f64(secs);
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?}: must be at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// [`parse_duration`], or `off` / `none` / `0` for "disabled".
+pub fn parse_opt_duration(s: &str) -> Result<Option<Duration>, String> {
+    match s.trim() {
+        "off" | "none" | "0" => Ok(None),
+        other => parse_duration(other).map(Some),
+    }
+}
+
+fn ms(d: Duration) -> longlink_core::time::Duration {
+    longlink_core::time::Duration::from(d)
+}
+
+impl ClientArgs {
+    /// The core's config for these options.
+    pub fn config(&self) -> Config {
+        Config {
+            remote: self.url.remote(),
+            transport: self.url.transport,
+            framing: self.framing.into(),
+            network_wait: ms(self.network_wait),
+            radio_off: Config::default().radio_off,
+            retry_delay: ms(self.retry_delay),
+            max_failures: self.max_failures,
+            heartbeat_interval: self.heartbeat.map(ms),
+            heartbeat_payload: Box::leak(
+                self.heartbeat_payload
+                    .clone()
+                    .into_bytes()
+                    .into_boxed_slice(),
+            ),
+            idle_timeout: self.idle_timeout.map(ms),
+            connect_timeout: self.connect_timeout.map(ms),
+            backoff: match self.backoff {
+                BackoffArg::Fixed => Backoff::Fixed,
+                BackoffArg::Exponential => Backoff::Exponential {
+                    max: ms(self.backoff_max),
+                },
+            },
+            seed: self.seed.unwrap_or_else(random_seed),
+        }
+    }
+}
+
+/// A seed from the standard library's per-process random hash keys.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("tcp://127.0.0.1:50798").unwrap();
+        assert_eq!(t.transport, Transport::Tcp);
+        assert_eq!(t.remote(), Remote::Addr("127.0.0.1:50798".parse().unwrap()));
+        let t = parse_url("udp://[::1]:9").unwrap();
+        assert_eq!((t.transport, t.host.as_str()), (Transport::Udp, "::1"));
+        let t = parse_url("TCP://example.invalid:1/").unwrap();
+        assert!(matches!(
+            t.remote(),
+            Remote::Host {
+                name: "example.invalid",
+                port: 1
+            }
+        ));
+        for bad in [
+            "127.0.0.1:5",
+            "http://a:1",
+            "tcp://a",
+            "tcp://:5",
+            "tcp://a:0",
+            "tcp://a:70000",
+            "tcp://::1:5",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "5x", "0", "0.1ms", "-1s", "1e9h", "ms5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_opt_duration("off"), Ok(None));
+        assert_eq!(parse_opt_duration("2s"), Ok(Some(Duration::from_secs(2))));
+    }
+
+    #[test]
+    fn defaults_are_the_tutorial() {
+        let cli = Cli::try_parse_from(["longlink", "client", "tcp://127.0.0.1:50798"]).unwrap();
+        let Command::Client(args) = cli.command else {
+            panic!("not a client command");
+        };
+        let c = args.config();
+        let t = Config::default();
+        assert_eq!(c.retry_delay, t.retry_delay);
+        assert_eq!(c.max_failures, t.max_failures);
+        assert_eq!(c.heartbeat_interval, t.heartbeat_interval);
+        assert_eq!(c.heartbeat_payload, t.heartbeat_payload);
+        assert_eq!(c.network_wait, t.network_wait);
+        assert_eq!(c.framing, t.framing);
+        assert_eq!(c.backoff, t.backoff);
+        assert_eq!((c.idle_timeout, c.connect_timeout), (None, None));
+    }
+
+    #[test]
+    fn every_option_reaches_the_config() {
+        let cli = Cli::try_parse_from([
+            "longlink",
+            "-v",
+            "client",
+            "udp://localhost:7",
+            "--heartbeat",
+            "off",
+            "--heartbeat-payload",
+            "hb",
+            "--retry-delay",
+            "200ms",
+            "--max-failures",
+            "3",
+            "--framing",
+            "len16",
+            "--idle-timeout",
+            "30s",
+            "--connect-timeout",
+            "2s",
+            "--backoff",
+            "exponential",
+            "--backoff-max",
+            "1m",
+            "--seed",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbose, 1);
+        let Command::Client(args) = cli.command else {
+            panic!("not a client command");
+        };
+        let c = args.config();
+        assert_eq!(c.transport, Transport::Udp);
+        assert_eq!(c.heartbeat_interval, None);
+        assert_eq!(c.heartbeat_payload, b"hb");
+        assert_eq!(c.retry_delay.as_millis(), 200);
+        assert_eq!(c.max_failures, 3);
+        assert_eq!(c.framing, Framing::Len16);
+        assert_eq!(c.idle_timeout.map(|d| d.as_millis()), Some(30_000));
+        assert_eq!(c.connect_timeout.map(|d| d.as_millis()), Some(2_000));
+        assert_eq!(
+            c.backoff,
+            Backoff::Exponential {
+                max: longlink_core::time::Duration::from_secs(60)
+            }
+        );
+        assert_eq!(c.seed, 42);
+        assert!(
+            Cli::try_parse_from(["longlink", "client", "tcp://a:1", "--max-failures", "0"])
+                .is_err()
+        );
+    }
+}

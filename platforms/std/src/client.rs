@@ -1,0 +1,319 @@
+//! The client: a [`Longlink`] driven by the embedded `longlink-nal-async`
+//! driver over `std-embedded-nal-async` sockets, on its own thread.
+//!
+//! The desktop runs the very loop firmware runs; only the stack (OS sockets
+//! through async-io), the clock ([`StdClock`]) and the modem
+//! ([`AlwaysUp`]) differ.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use embassy_futures::select::{select, Either};
+use embassy_sync::signal::Signal;
+use log::{debug, info, warn};
+use longlink_core::{
+    Action, Config, ConfigError, Connection, QueueError, Stats, Status, TestProtocol,
+};
+use longlink_nal_async::{
+    AlwaysUp, Clock, CriticalSectionRawMutex, Event, Longlink, Net, RunError,
+};
+use std_embedded_nal_async::Stack;
+
+use crate::clock::StdClock;
+use crate::text::text_and_hex;
+
+/// Outgoing queue size: room for the largest `len16` message.
+pub const QUEUE: usize = 64 * 1024;
+/// Receive buffer size: the largest inbound message (UDP datagram, line).
+pub const RX: usize = 16 * 1024;
+
+/// The shared connection of the desktop client.
+pub type Link = Longlink<CriticalSectionRawMutex, TestProtocol, QUEUE, RX>;
+
+/// What the client did, with the time it happened, for the demo, tests and
+/// benchmarks (the log gets the same events as text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// Status change.
+    Status(Status),
+    /// An action about to be carried out.
+    Action(Action),
+    /// Connected to this address.
+    Connected(SocketAddr),
+    /// A connect attempt failed.
+    ConnectFailed(String),
+    /// Bytes written.
+    Sent(Vec<u8>),
+    /// Bytes read.
+    Received(Vec<u8>),
+    /// The server closed the connection.
+    Closed,
+    /// A socket error ended the connection.
+    IoError(String),
+    /// An oversized datagram was dropped.
+    DatagramTooLarge,
+}
+
+/// An [`Observed`] event and when it happened.
+#[derive(Debug, Clone)]
+pub struct ClientEvent {
+    /// When.
+    pub at: Instant,
+    /// What.
+    pub what: Observed,
+}
+
+/// Why a client could not start.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The configuration does not fit the client's buffers.
+    Config(ConfigError),
+    /// No thread could be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Config(e) => write!(f, "bad configuration: {e}"),
+            SpawnError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// A running client. Dropping it stops it.
+pub struct Client {
+    link: Arc<Link>,
+    stop: Arc<Signal<CriticalSectionRawMutex, ()>>,
+    thread: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl Client {
+    /// Starts a client with `config` on a thread of its own. Every event is
+    /// logged, and also sent to `observer` if given.
+    pub fn spawn(
+        config: Config,
+        observer: Option<Sender<ClientEvent>>,
+    ) -> Result<Client, SpawnError> {
+        let clock = StdClock::new();
+        let conn: Connection<TestProtocol, QUEUE, RX> =
+            Connection::new(config, TestProtocol::default(), clock.now())
+                .map_err(SpawnError::Config)?;
+        let link = Arc::new(Longlink::new(conn));
+        let stop = Arc::new(Signal::new());
+        let (l, s) = (link.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("longlink".into())
+            .spawn(move || drive(&l, &s, &clock, observer))
+            .map_err(SpawnError::Thread)?;
+        Ok(Client {
+            link,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The shared connection (enqueue, stats, status).
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// A clone of the shared connection, for other threads.
+    pub fn link_arc(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
+    /// Queues a message, waiting while the queue is full.
+    pub fn enqueue(&self, message: &[u8]) -> Result<(), QueueError> {
+        async_io::block_on(self.link.enqueue(message))
+    }
+
+    /// Stops the client and returns its counters.
+    pub fn stop(mut self) -> Stats {
+        self.halt();
+        self.link.stats()
+    }
+
+    fn halt(&mut self) {
+        self.stop.signal(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn drive(
+    link: &Link,
+    stop: &Signal<CriticalSectionRawMutex, ()>,
+    clock: &StdClock,
+    observer: Option<Sender<ClientEvent>>,
+) -> Result<(), RunError> {
+    let mut scratch = vec![0u8; QUEUE.max(RX + 1)];
+    let mut modem = AlwaysUp;
+    let hook = |event: Event<'_>| {
+        log_event(&event);
+        if let Some(tx) = &observer {
+            let _ = tx.send(ClientEvent {
+                at: Instant::now(),
+                what: observe(&event),
+            });
+        }
+    };
+    async_io::block_on(async {
+        let run = link.run(
+            Net::all(Stack::default()),
+            clock,
+            &mut modem,
+            &mut scratch,
+            hook,
+        );
+        match select(run, stop.wait()).await {
+            Either::First(Err(e)) => Err(e),
+            Either::First(Ok(never)) => match never {},
+            Either::Second(()) => Ok(()),
+        }
+    })
+}
+
+fn observe(event: &Event<'_>) -> Observed {
+    match event {
+        Event::Status(s) => Observed::Status(*s),
+        Event::Action(a) => Observed::Action(*a),
+        Event::Connected { remote } => Observed::Connected(*remote),
+        Event::ConnectFailed { error } => Observed::ConnectFailed(format!("{error:?}")),
+        Event::Sent(b) => Observed::Sent(b.to_vec()),
+        Event::Received(b) => Observed::Received(b.to_vec()),
+        Event::Closed => Observed::Closed,
+        Event::IoError { error } => Observed::IoError(format!("{error:?}")),
+        // `Event` is non-exhaustive; DatagramTooLarge and anything newer.
+        _ => Observed::DatagramTooLarge,
+    }
+}
+
+/// What the log shows. The core logs its own decisions (network, connect,
+/// failure counts, link resets, timeouts) under the target `longlink`; this
+/// adds what only the driver sees.
+fn log_event(event: &Event<'_>) {
+    match event {
+        Event::Status(s) => debug!("status: {s:?}"),
+        Event::Action(Action::Connect { transport }) => debug!("connecting ({transport:?})"),
+        Event::Action(a) => debug!("action: {a:?}"),
+        Event::Connected { remote } => debug!("socket open to {remote}"),
+        Event::ConnectFailed { error } => info!("connect failed: {error:?}"),
+        Event::Sent(b) => info!("sent {} bytes: {}", b.len(), text_and_hex(b, 96)),
+        Event::Received(b) => info!("received {} bytes: {}", b.len(), text_and_hex(b, 96)),
+        Event::Closed => info!("closed by the server"),
+        Event::IoError { error } => info!("socket error: {error:?}"),
+        Event::DatagramTooLarge => warn!("datagram larger than {RX} bytes dropped"),
+        _ => debug!("{event:?}"),
+    }
+}
+
+/// Reads lines from `input` and queues each (without its `\n` or `\r\n`;
+/// the framing adds its own delimiter). Returns at end of input.
+pub fn queue_lines(link: &Link, input: impl BufRead) {
+    let mut input = input;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                warn!("stdin: {e}");
+                return;
+            }
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        match async_io::block_on(link.enqueue(&line)) {
+            Ok(()) => debug!("queued {} bytes ({} waiting)", line.len(), link.queued()),
+            Err(QueueError::Empty) => debug!("empty line not queued (raw framing sends nothing)"),
+            Err(e) => warn!("line not queued: {e}"),
+        }
+    }
+}
+
+/// The statistics summary printed when the client ends.
+pub fn summary(stats: &Stats, elapsed: std::time::Duration) -> String {
+    format!(
+        "longlink client ran {:.1}s\n\
+         connects {} (attempts {}, failures {}, timeouts {}), disconnects {}, idle timeouts {}, link resets {}\n\
+         messages out {} (heartbeats {}, skipped {}), in {}; bytes out {}, in {}\n\
+         queue full {}, replies dropped {}, frames rejected {}, rx discarded {}",
+        elapsed.as_secs_f64(),
+        stats.connects,
+        stats.connect_attempts,
+        stats.connect_failures,
+        stats.connect_timeouts,
+        stats.disconnects,
+        stats.idle_timeouts,
+        stats.link_resets,
+        stats.messages_out,
+        stats.heartbeats_sent,
+        stats.heartbeats_skipped,
+        stats.messages_in,
+        stats.bytes_out,
+        stats.bytes_in,
+        stats.queue_full,
+        stats.replies_dropped,
+        stats.frames_rejected,
+        stats.rx_discarded,
+    )
+}
+
+/// `longlink client`: runs until SIGINT/SIGTERM, then prints the summary.
+pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
+    let config = args.config();
+    let started = Instant::now();
+    let client = match Client::spawn(config, None) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    info!(
+        "longlink client: {:?} to {} (heartbeat {:?}, retry {:?}, framing {:?})",
+        config.transport,
+        config.remote,
+        config.heartbeat_interval.map(std::time::Duration::from),
+        std::time::Duration::from(config.retry_delay),
+        config.framing
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    }) {
+        warn!("no signal handler ({e}); stop with kill -9");
+    }
+    let link = client.link_arc();
+    // Detached: a read blocked on stdin must not hold up the exit.
+    let _ = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            queue_lines(&link, std::io::stdin().lock());
+            info!("end of input; still running (Ctrl-C to stop)");
+        });
+    let _ = rx.recv();
+    info!("stopping");
+    let stats = client.stop();
+    eprintln!("{}", summary(&stats, started.elapsed()));
+    std::process::ExitCode::SUCCESS
+}
