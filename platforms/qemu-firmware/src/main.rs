@@ -21,7 +21,7 @@
 //! `scripts/size-report.sh` compares (see `SIZES.md`).
 #![no_std]
 #![no_main]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::panic::PanicInfo;
 
