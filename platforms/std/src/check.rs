@@ -286,7 +286,7 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
             Ok((reply, rtt)) => report.add(
                 name,
                 true,
-                format!("{:?}, round trip {}", escape(&reply), duration(rtt)),
+                format!("\"{}\", round trip {}", escape(&reply), duration(rtt)),
             ),
             Err(e) => report.add(name, false, e),
         }

@@ -81,7 +81,7 @@ pub struct ClientArgs {
     pub url: Target,
     /// Heartbeat interval, or "off".
     #[arg(long, default_value = "10s", value_parser = parse_opt_duration)]
-    pub heartbeat: Option<Duration>,
+    pub heartbeat: Toggle,
     /// Heartbeat message.
     #[arg(long, default_value = "heart beat")]
     pub heartbeat_payload: String,
@@ -96,11 +96,11 @@ pub struct ClientArgs {
     pub framing: FramingArg,
     /// Reconnect when nothing was received for this long ("off" by default).
     #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
-    pub idle_timeout: Option<Duration>,
+    pub idle_timeout: Toggle,
     /// Give up on a connect attempt after this long ("off" by default: the OS
     /// decides).
     #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
-    pub connect_timeout: Option<Duration>,
+    pub connect_timeout: Toggle,
     /// Retry delay policy.
     #[arg(long, value_enum, default_value_t = BackoffArg::Fixed)]
     pub backoff: BackoffArg,
@@ -255,11 +255,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration that can be switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Toggle(pub Option<Duration>);
+
 /// [`parse_duration`], or `off` / `none` / `0` for "disabled".
-pub fn parse_opt_duration(s: &str) -> Result<Option<Duration>, String> {
+pub fn parse_opt_duration(s: &str) -> Result<Toggle, String> {
     match s.trim() {
-        "off" | "none" | "0" => Ok(None),
-        other => parse_duration(other).map(Some),
+        "off" | "none" | "0" => Ok(Toggle(None)),
+        other => parse_duration(other).map(|d| Toggle(Some(d))),
     }
 }
 
@@ -278,15 +282,15 @@ impl ClientArgs {
             radio_off: Config::default().radio_off,
             retry_delay: ms(self.retry_delay),
             max_failures: self.max_failures,
-            heartbeat_interval: self.heartbeat.map(ms),
+            heartbeat_interval: self.heartbeat.0.map(ms),
             heartbeat_payload: Box::leak(
                 self.heartbeat_payload
                     .clone()
                     .into_bytes()
                     .into_boxed_slice(),
             ),
-            idle_timeout: self.idle_timeout.map(ms),
-            connect_timeout: self.connect_timeout.map(ms),
+            idle_timeout: self.idle_timeout.0.map(ms),
+            connect_timeout: self.connect_timeout.0.map(ms),
             backoff: match self.backoff {
                 BackoffArg::Fixed => Backoff::Fixed,
                 BackoffArg::Exponential => Backoff::Exponential {
@@ -332,7 +336,7 @@ mod tests {
             "tcp://:5",
             "tcp://a:0",
             "tcp://a:70000",
-            "tcp://::1:5",
+            "tcp://fe80::x:5",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
@@ -349,8 +353,11 @@ mod tests {
         for bad in ["", "s", "5x", "0", "0.1ms", "-1s", "1e9h", "ms5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_opt_duration("off"), Ok(None));
-        assert_eq!(parse_opt_duration("2s"), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(parse_opt_duration("off"), Ok(Toggle(None)));
+        assert_eq!(
+            parse_opt_duration("2s"),
+            Ok(Toggle(Some(Duration::from_secs(2))))
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -150,10 +150,7 @@ impl Lab {
     /// The next event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<LabEvent> {
         let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        match events.recv_timeout(timeout) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        events.recv_timeout(timeout).ok()
     }
 
     /// Waits until `deadline` for an event `pick` accepts, returning what it
@@ -546,13 +543,9 @@ mod tests {
     }
 
     #[test]
-    fn oversized_len16_frame_drops_the_client() {
-        let lab = Lab::start(local(), Transport::Tcp, Framing::Len16).unwrap();
-        let mut c = TcpStream::connect(lab.local_addr()).unwrap();
-        // 0xffff + 2 fits MAX_FRAME, so make the lab's limit bite with lines.
-        drop(lab);
+    fn an_oversized_line_drops_the_client() {
         let lab = Lab::start(local(), Transport::Tcp, Framing::Lines).unwrap();
-        c = TcpStream::connect(lab.local_addr()).unwrap();
+        let mut c = TcpStream::connect(lab.local_addr()).unwrap();
         let junk = vec![b'x'; MAX_FRAME + 10];
         let _ = c.write_all(&junk);
         let deadline = Instant::now() + Duration::from_secs(10);
