@@ -826,7 +826,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 let draw = splitmix(
                     self.config.seed ^ u64::from(self.stats.connect_attempts).rotate_left(32),
                 );
-                let jitter = if span == 0 { 0 } else { draw % (span + 1) };
+                // Scale the draw's top 32 bits onto [0, span]: uniform enough,
+                // and a multiply instead of a 64-bit division (span < 2^32).
+                let jitter = ((draw >> 32) * (span + 1)) >> 32;
                 Duration::from_millis(base.as_millis() + jitter)
             }
         }
@@ -906,7 +908,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 }
             }
         }
-        self.rx.copy_within(start..self.rx_len, 0);
+        crate::queue::slide_down(&mut self.rx, start, self.rx_len);
         self.rx_len -= start;
         let udp_leftover =
             self.config.transport == Transport::Udp && !self.rx_blocked && self.rx_len > 0;

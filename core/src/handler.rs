@@ -1,7 +1,7 @@
 //! What happens to an inbound message: the [`Handler`] trait, and the
 //! tutorial's test protocol as a ready-made one ([`TestProtocol`]).
 
-use crate::time::Instant;
+use crate::time::{div_rem, Instant};
 
 /// What a handler knows besides the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +201,7 @@ impl Handler for TestProtocol {
             match cx.unix_time_ms {
                 Some(ms) => {
                     let mut digits = [0u8; 20];
-                    reply.write(decimal(ms / 1000, &mut digits))
+                    reply.write(decimal(div_rem(ms, 1000).0, &mut digits))
                 }
                 None => {
                     // Counted on the call that returns Ok only: a retried
@@ -221,8 +221,9 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+        let (q, digit) = div_rem(n, 10);
+        buf[i] = b'0' + digit as u8;
+        n = q;
         if n == 0 {
             return &buf[i..];
         }
