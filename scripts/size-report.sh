@@ -11,7 +11,8 @@
 # product - baseline is what longlink adds. The symbols only in `product`
 # are split into longlink's own code and compiler-builtins routines it pulls
 # in (memmove, memcpy, 64-bit division...). RAM sizes (size_of) come from
-# running `product` under QEMU when qemu-system-arm is installed.
+# running the `scenario` firmware under QEMU when qemu-system-arm is
+# installed.
 #
 # Needs: the thumbv7em-none-eabihf target, GNU binutils `size` and `nm`
 # (they read ARM ELF files), python3; qemu-system-arm optional.
@@ -33,7 +34,7 @@ done
 sizes=""
 if command -v qemu-system-arm >/dev/null; then
   sizes=$(timeout 30 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
-    -semihosting-config enable=on,target=native -kernel "$TMP/product.elf" | grep '^size_of:' || true)
+    -semihosting-config enable=on,target=native -kernel "$TMP/scenario.elf" | grep '^size_of:' || true)
 fi
 
 python3 - "$TMP" "$OUT" "$sizes" "$(rustc --version)" <<'EOF'

@@ -191,33 +191,40 @@ enum Timer {
     Idle,
 }
 
-const TIMERS: [Timer; 3] = [Timer::Phase, Timer::Heartbeat, Timer::Idle];
-
-/// Deadlines in milliseconds, indexed by [`Timer`]; `u64::MAX` is "not
-/// armed" (saves the discriminant an `Option` would add to each slot).
+/// Deadlines in milliseconds, indexed by [`Timer`]. `u64::MAX` is "not
+/// armed": a deadline at the end of time never fires, so disarming needs no
+/// discriminant of its own.
 #[derive(Clone, Copy)]
 struct Timers([u64; 3]);
 
 impl Timers {
-    const OFF: u64 = u64::MAX;
+    const OFF: Timers = Timers([u64::MAX; 3]);
 
     fn set(&mut self, t: Timer, at: Instant) {
-        self.0[t as usize] = at.as_millis().min(Self::OFF - 1);
+        self.0[t as usize] = at.as_millis();
     }
     fn stop(&mut self, t: Timer) {
-        self.0[t as usize] = Self::OFF;
+        self.0[t as usize] = u64::MAX;
     }
     fn next(&self) -> Option<Instant> {
-        let v = *self.0.iter().min()?;
-        (v != Self::OFF).then(|| Instant::from_millis(v))
+        let v = self.0[0].min(self.0[1]).min(self.0[2]);
+        (v != u64::MAX).then(|| Instant::from_millis(v))
     }
-    /// The earliest timer due at `now`.
+    /// The earliest timer due at `now` (the first of equals): a caller that
+    /// comes late still sees the timers fire in the order they were due.
     fn expired(&self, now: Instant) -> Option<Timer> {
-        TIMERS
-            .iter()
-            .copied()
-            .filter(|&t| self.0[t as usize] <= now.as_millis())
-            .min_by_key(|&t| self.0[t as usize])
+        let mut due = None;
+        let mut at = now.as_millis().saturating_add(1);
+        for (t, &deadline) in [Timer::Phase, Timer::Heartbeat, Timer::Idle]
+            .into_iter()
+            .zip(&self.0)
+        {
+            if deadline < at {
+                at = deadline;
+                due = Some(t);
+            }
+        }
+        due
     }
 }
 
@@ -273,7 +280,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             backoff_failures: 0,
             written: 0,
             rx_len: 0,
-            timers: Timers([Timers::OFF; 3]),
+            timers: Timers::OFF,
             last_now: now,
             wall_offset: NO_WALL_CLOCK,
             stats: Stats::default(),
@@ -658,14 +665,15 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     /// Clamps `now` to be monotonic and runs every timer due.
     fn advance(&mut self, now: Instant) -> Instant {
-        let now = now.max(self.last_now);
+        // The last millisecond of time is kept free so that "disarmed"
+        // (`u64::MAX`) is never due.
+        let now = now
+            .max(self.last_now)
+            .min(Instant::from_millis(u64::MAX - 1));
         self.last_now = now;
-        // Every handler re-arms at `now + d` with `d > 0` or disarms, so this
-        // loop ends; the bound is a guard against a future mistake.
-        for _ in 0..16 {
-            let Some(timer) = self.timers.expired(now) else {
-                break;
-            };
+        // Every handler re-arms at `now + d` with `d > 0` or disarms (a
+        // deadline saturated at the end of time never fires), so this ends.
+        while let Some(timer) = self.timers.expired(now) {
             self.timers.stop(timer);
             self.on_timer(now, timer);
         }
@@ -808,9 +816,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 
     fn stop_timers(&mut self) {
-        for t in TIMERS {
-            self.timers.stop(t);
-        }
+        self.timers = Timers::OFF;
     }
 
     fn retry_delay(&mut self) -> Duration {

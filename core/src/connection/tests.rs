@@ -744,3 +744,18 @@ fn size_of_state_machine() {
     );
     assert!(tutorial >= fixed + 512);
 }
+
+#[test]
+fn the_end_of_time_does_not_hang_the_timers() {
+    let mut t = connected();
+    t.c.handle_timeout(Instant::from_millis(u64::MAX));
+    t.c.handle_timeout(Instant::from_millis(u64::MAX - 1));
+    t.flush();
+    t.c.handle_closed(Instant::from_millis(u64::MAX)).unwrap();
+    assert_eq!(t.actions(), [Action::Close]);
+    assert_eq!(
+        t.c.poll_timeout(),
+        None,
+        "a retry beyond the end of time never fires"
+    );
+}

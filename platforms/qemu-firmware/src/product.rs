@@ -1,12 +1,12 @@
 //! Size-measurement variant: what a product links. The driver, the core and
 //! `TestProtocol` over a stack, clock and modem the compiler cannot see
 //! through (`black_box`), so nothing is folded away; no scripted server.
-//! Under QEMU it runs three polls and prints the RAM sizes.
+//! Under QEMU it runs three polls. It prints exactly what `baseline` prints
+//! (one line with one number), so the difference is longlink alone.
 
 use core::hint::black_box;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use cortex_m_semihosting::hprintln;
 use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind, UdpClientStack};
 use longlink_core::time::Instant;
 use longlink_core::{Config, Remote, Status, TestProtocol};
@@ -119,13 +119,6 @@ pub fn run() -> bool {
         black_box(link.poll());
     }
     let n = black_box(link.connection().stats().messages_out);
-    hprintln!("product: {} (longlink linked)", n);
-    // Read by scripts/size-report.sh from a QEMU run.
-    hprintln!(
-        "size_of: state machine fixed {} B; Connection<TestProtocol, 256, 128> {} B; Driver {} B",
-        core::mem::size_of::<longlink_core::Connection<(), 0, 0>>(),
-        core::mem::size_of::<longlink_core::Connection<TestProtocol, 256, 128>>(),
-        core::mem::size_of_val(&link),
-    );
+    crate::report(n);
     true
 }

@@ -135,8 +135,9 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
 
 /// Runs the scenario on both stack behaviours.
 pub fn run() -> bool {
+    // Read by scripts/size-report.sh.
     hprintln!(
-        "longlink on Cortex-M4: state machine {} B fixed, {} B with 256 B queue + 128 B rx; driver {} B",
+        "size_of: state machine fixed {} B; Connection<TestProtocol, 256, 128> {} B; Driver with SNTP {} B",
         core::mem::size_of::<longlink_core::Connection<(), 0, 0>>(),
         core::mem::size_of::<longlink_core::Connection<TestProtocol, 256, 128>>(),
         core::mem::size_of::<Link<'static>>(),
