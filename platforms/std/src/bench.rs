@@ -1,5 +1,277 @@
-//! Benchmarks (being written).
+//! `longlink bench`: measures the `longlink client` binary from the outside,
+//! over loopback, against a bare in-process server.
+//!
+//! - queued line -> wire: a line written to the client's stdin until the
+//!   server has read it (pipe, stdin thread, enqueue wake-up, driver write,
+//!   loopback);
+//! - echo round trip: server writes `back N`, until it has read the reply;
+//!   compared with a bare `std::net` echo loop on the same machine;
+//! - idle CPU: the client's utime+stime from `/proc/<pid>/stat` over an idle
+//!   period with the connection up (heartbeats at the tutorial's 10 s).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::text::duration;
+
+/// Percentiles of a sample set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub median: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Largest.
+    pub max: Duration,
+}
+
+/// Median, p99 and max of `samples` (`None` when empty).
+pub fn summarize(samples: &[Duration]) -> Option<Summary> {
+    let mut s = samples.to_vec();
+    s.sort();
+    let at = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
+    Some(Summary {
+        n: s.len(),
+        median: *s.get(s.len() / 2)?,
+        p99: at(0.99),
+        max: *s.last()?,
+    })
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median {}, p99 {}, max {} (n={})",
+            duration(self.median),
+            duration(self.p99),
+            duration(self.max),
+            self.n
+        )
+    }
+}
+
+/// Reads lines until one that is not a heartbeat.
+fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        line.clear();
+        if r.read_until(b'\n', line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line != b"heart beat\n" {
+            return Ok(());
+        }
+    }
+}
+
+/// Round trips of `back N` lines over `stream`, answered by whoever is on the
+/// other end.
+fn echo_rtts(stream: &TcpStream, samples: usize) -> std::io::Result<Vec<Duration>> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = Vec::new();
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let msg = format!("back {i}\n");
+        let t0 = Instant::now();
+        writer.write_all(msg.as_bytes())?;
+        next_line(&mut reader, &mut line)?;
+        out.push(t0.elapsed());
+        if line != msg.as_bytes() {
+            return Err(std::io::Error::other(format!(
+                "expected {msg:?}, got {:?}",
+                String::from_utf8_lossy(&line)
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The same measurement against a bare `std::net` echo thread.
+fn baseline_rtts(samples: usize) -> std::io::Result<Vec<Duration>> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut r = BufReader::new(s.try_clone()?);
+        let mut w = &s;
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line)? > 0 {
+            w.write_all(&line)?;
+            line.clear();
+        }
+        Ok(())
+    });
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let out = echo_rtts(&s, samples);
+    drop(s);
+    let _ = echo.join();
+    out
+}
+
+/// CPU time (user + system) of a process in seconds, from `/proc`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks() as f64)
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The measurements.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// stdin line -> server read.
+    pub line_to_wire: Summary,
+    /// Echo round trip through the client.
+    pub echo: Summary,
+    /// Echo round trip through a bare std::net echo loop.
+    pub baseline: Summary,
+    /// CPU seconds used while idle, and the idle time.
+    pub idle_cpu: Option<(f64, Duration)>,
+}
+
+/// Runs everything against the client binary at `client`.
+pub fn run(client: &std::path::Path, samples: usize, idle: Duration) -> std::io::Result<Results> {
+    let samples = samples.max(1);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let mut child = Command::new(client)
+        .args([
+            "-q",
+            "client",
+            &format!("tcp://{addr}"),
+            "--framing",
+            "lines",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        let (stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let mut line = Vec::new();
+
+        let mut wire = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let msg = format!("line {i}\n");
+            let t0 = Instant::now();
+            stdin.write_all(msg.as_bytes())?;
+            stdin.flush()?;
+            next_line(&mut reader, &mut line)?;
+            wire.push(t0.elapsed());
+            if line != msg.as_bytes() {
+                return Err(std::io::Error::other("lines out of order"));
+            }
+        }
+        let echo = echo_rtts(&stream, samples)?;
+        let baseline = baseline_rtts(samples)?;
+
+        let before = cpu_seconds(child.id());
+        std::thread::sleep(idle);
+        let after = cpu_seconds(child.id());
+        let idle_cpu = before.zip(after).map(|(b, a)| (a - b, idle));
+        let none = std::io::ErrorKind::InvalidData;
+        Ok(Results {
+            line_to_wire: summarize(&wire).ok_or(none)?,
+            echo: summarize(&echo).ok_or(none)?,
+            baseline: summarize(&baseline).ok_or(none)?,
+            idle_cpu,
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// The report.
+pub fn render(r: &Results) -> String {
+    let ratio = r.echo.median.as_secs_f64() / r.baseline.median.as_secs_f64().max(1e-9);
+    let idle = match r.idle_cpu {
+        Some((cpu, over)) => format!(
+            "{:.3}s CPU over {} = {:.3}% of one core",
+            cpu,
+            duration(over),
+            100.0 * cpu / over.as_secs_f64().max(1e-9)
+        ),
+        None => "unavailable (no /proc)".into(),
+    };
+    format!(
+        "queued stdin line -> wire:      {}\n\
+         echo round trip (back N):      {}\n\
+         bare std::net echo loop:       {}\n\
+         echo / bare (medians):         {ratio:.2}x\n\
+         idle CPU (connected, hb 10s):  {idle}\n",
+        r.line_to_wire, r.echo, r.baseline
+    )
+}
+
 /// `longlink bench`.
-pub fn main(_: &crate::cli::BenchArgs) -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+pub fn main(args: &crate::cli::BenchArgs) -> std::process::ExitCode {
+    let client = match &args.client {
+        Some(p) => p.clone(),
+        None => match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("longlink bench: cannot find this binary: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
+    println!(
+        "longlink bench: {} samples, {} idle, client {}",
+        args.samples,
+        duration(args.idle),
+        client.display()
+    );
+    match run(&client, args.samples, args.idle) {
+        Ok(r) => {
+            print!("{}", render(&r));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("longlink bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let sum = summarize(&s).unwrap();
+        assert_eq!(sum.median, Duration::from_millis(51));
+        assert_eq!(sum.p99, Duration::from_millis(99));
+        assert_eq!(sum.max, Duration::from_millis(100));
+        assert_eq!(summarize(&[]), None);
+    }
+
+    #[test]
+    fn reads_our_own_cpu_time() {
+        assert!(cpu_seconds(std::process::id()).is_some_and(|s| s >= 0.0));
+    }
 }
