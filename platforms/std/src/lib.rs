@@ -3,7 +3,7 @@
 //! The desktop `longlink` tool, as a library: the [`client`] (the embedded
 //! `longlink-nal-async` driver over `std-embedded-nal-async`, so a laptop
 //! runs the hardware code path), the [`lab`] test server and its
-//! acceptance script ([`check`]), the [`demo`], and [`bench`]marks.
+//! acceptance script ([`check`]), the [`demo`], and [benchmarks](mod@bench).
 //!
 //! ```text
 //! longlink client tcp://127.0.0.1:50798 --heartbeat 10s --framing lines
