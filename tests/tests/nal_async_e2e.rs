@@ -217,7 +217,7 @@ fn tcp_heartbeats_keep_their_cadence_and_the_server_is_answered() {
     let span = times[times.len() - 1] - times[0];
     let mean = span / (times.len() as u32 - 1);
     assert!(
-        mean >= Duration::from_millis(80) && mean <= Duration::from_millis(200),
+        mean >= Duration::from_millis(80) && mean <= Duration::from_millis(300),
         "mean heartbeat interval {mean:?}, want ~100ms"
     );
     answers_the_test_protocol(&server, Framing::Raw);

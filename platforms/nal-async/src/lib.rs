@@ -45,6 +45,12 @@
 //! std-embedded-nal-async are, because the driver drops a pending read when a
 //! timer fires or a message is queued.
 //!
+//! "Written" means handed to the socket: a message written into a TCP
+//! connection the peer has already dropped, or a UDP datagram to a server
+//! that is down, is gone (no protocol here acknowledges messages). What the
+//! driver guarantees is that nothing queued while the connection is known to
+//! be down is lost, and nothing is written twice.
+//!
 //! ## Scratch buffer
 //!
 //! Reads and writes go through one caller-supplied scratch buffer, so the

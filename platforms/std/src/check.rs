@@ -248,8 +248,9 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
             sorted[sorted.len() - 1],
             sorted[sorted.len() / 2],
         );
-        // Regular: every interval within 20% (and at least 100 ms) of the median.
-        let slack = (median / 5).max(Duration::from_millis(100));
+        // Regular: every interval within 25% (and at least 150 ms, for a
+        // loaded machine) of the median.
+        let slack = (median / 4).max(Duration::from_millis(150));
         let regular = max <= median + slack && min + slack >= median;
         report.add(
             "heartbeats",
