@@ -200,6 +200,13 @@ struct Timers([u64; 3]);
 impl Timers {
     const OFF: Timers = Timers([u64::MAX; 3]);
 
+    /// The table of a state other than `Connected`: only the phase timer, at
+    /// `now + d` (`None`: disarmed). Built whole rather than filled with
+    /// `OFF` first: a 24-byte `0xFF` fill is a `memset` call on Cortex-M.
+    fn phase(now: Instant, d: Option<Duration>) -> Timers {
+        Timers([deadline(now, d), u64::MAX, u64::MAX])
+    }
+
     fn set(&mut self, t: Timer, at: Instant) {
         self.0[t as usize] = at.as_millis();
     }
@@ -226,6 +233,11 @@ impl Timers {
         }
         due
     }
+}
+
+/// `now + d` as a deadline in milliseconds; `None` is disarmed.
+fn deadline(now: Instant, d: Option<Duration>) -> u64 {
+    d.map_or(u64::MAX, |d| (now + d).as_millis())
 }
 
 /// A long connection to one server: the tutorial's client as a sans-IO state
@@ -338,16 +350,17 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.backoff_failures = 0;
         self.written = 0;
         self.stats.connects = self.stats.connects.wrapping_add(1);
-        self.timers.stop(Timer::Phase);
-        if let Some(interval) = self.config.heartbeat_interval {
+        let heartbeat = self.config.heartbeat_interval;
+        self.timers = Timers([
+            u64::MAX,
+            deadline(now, heartbeat),
+            deadline(now, self.config.idle_timeout),
+        ]);
+        if heartbeat.is_some() {
             // The tutorial's heartbeat task queues one as soon as the network is
             // up, so the first heartbeat goes out right after connecting. Over
             // UDP it is also what tells the server where the client is.
             self.queue_heartbeat();
-            self.timers.set(Timer::Heartbeat, now + interval);
-        }
-        if let Some(idle) = self.config.idle_timeout {
-            self.timers.set(Timer::Idle, now + idle);
         }
         Ok(())
     }
@@ -686,8 +699,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 warn!("no network after {}: radio off", self.config.network_wait);
                 self.stats.radio_cycles = self.stats.radio_cycles.wrapping_add(1);
                 self.pending |= RADIO_OFF;
-                self.state = State::RadioOff;
-                self.timers.set(Timer::Phase, now + self.config.radio_off);
+                self.enter(now, State::RadioOff, Some(self.config.radio_off));
             }
             (Timer::Phase, State::RadioOff) => {
                 self.pending |= RADIO_ON;
@@ -753,13 +765,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     fn start_connect(&mut self, now: Instant) {
         debug!("connecting to {}", self.config.remote);
-        self.state = State::Connecting;
         self.pending |= CONNECT;
         self.stats.connect_attempts = self.stats.connect_attempts.wrapping_add(1);
-        self.stop_timers();
-        if let Some(t) = self.config.connect_timeout {
-            self.timers.set(Timer::Phase, now + t);
-        }
+        self.enter(now, State::Connecting, self.config.connect_timeout);
     }
 
     fn connect_failed(&mut self, now: Instant) {
@@ -801,22 +809,20 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 
     fn enter_backoff(&mut self, now: Instant) {
-        self.state = State::Backoff;
-        self.stop_timers();
         let delay = self.retry_delay();
         debug!("next attempt in {}", delay);
-        self.timers.set(Timer::Phase, now + delay);
+        self.enter(now, State::Backoff, Some(delay));
     }
 
     fn enter_wait_network(&mut self, now: Instant) {
-        self.state = State::WaitNetwork;
-        self.stop_timers();
-        self.timers
-            .set(Timer::Phase, now + self.config.network_wait);
+        self.enter(now, State::WaitNetwork, Some(self.config.network_wait));
     }
 
-    fn stop_timers(&mut self) {
-        self.timers = Timers::OFF;
+    /// Moves to `state`, a state other than `Connected`, with its phase timer
+    /// due `after` from now; heartbeat and idle stop.
+    fn enter(&mut self, now: Instant, state: State, after: Option<Duration>) {
+        self.state = state;
+        self.timers = Timers::phase(now, after);
     }
 
     fn retry_delay(&mut self) -> Duration {

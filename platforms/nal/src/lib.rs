@@ -109,7 +109,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use embedded_nal::{nb, AddrType, Dns, TcpClientStack, UdpClientStack};
 pub use longlink_core;
@@ -708,7 +708,15 @@ where
 /// Whether a datagram's source is the server, comparing IPv4-mapped IPv6
 /// and IPv4 forms as equal (stacks differ in which one they report).
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+    // Equal canonical forms is equal IPv4-mapped IPv6 forms; comparing those
+    // as `u128` is two word compares, where `IpAddr == IpAddr` links memcmp.
+    fn mapped(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            IpAddr::V6(v6) => v6.to_bits(),
+        }
+    }
+    a.port() == b.port() && mapped(a.ip()) == mapped(b.ip())
 }
 
 // --------------------------------------------------------------------- SNTP
@@ -825,3 +833,32 @@ impl<S: UdpClientStack> core::fmt::Debug for Sntp<S> {
 
 /// Re-exported so users need not depend on the core for the common types.
 pub use longlink_core::time;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn same_endpoint_is_canonical_equality() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let ips = [
+            v4,
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+            IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
+            // IPv4-compatible, not mapped: a different address.
+            IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_compatible()),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ];
+        for a in ips {
+            for b in ips {
+                for port in [50798, 50799] {
+                    let same = same_endpoint(SocketAddr::new(a, 50798), SocketAddr::new(b, port));
+                    let expected = port == 50798 && a.to_canonical() == b.to_canonical();
+                    assert_eq!(same, expected, "{a} {b} {port}");
+                }
+            }
+        }
+    }
+}
