@@ -109,7 +109,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-use core::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_nal::{nb, AddrType, Dns, TcpClientStack, UdpClientStack};
 pub use longlink_core;
@@ -303,15 +303,17 @@ impl Default for Quirks {
 /// deadline it then returns is "now", so the caller comes straight back.
 const BUDGET: usize = 16;
 
-/// The socket and where it is in its life.
+/// The socket and where it is in its life. The server's address lives in
+/// [`Driver::remote`], not in the variants: one copy, written once per
+/// attempt, keeps a 28-byte `SocketAddr` from moving with every state change.
 enum Link<T, U> {
     None,
     /// Waiting for the resolver.
     Resolving,
     /// TCP connect returned `WouldBlock`.
-    Connecting(T, SocketAddr),
+    Connecting(T),
     Tcp(T),
-    Udp(U, SocketAddr),
+    Udp(U),
 }
 
 /// The embedded-nal driver: one [`Connection`] on one stack.
@@ -331,6 +333,8 @@ where
     wall: W,
     quirks: Quirks,
     link: Link<<S as TcpClientStack>::TcpSocket, <S as UdpClientStack>::UdpSocket>,
+    /// The server's address for the current connect attempt (resolved).
+    remote: SocketAddr,
     reported: Option<Status>,
     network_up: bool,
     conn: Connection<H, Q, R>,
@@ -362,6 +366,7 @@ where
             wall: NoWallClock,
             quirks: Quirks::CONFORMANT,
             link: Link::None,
+            remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             reported: None,
             network_up: false,
             conn: Connection::new(config, handler, now)?,
@@ -396,6 +401,7 @@ where
             wall: self.wall,
             quirks: self.quirks,
             link: self.link,
+            remote: self.remote,
             reported: self.reported,
             network_up: self.network_up,
             conn: self.conn,
@@ -412,6 +418,7 @@ where
             wall,
             quirks: self.quirks,
             link: self.link,
+            remote: self.remote,
             reported: self.reported,
             network_up: self.network_up,
             conn: self.conn,
@@ -447,10 +454,12 @@ where
         if busy {
             return Some(now);
         }
-        [self.conn.poll_timeout(), self.wall.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        // A plain match: the iterator form (`flatten().min()`) costs ~100 B
+        // more on Cortex-M.
+        match (self.conn.poll_timeout(), self.wall.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Queues a message for the server (see [`Connection::enqueue`]). Call
@@ -530,71 +539,65 @@ where
     /// Moves a connect attempt on: resolve, open, connect. Reports the
     /// outcome to the core.
     fn advance_connect(&mut self, now: Instant) -> bool {
-        let addr = match core::mem::replace(&mut self.link, Link::None) {
-            Link::Resolving => match self.conn.config().remote {
+        // A fresh TCP socket's first connect try counts as progress even
+        // when it would block.
+        let mut fresh = false;
+        if let Link::Resolving = self.link {
+            let remote = match self.conn.config().remote {
                 Remote::Addr(a) => a,
                 Remote::Host { name, port } => match self.resolver.resolve(&mut self.stack, name) {
                     Ok(ip) => SocketAddr::new(ip, port),
-                    Err(nb::Error::WouldBlock) => {
-                        self.link = Link::Resolving;
-                        return false;
-                    }
-                    Err(nb::Error::Other(())) => {
-                        let _ = self.conn.handle_connect_failed(now);
-                        return true;
-                    }
+                    Err(nb::Error::WouldBlock) => return false,
+                    Err(nb::Error::Other(())) => return self.connect_failed(now),
                 },
-            },
-            Link::Connecting(mut sock, addr) => {
-                return match TcpClientStack::connect(&mut self.stack, &mut sock, addr) {
-                    Ok(()) => {
-                        self.link = Link::Tcp(sock);
-                        let _ = self.conn.handle_connected(now);
-                        true
-                    }
-                    Err(nb::Error::WouldBlock) => {
-                        self.link = Link::Connecting(sock, addr);
-                        false
-                    }
-                    Err(nb::Error::Other(_)) => {
-                        let _ = TcpClientStack::close(&mut self.stack, sock);
-                        let _ = self.conn.handle_connect_failed(now);
-                        true
-                    }
-                };
-            }
-            other => {
-                self.link = other;
-                return false;
-            }
-        };
-        match self.conn.config().transport {
-            Transport::Tcp => match TcpClientStack::socket(&mut self.stack) {
-                Ok(sock) => {
-                    // The first try happens right here.
-                    self.link = Link::Connecting(sock, addr);
-                    self.advance_connect(now);
-                }
-                Err(_) => {
-                    let _ = self.conn.handle_connect_failed(now);
-                }
-            },
-            Transport::Udp => match UdpClientStack::socket(&mut self.stack) {
-                Ok(mut sock) => match UdpClientStack::connect(&mut self.stack, &mut sock, addr) {
-                    Ok(()) => {
-                        self.link = Link::Udp(sock, addr);
-                        let _ = self.conn.handle_connected(now);
-                    }
-                    Err(_) => {
+            };
+            self.remote = remote;
+            self.link = Link::None;
+            match self.conn.config().transport {
+                Transport::Tcp => match TcpClientStack::socket(&mut self.stack) {
+                    // The first try happens right below.
+                    Ok(sock) => self.link = Link::Connecting(sock),
+                    Err(_) => return self.connect_failed(now),
+                },
+                Transport::Udp => {
+                    let Ok(mut sock) = UdpClientStack::socket(&mut self.stack) else {
+                        return self.connect_failed(now);
+                    };
+                    if UdpClientStack::connect(&mut self.stack, &mut sock, remote).is_err() {
                         let _ = UdpClientStack::close(&mut self.stack, sock);
-                        let _ = self.conn.handle_connect_failed(now);
+                        return self.connect_failed(now);
                     }
-                },
-                Err(_) => {
-                    let _ = self.conn.handle_connect_failed(now);
+                    self.link = Link::Udp(sock);
+                    let _ = self.conn.handle_connected(now);
+                    return true;
                 }
-            },
+            }
+            fresh = true;
         }
+        let Link::Connecting(sock) = &mut self.link else {
+            return false;
+        };
+        match TcpClientStack::connect(&mut self.stack, sock, self.remote) {
+            Ok(()) => {
+                if let Link::Connecting(sock) = core::mem::replace(&mut self.link, Link::None) {
+                    self.link = Link::Tcp(sock);
+                }
+                let _ = self.conn.handle_connected(now);
+                true
+            }
+            Err(nb::Error::WouldBlock) => fresh,
+            Err(nb::Error::Other(_)) => {
+                self.close();
+                self.connect_failed(now)
+            }
+        }
+    }
+
+    /// The connect attempt failed; the link is already closed. Always
+    /// progress.
+    fn connect_failed(&mut self, now: Instant) -> bool {
+        self.link = Link::None;
+        let _ = self.conn.handle_connect_failed(now);
         true
     }
 
@@ -614,7 +617,7 @@ where
                     Ok(n) => Ok(n.min(len)),
                     Err(nb::Error::Other(_)) => Err(()),
                 },
-                Link::Udp(sock, _) => match UdpClientStack::send(&mut self.stack, sock, bytes) {
+                Link::Udp(sock) => match UdpClientStack::send(&mut self.stack, sock, bytes) {
                     Ok(()) => Ok(len),
                     Err(nb::Error::WouldBlock) => return any,
                     Err(nb::Error::Other(_)) => Err(()),
@@ -660,10 +663,10 @@ where
                     true
                 }
             },
-            Link::Udp(sock, remote) => {
+            Link::Udp(sock) => {
                 match UdpClientStack::receive(&mut self.stack, sock, buf) {
                     Ok((n, from)) => {
-                        if same_endpoint(from, *remote) {
+                        if same_endpoint(from, self.remote) {
                             let _ = self.conn.handle_received(now, n);
                         }
                         // A datagram from elsewhere is dropped, but it was
@@ -686,10 +689,10 @@ where
 
     fn close(&mut self) {
         match core::mem::replace(&mut self.link, Link::None) {
-            Link::Connecting(sock, _) | Link::Tcp(sock) => {
+            Link::Connecting(sock) | Link::Tcp(sock) => {
                 let _ = TcpClientStack::close(&mut self.stack, sock);
             }
-            Link::Udp(sock, _) => {
+            Link::Udp(sock) => {
                 let _ = UdpClientStack::close(&mut self.stack, sock);
             }
             Link::None | Link::Resolving => {}
