@@ -1,0 +1,625 @@
+//! [`Harness`]: the state machine with a pretend socket around it, the timing
+//! oracle and the message ledger. Every method is one call into the core,
+//! followed by every check.
+
+use longlink_core::time::Instant;
+use longlink_core::{
+    Action, Config, Connection, Error, Framing, QueueError, Stats, Status, TestProtocol, Transport,
+    MIN_PLAUSIBLE_UNIX_MS,
+};
+
+use super::ledger::{Ledger, HEADER};
+use super::oracle::Oracle;
+use super::Violation;
+
+/// One line of a transcript: something the state machine asked for or the
+/// socket carried, at a virtual time in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An action from `poll_action`.
+    Action(Action),
+    /// Bytes the socket took from `poll_transmit`.
+    Wrote(Vec<u8>),
+    /// Bytes handed to the state machine.
+    Read(Vec<u8>),
+}
+
+/// The driver's view of its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Socket {
+    /// No socket.
+    Closed,
+    /// `Action::Connect` was taken; the outcome is not known yet.
+    Connecting,
+    /// Established.
+    Open,
+}
+
+/// The core, a pretend socket, and the checks. See the module docs of
+/// [`sim`](crate::sim).
+pub struct Harness<const Q: usize, const R: usize> {
+    conn: Connection<TestProtocol, Q, R>,
+    cfg: Config,
+    oracle: Oracle,
+    ledger: Ledger,
+    socket: Socket,
+    actions: Vec<Action>,
+    stats: Stats,
+    transcript: Option<Vec<(u64, Event)>>,
+    next_app: u64,
+}
+
+fn heartbeats_issued(stats: &Stats, pending: usize) -> u64 {
+    u64::from(stats.heartbeats_sent) + u64::from(stats.heartbeats_skipped) + pending as u64
+}
+
+impl<const Q: usize, const R: usize> Harness<Q, R> {
+    /// A state machine created at time 0; `transcript` records every action
+    /// and every byte moved.
+    pub fn new(cfg: Config, transcript: bool) -> Result<Self, Violation> {
+        let conn = Connection::new(cfg, TestProtocol::default(), Instant::ZERO)
+            .map_err(|e| Violation::new(0, format!("config refused: {e}")))?;
+        let hb_slot = if cfg.heartbeat_interval.is_some() {
+            HEADER + cfg.heartbeat_payload.len() + cfg.framing.overhead()
+        } else {
+            0
+        };
+        let h = Harness {
+            conn,
+            cfg,
+            oracle: Oracle::new(cfg, 0),
+            ledger: Ledger::new(
+                cfg.framing,
+                cfg.transport,
+                Q,
+                R,
+                cfg.heartbeat_payload,
+                hb_slot,
+            ),
+            socket: Socket::Closed,
+            actions: Vec::new(),
+            stats: Stats::default(),
+            transcript: transcript.then(Vec::new),
+            next_app: 0,
+        };
+        if h.deadline() != h.oracle.next_due() {
+            return Err(Violation::new(0, "first deadline".into()));
+        }
+        Ok(h)
+    }
+
+    /// The virtual time of the last call (ms).
+    pub fn now(&self) -> u64 {
+        self.oracle.now
+    }
+
+    /// The state machine's next deadline (ms).
+    pub fn deadline(&self) -> Option<u64> {
+        self.conn.poll_timeout().map(Instant::as_millis)
+    }
+
+    /// The socket as the driver sees it.
+    pub fn socket(&self) -> Socket {
+        self.socket
+    }
+
+    /// The state machine's status.
+    pub fn status(&self) -> Status {
+        self.conn.status()
+    }
+
+    /// The config in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The state machine, for inspection.
+    pub fn connection(&self) -> &Connection<TestProtocol, Q, R> {
+        &self.conn
+    }
+
+    /// Actions emitted since the last call of this method.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The transcript so far (empty unless recording).
+    pub fn transcript(&self) -> &[(u64, Event)] {
+        self.transcript.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the state machine offers bytes to write.
+    pub fn wants_to_write(&self) -> bool {
+        self.conn.poll_transmit().is_some()
+    }
+
+    /// Room in the receive buffer (0: do not read now).
+    pub fn receive_room(&mut self) -> usize {
+        self.conn.receive_buffer().len()
+    }
+
+    /// App messages enqueued and not yet written whole.
+    pub fn apps_owed(&self) -> usize {
+        self.ledger.apps.len()
+    }
+
+    /// Replies owed to handled requests, not yet written whole.
+    pub fn replies_owed(&self) -> usize {
+        self.ledger.replies.len()
+    }
+
+    /// Requests delivered on this connection and not yet handled.
+    pub fn requests_unhandled(&self) -> usize {
+        self.ledger.inbox.len()
+    }
+
+    /// App messages and replies written whole so far.
+    pub fn delivered(&self) -> (u64, u64) {
+        (self.ledger.apps_delivered, self.ledger.replies_delivered)
+    }
+
+    fn record(&mut self, e: Event) {
+        let now = self.now();
+        if let Some(t) = self.transcript.as_mut() {
+            t.push((now, e));
+        }
+    }
+
+    fn pending_heartbeats(&self) -> usize {
+        self.conn.queued_frames().filter(|(_, hb)| *hb).count()
+    }
+
+    /// Runs `f` as one call at `now` with the oracle's predictions around it.
+    fn call<T>(
+        &mut self,
+        what: &str,
+        now: u64,
+        event: impl FnOnce(&mut Oracle) -> bool,
+        f: impl FnOnce(&mut Connection<TestProtocol, Q, R>, Instant) -> T,
+    ) -> Result<(bool, T), Violation> {
+        let before = self.stats;
+        let hb_before = heartbeats_issued(&before, self.pending_heartbeats());
+        self.oracle.begin(now);
+        let expect_ok = event(&mut self.oracle);
+        let out = f(&mut self.conn, Instant::from_millis(now));
+        self.after(what, &before, hb_before)?;
+        Ok((expect_ok, out))
+    }
+
+    /// Everything checked after every call.
+    fn after(&mut self, what: &str, before: &Stats, hb_before: u64) -> Result<(), Violation> {
+        let now = self.now();
+        let v = |m: String| Violation::new(now, format!("{what}: {m}"));
+        let st = *self.conn.stats();
+        // Inbound: handled messages and their replies, rejections.
+        self.ledger
+            .handle(st.messages_in - before.messages_in, now)
+            .map_err(v)?;
+        let rejected = st.frames_rejected - before.frames_rejected;
+        if rejected > 0 {
+            if rejected > 1 || !self.ledger.inbox.is_empty() || !self.ledger.bad {
+                return Err(v(format!(
+                    "frame rejected, but the reference decoder has {} messages before it (bad frame: {})",
+                    self.ledger.inbox.len(),
+                    self.ledger.bad
+                )));
+            }
+            self.ledger.rejected += 1;
+            self.oracle.rejected();
+        }
+        let actions: Vec<Action> = core::iter::from_fn(|| self.conn.poll_action()).collect();
+        let status = self.conn.status();
+        self.oracle.end(
+            what,
+            &actions,
+            status,
+            self.conn.consecutive_failures(),
+            before,
+            &st,
+            heartbeats_issued(&st, self.pending_heartbeats()).saturating_sub(hb_before),
+            self.deadline(),
+        )?;
+        for a in &actions {
+            self.record(Event::Action(*a));
+            match a {
+                Action::Connect { .. } => self.socket = Socket::Connecting,
+                Action::Close => {
+                    if self.socket == Socket::Open {
+                        self.ledger.connection_closed().map_err(v)?;
+                    }
+                    self.socket = Socket::Closed;
+                }
+                Action::ResetLink | Action::RadioOff | Action::RadioOn => {}
+            }
+        }
+        self.actions.extend_from_slice(&actions);
+        if self.oracle.connected() {
+            if self.ledger.inbox.is_empty() && self.ledger.bad {
+                return Err(v("a bad frame was left unrejected".into()));
+            }
+            if !self.ledger.inbox.is_empty() && !self.conn.receive_buffer().is_empty() {
+                return Err(v(format!(
+                    "{} complete messages unhandled, yet the state machine reads on",
+                    self.ledger.inbox.len()
+                )));
+            }
+        }
+        self.ledger
+            .check_queue(self.conn.queued_frames(), Q)
+            .map_err(v)?;
+        let l = &self.ledger;
+        let counters = [
+            (
+                "messages_in",
+                u64::from(st.messages_in),
+                u64::from(l.handled),
+            ),
+            (
+                "messages_out",
+                u64::from(st.messages_out),
+                u64::from(l.frames_out),
+            ),
+            (
+                "heartbeats_sent",
+                u64::from(st.heartbeats_sent),
+                u64::from(l.heartbeats_out),
+            ),
+            ("bytes_out", st.bytes_out, l.bytes_out),
+            ("bytes_in", st.bytes_in, l.bytes_in),
+            (
+                "frames_rejected",
+                u64::from(st.frames_rejected),
+                u64::from(l.rejected),
+            ),
+            (
+                "replies_dropped",
+                u64::from(st.replies_dropped),
+                u64::from(l.replies_dropped),
+            ),
+            ("rx_discarded", u64::from(st.rx_discarded), l.rx_discarded),
+            (
+                "queue_full",
+                u64::from(st.queue_full),
+                u64::from(l.queue_full),
+            ),
+            (
+                "time_unsynced",
+                u64::from(self.conn.handler().time_unsynced),
+                u64::from(l.time_unsynced),
+            ),
+        ];
+        for (name, got, want) in counters {
+            if got != want {
+                return Err(v(format!(
+                    "stats.{name} = {got}, the simulation counted {want}"
+                )));
+            }
+        }
+        if self.socket == Socket::Open && status != Status::Connected {
+            return Err(v("socket open but not connected".into()));
+        }
+        self.stats = st;
+        Ok(())
+    }
+
+    fn expect(&self, what: &str, ok: bool, r: Result<(), Error>) -> Result<(), Violation> {
+        let want = if ok { Ok(()) } else { Err(Error::InvalidState) };
+        if r == want {
+            Ok(())
+        } else {
+            Err(Violation::new(
+                self.now(),
+                format!("{what} returned {r:?}, expected {want:?}"),
+            ))
+        }
+    }
+
+    /// Time passes to `now`.
+    pub fn advance(&mut self, now: u64) -> Result<(), Violation> {
+        self.call("handle_timeout", now, |_| true, |c, t| c.handle_timeout(t))?;
+        Ok(())
+    }
+
+    /// The network went up or down.
+    pub fn network(&mut self, now: u64, up: bool) -> Result<(), Violation> {
+        self.call(
+            "handle_network",
+            now,
+            |o| {
+                o.network(up);
+                true
+            },
+            |c, t| c.handle_network(t, up),
+        )?;
+        Ok(())
+    }
+
+    /// The connect attempt succeeded.
+    pub fn connect_ok(&mut self, now: u64) -> Result<(), Violation> {
+        let (ok, r) = self.call("handle_connected", now, Oracle::connect_ok, |c, t| {
+            c.handle_connected(t)
+        })?;
+        self.expect("handle_connected", ok, r)?;
+        if ok {
+            self.socket = Socket::Open;
+        }
+        Ok(())
+    }
+
+    /// The connect attempt failed (refused, DNS, unreachable).
+    pub fn connect_failed(&mut self, now: u64) -> Result<(), Violation> {
+        let (ok, r) = self.call(
+            "handle_connect_failed",
+            now,
+            Oracle::connect_failed,
+            |c, t| c.handle_connect_failed(t),
+        )?;
+        self.expect("handle_connect_failed", ok, r)
+    }
+
+    /// The peer closed the connection (or an attempt in progress).
+    pub fn peer_closed(&mut self, now: u64) -> Result<(), Violation> {
+        let (ok, r) = self.call("handle_closed", now, Oracle::lost, |c, t| {
+            c.handle_closed(t)
+        })?;
+        self.expect("handle_closed", ok, r)
+    }
+
+    /// A socket error.
+    pub fn io_error(&mut self, now: u64) -> Result<(), Violation> {
+        let (ok, r) = self.call("handle_io_error", now, Oracle::lost, |c, t| {
+            c.handle_io_error(t)
+        })?;
+        self.expect("handle_io_error", ok, r)
+    }
+
+    /// A wall-clock reading.
+    pub fn wall_clock(&mut self, now: u64, unix_ms: u64) -> Result<(), Violation> {
+        let (_, r) = self.call(
+            "handle_wall_clock",
+            now,
+            |_| true,
+            |c, t| c.handle_wall_clock(t, unix_ms),
+        )?;
+        let t = self.now();
+        let offset = i128::from(unix_ms) - i128::from(t);
+        let plausible =
+            unix_ms >= MIN_PLAUSIBLE_UNIX_MS && i64::try_from(offset).is_ok_and(|o| o != i64::MIN);
+        if r.is_ok() != plausible {
+            return Err(Violation::new(t, format!("wall clock {unix_ms}: {r:?}")));
+        }
+        if plausible {
+            self.ledger.wall_offset = Some(offset);
+        }
+        Ok(())
+    }
+
+    /// The application enqueues an app message with `pad` filler bytes (and
+    /// a `\n`, which `Lines` must refuse). Returns the state machine's answer
+    /// after checking it against the queue's arithmetic.
+    pub fn enqueue(
+        &mut self,
+        now: u64,
+        pad: usize,
+        newline: bool,
+    ) -> Result<Result<(), QueueError>, Violation> {
+        let mut msg = format!("APP{}:", self.next_app).into_bytes();
+        msg.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
+        if newline {
+            msg.push(b'\n');
+        }
+        // enqueue runs no timers; a timer call first keeps `now` current.
+        self.advance(now)?;
+        // The queue's arithmetic, from its documented layout.
+        let framing = self.cfg.framing;
+        let hb_slot = if self.cfg.heartbeat_interval.is_some() {
+            HEADER + self.cfg.heartbeat_payload.len() + framing.overhead()
+        } else {
+            0
+        };
+        let frame_len = msg.len() + framing.overhead();
+        let used: usize = self
+            .conn
+            .queued_frames()
+            .map(|(f, _)| f.len() + HEADER)
+            .sum();
+        let reserve = if self.pending_heartbeats() > 0 {
+            0
+        } else {
+            hb_slot
+        };
+        let expected = if framing == Framing::Lines && newline {
+            Err(QueueError::Unframeable)
+        } else if frame_len > Q.saturating_sub(hb_slot + HEADER) {
+            Err(QueueError::TooLarge)
+        } else if used + HEADER + frame_len + reserve > Q {
+            Err(QueueError::Full)
+        } else {
+            Ok(())
+        };
+        if expected == Err(QueueError::Full) {
+            self.ledger.queue_full += 1;
+        }
+        if expected.is_ok() {
+            self.ledger.apps.push_back(msg.clone());
+            self.next_app += 1;
+        }
+        let r = self.conn.enqueue(&msg);
+        if r != expected {
+            return Err(Violation::new(
+                now,
+                format!(
+                    "enqueue of {} bytes: {r:?}, expected {expected:?}",
+                    msg.len()
+                ),
+            ));
+        }
+        let before = self.stats;
+        let hb = heartbeats_issued(&before, self.pending_heartbeats());
+        self.oracle.begin(now);
+        self.after("enqueue", &before, hb)?;
+        Ok(r)
+    }
+
+    /// The socket takes up to `max` bytes of what `poll_transmit` offers
+    /// (UDP: the whole datagram, or nothing when `max` is smaller). Returns
+    /// the bytes written.
+    pub fn write(&mut self, now: u64, max: usize) -> Result<usize, Violation> {
+        self.advance(now)?;
+        let Some(offer) = self.conn.poll_transmit().map(<[u8]>::to_vec) else {
+            if self.oracle.connected() && self.conn.queued() > 0 {
+                return Err(Violation::new(
+                    now,
+                    "queued data but nothing to transmit".into(),
+                ));
+            }
+            return Ok(0);
+        };
+        if !self.oracle.connected() {
+            return Err(Violation::new(
+                now,
+                "transmit offered while not connected".into(),
+            ));
+        }
+        let n = if self.cfg.transport == Transport::Udp {
+            if max >= offer.len() {
+                offer.len()
+            } else {
+                0
+            }
+        } else {
+            max.min(offer.len())
+        };
+        if let Err(m) = self.ledger.written(&offer[..n]) {
+            return Err(Violation::new(now, m));
+        }
+        if n > 0 {
+            self.record(Event::Wrote(offer[..n].to_vec()));
+        }
+        let (_, r) = self.call(
+            "handle_written",
+            now,
+            |_| true,
+            |c, t| c.handle_written(t, n),
+        )?;
+        if r.is_err() {
+            return Err(Violation::new(
+                now,
+                format!("handle_written({n}) of {}: {r:?}", offer.len()),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// TCP: offers `data` to the state machine; returns how much it took.
+    pub fn read_stream(&mut self, now: u64, data: &[u8]) -> Result<usize, Violation> {
+        self.advance(now)?;
+        let room = self.conn.receive_buffer().len();
+        let connected = self.oracle.connected();
+        let n = data.len().min(room);
+        if connected {
+            self.ledger.delivered_stream(&data[..n]);
+            if n > 0 {
+                self.record(Event::Read(data[..n].to_vec()));
+            }
+        }
+        let (_, r) = self.call(
+            "handle_received_bytes",
+            now,
+            |o| {
+                if n > 0 {
+                    o.activity();
+                }
+                true
+            },
+            |c, t| c.handle_received_bytes(t, data),
+        )?;
+        let want = if connected {
+            Ok(n)
+        } else {
+            Err(Error::InvalidState)
+        };
+        if r != want {
+            return Err(Violation::new(
+                now,
+                format!(
+                    "read of {} into {room}: {r:?}, expected {want:?}",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// UDP: one datagram arrives; a socket truncates it to the buffer.
+    /// Returns false (and takes nothing) while the state machine does not
+    /// read.
+    pub fn read_datagram(&mut self, now: u64, d: &[u8]) -> Result<bool, Violation> {
+        self.advance(now)?;
+        if self.conn.receive_buffer().is_empty() {
+            return Ok(false);
+        }
+        let k = d.len().min(R);
+        self.ledger.delivered_datagram(&d[..k]);
+        self.record(Event::Read(d[..k].to_vec()));
+        let (_, r) = self.call(
+            "handle_received",
+            now,
+            |o| {
+                o.activity();
+                true
+            },
+            |c, t| {
+                c.receive_buffer()[..k].copy_from_slice(&d[..k]);
+                c.handle_received(t, k)
+            },
+        )?;
+        if r.is_err() {
+            return Err(Violation::new(now, format!("datagram of {k}: {r:?}")));
+        }
+        Ok(true)
+    }
+
+    /// A monotonic clock that went backwards: the state machine must clamp.
+    pub fn clock_back(&mut self, by: u64) -> Result<(), Violation> {
+        let t = self.now().saturating_sub(by);
+        let before = self.stats;
+        let hb = heartbeats_issued(&before, self.pending_heartbeats());
+        self.conn.handle_timeout(Instant::from_millis(t));
+        let now = self.now();
+        self.oracle.begin(now);
+        self.after("handle_timeout(backwards)", &before, hb)
+    }
+
+    /// Final checks once the run has drained: nothing owed, nothing unhandled.
+    pub fn finish(&self) -> Result<(), Violation> {
+        let now = self.now();
+        if let Some(a) = self.ledger.apps.front() {
+            return Err(Violation::new(
+                now,
+                format!(
+                    "{} app messages never delivered, first {:?}",
+                    self.ledger.apps.len(),
+                    String::from_utf8_lossy(a)
+                ),
+            ));
+        }
+        if let Some(r) = self.ledger.replies.front() {
+            return Err(Violation::new(
+                now,
+                format!(
+                    "{} replies never delivered, first {:?}",
+                    self.ledger.replies.len(),
+                    String::from_utf8_lossy(r)
+                ),
+            ));
+        }
+        if !self.ledger.inbox.is_empty() {
+            return Err(Violation::new(
+                now,
+                format!("{} requests never handled", self.ledger.inbox.len()),
+            ));
+        }
+        Ok(())
+    }
+}

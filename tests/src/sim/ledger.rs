@@ -1,0 +1,425 @@
+//! The message ledger: what must come out of the client, in which order.
+//!
+//! - App messages enqueued `Ok` must be written whole, in order, exactly once
+//!   (a copy cut by a disconnect is allowed, and must be a prefix).
+//! - Every inbound message the state machine handled must get the test
+//!   protocol's reply, whole, in order, exactly once (on that connection or a
+//!   later one); which messages were handled is known from a reference
+//!   decoder over the bytes delivered and `stats.messages_in`.
+//! - The outgoing queue holds exactly the undelivered app messages and
+//!   replies, in order, and at most one heartbeat.
+//!
+//! Frames are told apart by their first byte: app messages start with `A`,
+//! heartbeats with `h`, replies with `b` (`back`), 0x11 (`bin`) or a digit
+//! (`time`).
+
+use std::collections::VecDeque;
+
+use longlink_core::{Framing, Transport, BIN_REPLY};
+
+/// Queue header bytes per message (the queue's storage format).
+pub(crate) const HEADER: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    App,
+    Heartbeat,
+    Reply,
+}
+
+fn classify(payload: &[u8]) -> Class {
+    match payload.first() {
+        Some(b'A') => Class::App,
+        Some(b'h') => Class::Heartbeat,
+        _ => Class::Reply,
+    }
+}
+
+/// The tutorial's test protocol, written independently of the core's.
+pub fn reference_reply(msg: &[u8], unix_ms: Option<u64>) -> Option<Vec<u8>> {
+    if msg.starts_with(b"back") {
+        Some(msg.to_vec())
+    } else if msg == b"bin" {
+        Some(BIN_REPLY.to_vec())
+    } else if msg == b"time" {
+        unix_ms.map(|ms| (ms / 1000).to_string().into_bytes())
+    } else {
+        None
+    }
+}
+
+pub(crate) struct Ledger {
+    framing: Framing,
+    transport: Transport,
+    r: usize,
+    /// Largest frame a reply may have and still fit the queue some day.
+    max_frame: usize,
+    hb_payload: &'static [u8],
+    /// App messages enqueued and not yet written whole.
+    pub(crate) apps: VecDeque<Vec<u8>>,
+    /// Replies owed (to handled messages), not yet written whole.
+    pub(crate) replies: VecDeque<Vec<u8>>,
+    /// Inbound bytes of the current connection not yet decoded (TCP).
+    mirror: Vec<u8>,
+    /// Decoded inbound messages not yet handled, with their wire size.
+    pub(crate) inbox: VecDeque<(Vec<u8>, usize)>,
+    /// A bad frame follows the inbox (the state machine must reject it once
+    /// the inbox is handled).
+    pub(crate) bad: bool,
+    /// Bytes written on the current connection not yet parsed (TCP).
+    wire: Vec<u8>,
+    /// Unix ms minus monotonic ms, once a plausible wall clock was given.
+    pub(crate) wall_offset: Option<i128>,
+    // Totals the state machine's Stats must agree with.
+    pub(crate) handled: u32,
+    pub(crate) frames_out: u32,
+    pub(crate) heartbeats_out: u32,
+    pub(crate) bytes_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) rejected: u32,
+    pub(crate) replies_dropped: u32,
+    pub(crate) rx_discarded: u64,
+    pub(crate) time_unsynced: u32,
+    pub(crate) queue_full: u32,
+    /// App messages written whole (for reports).
+    pub(crate) apps_delivered: u64,
+    pub(crate) replies_delivered: u64,
+}
+
+impl Ledger {
+    pub(crate) fn new(
+        framing: Framing,
+        transport: Transport,
+        q: usize,
+        r: usize,
+        hb_payload: &'static [u8],
+        hb_slot: usize,
+    ) -> Self {
+        Ledger {
+            framing,
+            transport,
+            r,
+            max_frame: q.saturating_sub(hb_slot + HEADER),
+            hb_payload,
+            apps: VecDeque::new(),
+            replies: VecDeque::new(),
+            mirror: Vec::new(),
+            inbox: VecDeque::new(),
+            bad: false,
+            wire: Vec::new(),
+            wall_offset: None,
+            handled: 0,
+            frames_out: 0,
+            heartbeats_out: 0,
+            bytes_out: 0,
+            bytes_in: 0,
+            rejected: 0,
+            replies_dropped: 0,
+            rx_discarded: 0,
+            time_unsynced: 0,
+            queue_full: 0,
+            apps_delivered: 0,
+            replies_delivered: 0,
+        }
+    }
+
+    /// The message inside a frame as the queue stores it.
+    pub(crate) fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        match self.framing {
+            Framing::Raw => frame,
+            Framing::Lines => frame.strip_suffix(b"\n").unwrap_or(frame),
+            Framing::Len16 => frame.get(2..).unwrap_or_default(),
+        }
+    }
+
+    // ---------------------------------------------------------------- inbound
+
+    /// Bytes the state machine took on a TCP connection.
+    pub(crate) fn delivered_stream(&mut self, bytes: &[u8]) {
+        self.bytes_in += bytes.len() as u64;
+        if self.bad || bytes.is_empty() {
+            // Nothing after a bad frame is ever decoded.
+            self.mirror.extend_from_slice(bytes);
+            return;
+        }
+        match self.framing {
+            // Each read is one message.
+            Framing::Raw => self.inbox.push_back((bytes.to_vec(), bytes.len())),
+            Framing::Lines | Framing::Len16 => {
+                self.mirror.extend_from_slice(bytes);
+                self.decode_mirror(false);
+            }
+        }
+    }
+
+    /// One datagram the state machine took (already truncated to the buffer).
+    pub(crate) fn delivered_datagram(&mut self, d: &[u8]) {
+        self.bytes_in += d.len() as u64;
+        match self.framing {
+            Framing::Raw => self.inbox.push_back((d.to_vec(), d.len())),
+            Framing::Lines | Framing::Len16 => {
+                self.mirror.extend_from_slice(d);
+                self.decode_mirror(true);
+            }
+        }
+    }
+
+    /// Splits complete frames off the mirror; `datagram`: whatever is left
+    /// is a cut frame.
+    fn decode_mirror(&mut self, datagram: bool) {
+        loop {
+            match self.framing {
+                Framing::Lines => match self.mirror.iter().position(|&b| b == b'\n') {
+                    Some(nl) => {
+                        let mut line: Vec<u8> = self.mirror.drain(..=nl).collect();
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        self.inbox.push_back((line, nl + 1));
+                    }
+                    None => {
+                        self.bad =
+                            self.mirror.len() >= self.r || (datagram && !self.mirror.is_empty());
+                        return;
+                    }
+                },
+                Framing::Len16 => {
+                    if self.mirror.len() < 2 {
+                        self.bad = datagram && !self.mirror.is_empty();
+                        return;
+                    }
+                    let total =
+                        2 + usize::from(u16::from_be_bytes([self.mirror[0], self.mirror[1]]));
+                    if total > self.r {
+                        self.bad = true;
+                        return;
+                    }
+                    if self.mirror.len() < total {
+                        self.bad = datagram;
+                        return;
+                    }
+                    let frame: Vec<u8> = self.mirror.drain(..total).collect();
+                    self.inbox.push_back((frame[2..].to_vec(), total));
+                }
+                Framing::Raw => return,
+            }
+        }
+    }
+
+    /// The state machine handled `n` more messages at monotonic time `now`.
+    pub(crate) fn handle(&mut self, n: u32, now: u64) -> Result<(), String> {
+        for _ in 0..n {
+            let Some((msg, _)) = self.inbox.pop_front() else {
+                return Err("the state machine handled a message that was never delivered".into());
+            };
+            self.handled += 1;
+            let unix = self
+                .wall_offset
+                .and_then(|off| u64::try_from(i128::from(now) + off).ok());
+            if msg == b"time" && unix.is_none() {
+                self.time_unsynced += 1;
+            }
+            if let Some(reply) = reference_reply(&msg, unix) {
+                let unframeable = self.framing == Framing::Lines && reply.contains(&b'\n');
+                if unframeable || reply.len() + self.framing.overhead() > self.max_frame {
+                    self.replies_dropped += 1;
+                } else {
+                    self.replies.push_back(reply);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes delivered on this connection that were not handled.
+    fn unhandled_bytes(&self) -> u64 {
+        let inbox: usize = self.inbox.iter().map(|(_, n)| n).sum();
+        (inbox + self.mirror.len()) as u64
+    }
+
+    // --------------------------------------------------------------- outbound
+
+    fn expected_of(&self, class: Class) -> Option<&[u8]> {
+        match class {
+            Class::App => self.apps.front().map(Vec::as_slice),
+            Class::Reply => self.replies.front().map(Vec::as_slice),
+            Class::Heartbeat => Some(self.hb_payload),
+        }
+    }
+
+    fn complete(&mut self, payload: &[u8], wire_len: usize) -> Result<(), String> {
+        let class = classify(payload);
+        let expected = self.expected_of(class);
+        if expected != Some(payload) {
+            return Err(format!(
+                "{class:?} frame {:?} on the wire, expected {:?} (lost, duplicated or out of order)",
+                String::from_utf8_lossy(payload),
+                expected.map(String::from_utf8_lossy)
+            ));
+        }
+        match class {
+            Class::App => {
+                self.apps.pop_front();
+                self.apps_delivered += 1;
+            }
+            Class::Reply => {
+                self.replies.pop_front();
+                self.replies_delivered += 1;
+            }
+            Class::Heartbeat => self.heartbeats_out += 1,
+        }
+        self.frames_out += 1;
+        let _ = wire_len;
+        Ok(())
+    }
+
+    /// The socket took `bytes` (for UDP: one whole datagram).
+    pub(crate) fn written(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.bytes_out += bytes.len() as u64;
+        if self.transport == Transport::Udp {
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            let payload = self
+                .frame_payload(bytes)?
+                .ok_or_else(|| format!("datagram {bytes:?} is not one whole frame"))?;
+            if payload.1 != bytes.len() {
+                return Err(format!("datagram {bytes:?} holds more than one frame"));
+            }
+            return self.complete(&payload.0, bytes.len());
+        }
+        self.wire.extend_from_slice(bytes);
+        while let Some((payload, len)) = self.frame_payload(&self.wire.clone())? {
+            self.complete(&payload, len)?;
+            self.wire.drain(..len);
+        }
+        Ok(())
+    }
+
+    /// The first whole frame in `buf` and its wire length, `None` when more
+    /// bytes are needed; an error when what is there cannot be right.
+    fn frame_payload(&self, buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        match self.framing {
+            Framing::Lines => Ok(buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|nl| (buf[..nl].to_vec(), nl + 1))),
+            Framing::Len16 => {
+                if buf.len() < 2 {
+                    return Ok(None);
+                }
+                let total = 2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                Ok((buf.len() >= total).then(|| (buf[2..total].to_vec(), total)))
+            }
+            Framing::Raw => {
+                // No delimiters: the frame is as long as the one expected.
+                let class = classify(buf);
+                let Some(expected) = self.expected_of(class) else {
+                    return Err(format!(
+                        "unexpected {class:?} bytes {:?}",
+                        String::from_utf8_lossy(buf)
+                    ));
+                };
+                let n = expected.len().min(buf.len());
+                if buf[..n] != expected[..n] {
+                    return Err(format!(
+                        "raw bytes {:?} do not match the expected {class:?} {:?}",
+                        String::from_utf8_lossy(buf),
+                        String::from_utf8_lossy(expected)
+                    ));
+                }
+                Ok((buf.len() >= expected.len()).then(|| (expected.to_vec(), expected.len())))
+            }
+        }
+    }
+
+    /// The connection ended: a frame cut on the wire must be the start of
+    /// the expected one; unhandled inbound bytes are discarded.
+    pub(crate) fn connection_closed(&mut self) -> Result<(), String> {
+        let cut = std::mem::take(&mut self.wire);
+        if !cut.is_empty() {
+            let (payload_start, declared) = match self.framing {
+                Framing::Len16 if cut.len() >= 2 => {
+                    (2, Some(usize::from(u16::from_be_bytes([cut[0], cut[1]]))))
+                }
+                Framing::Len16 => (cut.len(), None),
+                _ => (0, None),
+            };
+            let part = &cut[payload_start..];
+            if !part.is_empty() {
+                let class = classify(part);
+                let ok = self
+                    .expected_of(class)
+                    .is_some_and(|e| e.starts_with(part) && declared.is_none_or(|d| d == e.len()));
+                if !ok {
+                    return Err(format!(
+                        "cut frame {:?} is not the start of the expected {class:?}",
+                        String::from_utf8_lossy(&cut)
+                    ));
+                }
+            }
+        }
+        self.rx_discarded += self.unhandled_bytes();
+        self.mirror.clear();
+        self.inbox.clear();
+        self.bad = false;
+        Ok(())
+    }
+
+    /// The queue must hold exactly what is owed, in order.
+    pub(crate) fn check_queue<'a>(
+        &self,
+        frames: impl Iterator<Item = (&'a [u8], bool)>,
+        q: usize,
+    ) -> Result<(), String> {
+        let mut used = 0;
+        let mut hbs = 0;
+        let (mut apps, mut replies) = (self.apps.iter(), self.replies.iter());
+        for (frame, hb) in frames {
+            used += frame.len() + HEADER;
+            let payload = self.payload(frame);
+            let class = classify(payload);
+            if hb != (class == Class::Heartbeat) {
+                return Err(format!("frame {frame:?} tagged heartbeat={hb}"));
+            }
+            let expected = match class {
+                Class::Heartbeat => {
+                    hbs += 1;
+                    Some(self.hb_payload)
+                }
+                Class::App => apps.next().map(Vec::as_slice),
+                Class::Reply => replies.next().map(Vec::as_slice),
+            };
+            if expected != Some(payload) {
+                return Err(format!(
+                    "queued {class:?} {:?}, expected {:?}",
+                    String::from_utf8_lossy(payload),
+                    expected.map(String::from_utf8_lossy)
+                ));
+            }
+        }
+        if let Some(a) = apps.next() {
+            return Err(format!(
+                "app message {:?} silently left the queue",
+                String::from_utf8_lossy(a)
+            ));
+        }
+        if let Some(r) = replies.next() {
+            return Err(format!(
+                "reply {:?} silently left the queue",
+                String::from_utf8_lossy(r)
+            ));
+        }
+        if used > q {
+            return Err(format!("queue uses {used} bytes of {q}"));
+        }
+        if hbs > 1 {
+            return Err(format!("{hbs} heartbeats pending"));
+        }
+        Ok(())
+    }
+}

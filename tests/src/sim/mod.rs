@@ -1,0 +1,123 @@
+//! A deterministic fault simulator for the state machine, in the spirit of
+//! quinn-proto's test `Pair` and smoltcp's netsim.
+//!
+//! [`run_seed`] builds a world from one `u64`: a random [`Config`]
+//! (transport, framing, every duration, heartbeat, idle and connect
+//! timeouts, fixed or exponential backoff, queue and receive sizes), a mix
+//! of faults, and a virtual clock. It then runs the core against a simulated
+//! network and server until a random end time, drains (faults off), and
+//! checks that everything owed was delivered. The same seed always gives
+//! the same run.
+//!
+//! Faults, each on or off per seed with a random intensity: connect refused,
+//! DNS failure, connect hanging until the connect timeout (or an OS-like
+//! timeout), reset during the handshake, network down/up (short and longer
+//! than the network wait), link resets that drop the IP for a while, partial
+//! writes, would-block, reset in the middle of a send, peer close (graceful
+//! after its data, or abrupt), silent peer (half-open; caught by the idle
+//! timeout, or by a late socket error without one), UDP loss, duplication
+//! and reordering of inbound datagrams, bursts of requests (coalesced and
+//! split arbitrarily on TCP with `Lines`/`Len16`), oversize and garbage
+//! frames in each framing, an application that fills the queue, wall-clock
+//! jumps and implausible wall-clock readings.
+//!
+//! Checked after **every call** into the core (see [`Harness`]):
+//!
+//! - no panic; the deadline equals an independent model's (so radio cycle,
+//!   retry spacing, link reset after exactly `max_failures`, heartbeat
+//!   cadence and idle timeout are exact) and is never at or before `now`;
+//! - the actions, status and failure count are the model's;
+//! - app messages are written whole, in order, exactly once; a copy cut by
+//!   a disconnect is a prefix of the message, which is then sent whole on a
+//!   later connection; the queue holds exactly what is owed, bounded, with at
+//!   most one heartbeat;
+//! - every message the core handled gets the test protocol's reply (from an
+//!   independent reference), whole, in order, exactly once; which messages
+//!   were handled and which frames must be rejected comes from a reference
+//!   decoder over the bytes delivered;
+//! - `Stats` agree with what the simulation counted (attempts, connects,
+//!   failures, timeouts, disconnects, idle timeouts, link resets, radio
+//!   cycles, messages and bytes in and out, heartbeats, rejected frames,
+//!   dropped replies, discarded bytes, full-queue refusals).
+//!
+//! For UDP the "wire" is what the client's socket took: loss on the way to
+//! the server is outside what a client can know.
+
+mod harness;
+mod ledger;
+mod oracle;
+mod world;
+
+pub use harness::{Event, Harness, Socket};
+pub use ledger::reference_reply;
+pub use world::{run_seed, SimReport};
+
+/// An invariant that did not hold, at a virtual time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time in milliseconds.
+    pub at_ms: u64,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Violation {
+    /// A violation at `at_ms`.
+    pub fn new(at_ms: u64, message: String) -> Self {
+        Violation { at_ms, message }
+    }
+}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "at {} ms: {}", self.at_ms, self.message)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// A small deterministic generator (splitmix64): the simulator's only
+/// source of randomness.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5EED_1EAF_0DD5_EED5)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < p
+    }
+
+    /// One of `items` (which must not be empty).
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}

@@ -1,0 +1,778 @@
+//! The seeded world around a [`Harness`]: network, modem, server, socket
+//! faults, application and wall clock, on a virtual clock.
+
+use std::collections::VecDeque;
+
+use longlink_core::time::Duration;
+use longlink_core::{Action, Backoff, Config, Framing, Stats, Transport};
+
+use super::harness::{Harness, Socket};
+use super::{Rng, Violation};
+
+/// What one seed did, for the sweep's summary.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Calls into the simulator's event loop.
+    pub steps: u64,
+    /// Virtual time at the end (ms).
+    pub virtual_ms: u64,
+    /// Connections established.
+    pub connects: u32,
+    /// App messages and replies delivered whole.
+    pub delivered: (u64, u64),
+    /// Frames the core rejected.
+    pub frames_rejected: u32,
+    /// Link resets and radio cycles.
+    pub resets_and_cycles: (u32, u32),
+    /// One line describing the config and the faults.
+    pub summary: String,
+    /// The core's counters at the end.
+    pub stats: Stats,
+    /// The first invariant that failed, if one did.
+    pub violation: Option<Violation>,
+}
+
+/// Fault intensities; 0 is off.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    refuse: f64,
+    dns: f64,
+    hang: f64,
+    handshake_reset: f64,
+    partial: f64,
+    would_block: f64,
+    reset_mid_send: f64,
+    /// Mean ms to a peer close per connection (0: never).
+    peer_close_ms: u64,
+    silent: f64,
+    udp_loss: f64,
+    udp_dup: f64,
+    udp_reorder: f64,
+    burst: f64,
+    oversize: f64,
+    garbage: f64,
+    /// Mean ms between coverage losses (0: never).
+    net_flap_ms: u64,
+    link_reset_drops_ip: f64,
+    clock_jumps: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Ok,
+    Refused,
+    Dns,
+    HandshakeReset,
+    OsTimeout,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ev {
+    Connect { gen: u64, outcome: Outcome },
+    Coverage(bool),
+    Attach,
+    ServerTick { gen: u64 },
+    PeerClose { gen: u64, graceful: bool },
+    Silent { gen: u64 },
+    SilentDeath { gen: u64 },
+    Writable { gen: u64 },
+    App,
+    Clock,
+    End,
+}
+
+struct Server {
+    /// TCP `Lines`/`Len16`: a byte stream, split and coalesced at will.
+    stream: VecDeque<u8>,
+    /// TCP `Raw`: one piece per request (a read never spans two).
+    pieces: VecDeque<Vec<u8>>,
+    /// UDP datagrams in arrival order.
+    datagrams: VecDeque<Vec<u8>>,
+    silent: bool,
+    closing: bool,
+}
+
+impl Server {
+    fn new() -> Self {
+        Server {
+            stream: VecDeque::new(),
+            pieces: VecDeque::new(),
+            datagrams: VecDeque::new(),
+            silent: false,
+            closing: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.stream.is_empty() && self.pieces.is_empty() && self.datagrams.is_empty()
+    }
+}
+
+struct World<const Q: usize, const R: usize> {
+    h: Harness<Q, R>,
+    rng: Rng,
+    f: Faults,
+    now: u64,
+    events: Vec<(u64, u64, Ev)>,
+    seq: u64,
+    gen: u64,
+    coverage: bool,
+    attached: bool,
+    reported: bool,
+    writable: bool,
+    server: Server,
+    request_id: u64,
+    request_mean_ms: u64,
+    app_mean_ms: u64,
+    draining: bool,
+    drain_until: u64,
+    steps: u64,
+    wall_base: u64,
+}
+
+/// Durations for a random config.
+fn random_config(rng: &mut Rng) -> Config {
+    let ms = Duration::from_millis;
+    let retry_delay = ms(rng.pick(&[100, 700, 1_000, 5_000]));
+    Config {
+        transport: rng.pick(&[Transport::Tcp, Transport::Udp]),
+        framing: rng.pick(&[Framing::Raw, Framing::Lines, Framing::Len16]),
+        network_wait: ms(rng.pick(&[2_000, 10_000, 60_000, 300_000])),
+        radio_off: ms(rng.pick(&[1_000, 5_000, 20_000])),
+        retry_delay,
+        max_failures: rng.range(1, 6) as u16,
+        heartbeat_interval: rng
+            .chance(0.8)
+            .then(|| ms(rng.pick(&[1_000, 3_000, 10_000]))),
+        heartbeat_payload: rng.pick(&[&b"heart beat"[..], b"hb", b"h"]),
+        idle_timeout: rng.chance(0.5).then(|| ms(rng.range(2_000, 40_000))),
+        connect_timeout: rng.chance(0.5).then(|| ms(rng.range(300, 10_000))),
+        backoff: if rng.chance(0.3) {
+            Backoff::Exponential {
+                max: ms(retry_delay.as_millis() * rng.range(1, 20)),
+            }
+        } else {
+            Backoff::Fixed
+        },
+        seed: rng.next_u64(),
+        ..Config::default()
+    }
+}
+
+fn random_faults(rng: &mut Rng) -> Faults {
+    let p = |rng: &mut Rng| {
+        if rng.chance(0.5) {
+            rng.pick(&[0.02, 0.1, 0.3])
+        } else {
+            0.0
+        }
+    };
+    Faults {
+        refuse: p(rng),
+        dns: p(rng),
+        hang: p(rng),
+        handshake_reset: p(rng),
+        partial: p(rng),
+        would_block: p(rng),
+        reset_mid_send: p(rng) / 3.0,
+        peer_close_ms: if rng.chance(0.5) {
+            rng.pick(&[5_000, 30_000, 120_000])
+        } else {
+            0
+        },
+        silent: p(rng) / 2.0,
+        udp_loss: p(rng),
+        udp_dup: p(rng),
+        udp_reorder: p(rng),
+        burst: p(rng),
+        oversize: p(rng) / 3.0,
+        garbage: p(rng),
+        net_flap_ms: if rng.chance(0.4) {
+            rng.pick(&[20_000, 60_000, 300_000])
+        } else {
+            0
+        },
+        link_reset_drops_ip: p(rng) * 3.0,
+        clock_jumps: rng.chance(0.5),
+    }
+}
+
+/// Runs the world for `seed`. On failure, the violation and what the run
+/// did up to it.
+pub fn run_seed(seed: u64) -> SimReport {
+    let mut rng = Rng::new(seed);
+    match rng.below(4) {
+        0 => World::<64, 16>::run(seed, rng),
+        1 => World::<160, 48>::run(seed, rng),
+        // A receive buffer larger than the queue: some replies can never fit.
+        2 => World::<48, 64>::run(seed, rng),
+        _ => World::<512, 128>::run(seed, rng),
+    }
+}
+
+impl<const Q: usize, const R: usize> World<Q, R> {
+    fn run(seed: u64, mut rng: Rng) -> SimReport {
+        let cfg = random_config(&mut rng);
+        let f = random_faults(&mut rng);
+        let summary = format!("Q={Q} R={R} {cfg:?} {f:?}");
+        let mut report = SimReport {
+            seed,
+            summary,
+            ..SimReport::default()
+        };
+        let h = match Harness::<Q, R>::new(cfg, false) {
+            Ok(h) => h,
+            Err(v) => {
+                report.violation = Some(v);
+                return report;
+            }
+        };
+        let mut w = World {
+            h,
+            f,
+            now: 0,
+            events: Vec::new(),
+            seq: 0,
+            gen: 0,
+            coverage: false,
+            attached: true,
+            reported: false,
+            writable: false,
+            server: Server::new(),
+            request_id: 0,
+            request_mean_ms: rng.pick(&[300, 1_500, 6_000]),
+            app_mean_ms: rng.pick(&[200, 2_000, 10_000]),
+            draining: false,
+            drain_until: u64::MAX,
+            steps: 0,
+            wall_base: 1_700_000_000_000 + rng.below(100_000_000_000),
+            rng,
+        };
+        let result = w.main();
+        let st = *w.h.connection().stats();
+        report.steps = w.steps;
+        report.virtual_ms = w.now;
+        report.connects = st.connects;
+        report.delivered = w.h.delivered();
+        report.frames_rejected = st.frames_rejected;
+        report.resets_and_cycles = (st.link_resets, st.radio_cycles);
+        report.stats = st;
+        report.violation = result.err();
+        report
+    }
+
+    fn at(&mut self, delay: u64, ev: Ev) {
+        self.seq += 1;
+        self.events.push((self.now + delay, self.seq, ev));
+    }
+
+    fn exp(&mut self, mean: u64) -> u64 {
+        // Geometric-ish spread around the mean, integer only.
+        let u = self.rng.range(1, 1000);
+        let ln = (1000.0 / u as f64).ln();
+        (mean as f64 * ln) as u64 + 1
+    }
+
+    fn main(&mut self) -> Result<(), Violation> {
+        let nw = self.h.config().network_wait.as_millis();
+        let first = if self.rng.chance(0.6) {
+            self.rng.below(3_000)
+        } else {
+            self.rng.below(2 * nw + 1)
+        };
+        self.at(first, Ev::Coverage(true));
+        let app = self.exp(self.app_mean_ms);
+        self.at(app, Ev::App);
+        if self.rng.chance(0.7) {
+            let t = self.rng.below(30_000);
+            self.at(t, Ev::Clock);
+        }
+        let end = self.rng.range(20_000, 240_000);
+        self.at(end, Ev::End);
+        if self.f.net_flap_ms > 0 {
+            let t = self.exp(self.f.net_flap_ms);
+            self.at(t, Ev::Coverage(false));
+        }
+        loop {
+            self.steps += 1;
+            if self.steps > 1_000_000 {
+                return Err(Violation::new(self.now, "runaway: a million steps".into()));
+            }
+            let next_ev = self
+                .events
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (t, s, _))| (*t, *s))
+                .map(|(i, (t, _, _))| (i, *t));
+            let deadline = self.h.deadline();
+            match (next_ev, deadline) {
+                (Some((_, t)), Some(d)) if d <= t => {
+                    self.now = d;
+                    self.h.advance(d)?;
+                }
+                (None, Some(d)) => {
+                    self.now = d;
+                    self.h.advance(d)?;
+                }
+                (Some((i, t)), _) => {
+                    let (_, _, ev) = self.events.swap_remove(i);
+                    self.now = t;
+                    self.handle(ev)?;
+                }
+                (None, None) => {
+                    if self.draining {
+                        break;
+                    }
+                    return Err(Violation::new(
+                        self.now,
+                        "nothing left to happen before the end".into(),
+                    ));
+                }
+            }
+            self.react()?;
+            if self.draining {
+                if self.drained() {
+                    break;
+                }
+                if self.now > self.drain_until {
+                    return Err(Violation::new(
+                        self.now,
+                        format!(
+                            "did not drain within 2 h (status {:?}, {} apps and {} replies owed)",
+                            self.h.status(),
+                            self.h.apps_owed(),
+                            self.h.replies_owed()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.h.finish()
+    }
+
+    fn drained(&mut self) -> bool {
+        self.h.socket() == Socket::Open
+            && self.h.apps_owed() == 0
+            && self.h.replies_owed() == 0
+            && self.h.requests_unhandled() == 0
+            && self.server.is_empty()
+    }
+
+    fn sync_network(&mut self) -> Result<(), Violation> {
+        let want = self.coverage && self.attached;
+        if want != self.reported {
+            self.reported = want;
+            self.h.network(self.now, want)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), Violation> {
+        let now = self.now;
+        let open = |w: &Self, gen: u64| gen == w.gen && w.h.socket() == Socket::Open;
+        match ev {
+            Ev::Connect { gen, outcome } => {
+                if gen != self.gen || self.h.socket() != Socket::Connecting {
+                    return Ok(());
+                }
+                match outcome {
+                    Outcome::Ok => {
+                        self.h.connect_ok(now)?;
+                        self.server = Server::new();
+                        self.writable = true;
+                        let t = self.exp(self.request_mean_ms);
+                        self.at(t, Ev::ServerTick { gen });
+                        if self.f.peer_close_ms > 0 {
+                            let t = self.exp(self.f.peer_close_ms);
+                            let graceful =
+                                self.rng.chance(0.5) && self.h.config().transport == Transport::Tcp;
+                            self.at(t, Ev::PeerClose { gen, graceful });
+                        }
+                        if self.rng.chance(self.f.silent) {
+                            let t = self.rng.below(60_000);
+                            self.at(t, Ev::Silent { gen });
+                        }
+                    }
+                    Outcome::Refused | Outcome::Dns | Outcome::OsTimeout => {
+                        self.h.connect_failed(now)?
+                    }
+                    Outcome::HandshakeReset => self.h.io_error(now)?,
+                }
+            }
+            Ev::Coverage(up) => {
+                self.coverage = up;
+                if !self.draining && self.f.net_flap_ms > 0 {
+                    let nw = self.h.config().network_wait.as_millis();
+                    let t = if up {
+                        self.exp(self.f.net_flap_ms)
+                    } else if self.rng.chance(0.3) {
+                        nw + self.rng.below(nw)
+                    } else {
+                        self.rng.range(1, 5_000)
+                    };
+                    self.at(t, Ev::Coverage(!up));
+                }
+                self.sync_network()?;
+            }
+            Ev::Attach => {
+                self.attached = true;
+                self.sync_network()?;
+            }
+            Ev::ServerTick { gen } => {
+                if open(self, gen) && !self.server.silent && !self.draining {
+                    let n = if self.rng.chance(self.f.burst) {
+                        self.rng.range(2, 8)
+                    } else {
+                        1
+                    };
+                    for _ in 0..n {
+                        self.send_request();
+                    }
+                    let t = self.exp(self.request_mean_ms);
+                    self.at(t, Ev::ServerTick { gen });
+                }
+            }
+            Ev::PeerClose { gen, graceful } => {
+                if open(self, gen) && !self.draining {
+                    if graceful {
+                        self.server.closing = true;
+                    } else {
+                        self.h.io_error(now)?;
+                    }
+                }
+            }
+            Ev::Silent { gen } => {
+                if open(self, gen) && !self.draining {
+                    self.server = Server::new();
+                    self.server.silent = true;
+                    if self.h.config().idle_timeout.is_none() {
+                        // No dead-peer detection: only a late socket error
+                        // (keepalive, retransmission timeout) ends it.
+                        let t = self.rng.range(30_000, 120_000);
+                        self.at(t, Ev::SilentDeath { gen });
+                    }
+                }
+            }
+            Ev::SilentDeath { gen } => {
+                if open(self, gen) {
+                    self.h.io_error(now)?;
+                }
+            }
+            Ev::Writable { gen } => {
+                if gen == self.gen {
+                    self.writable = true;
+                }
+            }
+            Ev::App => {
+                let burst = if self.rng.chance(0.2) {
+                    self.rng.range(2, 6)
+                } else {
+                    1
+                };
+                for _ in 0..burst {
+                    let pad = if self.rng.chance(0.1) {
+                        self.rng.below(2 * Q as u64)
+                    } else {
+                        self.rng.below(Q as u64 / 3)
+                    };
+                    let newline = self.rng.chance(0.03);
+                    let _ = self.h.enqueue(now, pad as usize, newline)?;
+                }
+                if !self.draining {
+                    let t = self.exp(self.app_mean_ms);
+                    self.at(t, Ev::App);
+                }
+            }
+            Ev::Clock => {
+                let unix = if self.rng.chance(0.1) {
+                    self.rng.below(1_000_000) // an RTC that lost power
+                } else {
+                    let jump = self.rng.below(172_800_000);
+                    (self.wall_base + now + jump).saturating_sub(86_400_000)
+                };
+                self.h.wall_clock(now, unix)?;
+                if self.f.clock_jumps && !self.draining {
+                    let t = self.rng.range(5_000, 120_000);
+                    self.at(t, Ev::Clock);
+                }
+            }
+            Ev::End => self.start_drain()?,
+        }
+        Ok(())
+    }
+
+    fn start_drain(&mut self) -> Result<(), Violation> {
+        self.draining = true;
+        self.drain_until = self.now + 7_200_000;
+        self.f = Faults::default();
+        self.events.retain(|(_, _, e)| {
+            !matches!(
+                e,
+                Ev::Coverage(false)
+                    | Ev::PeerClose { .. }
+                    | Ev::Silent { .. }
+                    | Ev::App
+                    | Ev::Clock
+            )
+        });
+        if !self.coverage {
+            self.at(0, Ev::Coverage(true));
+        }
+        if !self.attached {
+            self.at(0, Ev::Attach);
+        }
+        self.server.closing = false;
+        if self.server.silent && self.h.socket() == Socket::Open {
+            // The half-open connection never carries replies again.
+            self.h.io_error(self.now)?;
+        }
+        Ok(())
+    }
+
+    fn send_request(&mut self) {
+        let framing = self.h.config().framing;
+        let id = self.request_id;
+        self.request_id += 1;
+        let r = &mut self.rng;
+        let roll = r.below(100) as f64 / 100.0;
+        let msg: Vec<u8> = if roll < self.f.oversize {
+            match framing {
+                Framing::Raw => vec![b'z'; 2 * R + 1],
+                Framing::Lines => {
+                    let mut v = vec![b'z'; R + r.below(8) as usize];
+                    v.push(b'\n');
+                    v
+                }
+                Framing::Len16 => {
+                    let mut v = ((R - 1) as u16 + r.range(0, 100) as u16)
+                        .to_be_bytes()
+                        .to_vec();
+                    v.resize(2 + R / 2, b'z');
+                    v
+                }
+            }
+        } else if roll < self.f.oversize + self.f.garbage {
+            let len = r.below(R as u64 + 1) as usize;
+            let g: Vec<u8> = (0..len).map(|_| r.next_u64() as u8).collect();
+            if r.chance(0.5) && framing != Framing::Raw {
+                // Well framed, random inside.
+                let mut out = vec![0; g.len() + framing.overhead()];
+                let g: Vec<u8> = g.into_iter().filter(|&b| b != b'\n').collect();
+                match framing.encode(&g, &mut out) {
+                    Ok(n) => out[..n].to_vec(),
+                    Err(_) => g,
+                }
+            } else {
+                g
+            }
+        } else {
+            let body: Vec<u8> = match r.below(4) {
+                0 | 1 => {
+                    let pad = r.below(R as u64) as usize;
+                    let mut b = format!("back#{id}:").into_bytes();
+                    b.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
+                    b
+                }
+                2 => b"bin".to_vec(),
+                _ => b"time".to_vec(),
+            };
+            let mut out = vec![0; body.len() + framing.overhead()];
+            let mut frame = match framing.encode(&body, &mut out) {
+                Ok(n) => out[..n].to_vec(),
+                Err(_) => body,
+            };
+            if framing == Framing::Lines && r.chance(0.2) {
+                // CRLF line ending.
+                frame.insert(frame.len() - 1, b'\r');
+            }
+            frame
+        };
+        match self.h.config().transport {
+            Transport::Tcp => match framing {
+                Framing::Raw => {
+                    if !msg.is_empty() {
+                        self.server.pieces.push_back(msg);
+                    }
+                }
+                _ => self.server.stream.extend(msg),
+            },
+            Transport::Udp => {
+                if self.rng.chance(self.f.udp_loss) {
+                    return;
+                }
+                let copies = if self.rng.chance(self.f.udp_dup) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    if self.rng.chance(self.f.udp_reorder) && !self.server.datagrams.is_empty() {
+                        let at = self.rng.below(self.server.datagrams.len() as u64) as usize;
+                        self.server.datagrams.insert(at, msg.clone());
+                    } else {
+                        self.server.datagrams.push_back(msg.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on actions, then moves bytes until nothing moves.
+    fn react(&mut self) -> Result<(), Violation> {
+        for _ in 0..100_000 {
+            let mut progress = false;
+            for a in self.h.take_actions() {
+                progress = true;
+                self.on_action(a)?;
+            }
+            if self.h.socket() == Socket::Open && self.writable && self.h.wants_to_write() {
+                progress = true;
+                self.write()?;
+            }
+            if self.h.socket() == Socket::Open
+                && !self.server.silent
+                && self.h.receive_room() > 0
+                && !self.server.is_empty()
+            {
+                progress = true;
+                self.read()?;
+            }
+            if self.server.closing && self.server.is_empty() && self.h.socket() == Socket::Open {
+                self.server.closing = false;
+                progress = true;
+                self.h.peer_closed(self.now)?;
+            }
+            if !progress {
+                return Ok(());
+            }
+        }
+        Err(Violation::new(self.now, "I/O never settles".into()))
+    }
+
+    fn on_action(&mut self, a: Action) -> Result<(), Violation> {
+        match a {
+            Action::Connect { .. } => {
+                self.gen += 1;
+                let gen = self.gen;
+                let f = self.f;
+                let r = &mut self.rng;
+                let outcome = if r.chance(f.refuse) {
+                    Some(Outcome::Refused)
+                } else if r.chance(f.dns) {
+                    Some(Outcome::Dns)
+                } else if r.chance(f.handshake_reset) {
+                    Some(Outcome::HandshakeReset)
+                } else if r.chance(f.hang) {
+                    None
+                } else {
+                    Some(Outcome::Ok)
+                };
+                let latency = if self.rng.chance(0.3) {
+                    0
+                } else {
+                    self.rng.below(800)
+                };
+                match outcome {
+                    Some(outcome) => self.at(latency, Ev::Connect { gen, outcome }),
+                    None if self.h.config().connect_timeout.is_none() => {
+                        let t = self.rng.range(20_000, 75_000);
+                        self.at(
+                            t,
+                            Ev::Connect {
+                                gen,
+                                outcome: Outcome::OsTimeout,
+                            },
+                        );
+                    }
+                    // The connect timeout ends it.
+                    None => {}
+                }
+            }
+            Action::Close => {
+                self.server = Server::new();
+                self.writable = false;
+            }
+            Action::ResetLink => {
+                if self.rng.chance(self.f.link_reset_drops_ip) {
+                    self.attached = false;
+                    self.sync_network()?;
+                    let t = self.rng.range(200, 3_000);
+                    self.at(t, Ev::Attach);
+                }
+            }
+            Action::RadioOff => {
+                self.attached = false;
+                self.sync_network()?;
+            }
+            Action::RadioOn => {
+                let t = self.rng.below(3_000);
+                self.at(t, Ev::Attach);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        let tcp = self.h.config().transport == Transport::Tcp;
+        let f = self.f;
+        let roll = self.rng.below(1000) as f64 / 1000.0;
+        if roll < f.would_block {
+            self.h.write(now, 0)?;
+            self.writable = false;
+            let t = self.rng.range(1, 500);
+            let gen = self.gen;
+            self.at(t, Ev::Writable { gen });
+        } else if roll < f.would_block + f.reset_mid_send {
+            let k = self.rng.below(16) as usize;
+            self.h.write(now, k)?;
+            if self.h.socket() == Socket::Open {
+                self.h.io_error(now)?;
+            }
+        } else if tcp && roll < f.would_block + f.reset_mid_send + f.partial {
+            let k = self.rng.range(1, 24) as usize;
+            self.h.write(now, k)?;
+        } else {
+            self.h.write(now, usize::MAX)?;
+        }
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        let room = self.h.receive_room();
+        match (self.h.config().transport, self.h.config().framing) {
+            (Transport::Udp, _) => {
+                if let Some(d) = self.server.datagrams.front().cloned() {
+                    if self.h.read_datagram(now, &d)? {
+                        self.server.datagrams.pop_front();
+                    }
+                }
+            }
+            (Transport::Tcp, Framing::Raw) => {
+                if let Some(p) = self.server.pieces.front().cloned() {
+                    let n = self.h.read_stream(now, &p)?;
+                    if n >= p.len() {
+                        self.server.pieces.pop_front();
+                    } else if let Some(front) = self.server.pieces.front_mut() {
+                        front.drain(..n);
+                    }
+                }
+            }
+            (Transport::Tcp, _) => {
+                let avail = self.server.stream.len().min(room);
+                let n = if self.rng.chance(0.5) {
+                    avail
+                } else {
+                    self.rng.range(1, avail as u64) as usize
+                };
+                let chunk: Vec<u8> = self.server.stream.iter().take(n).copied().collect();
+                let took = self.h.read_stream(now, &chunk)?;
+                self.server.stream.drain(..took);
+            }
+        }
+        Ok(())
+    }
+}
