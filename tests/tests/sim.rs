@@ -100,3 +100,148 @@ fn seeded_fault_scenarios() {
         );
     }
 }
+
+// Transcripts: the tutorial's scenarios, every action and every byte with its
+// virtual time (ms), under `Config::default()` (the tutorial's values).
+
+use longlink_core::{Action, Config, Transport};
+use longlink_tests::sim::{Event, Harness, Socket, Violation};
+
+type H = Harness<256, 64>;
+const TCP: Action = Action::Connect {
+    transport: Transport::Tcp,
+};
+
+fn act(t: u64, a: Action) -> (u64, Event) {
+    (t, Event::Action(a))
+}
+fn wrote(t: u64, b: &[u8]) -> (u64, Event) {
+    (t, Event::Wrote(b.to_vec()))
+}
+fn read(t: u64, b: &[u8]) -> (u64, Event) {
+    (t, Event::Read(b.to_vec()))
+}
+
+/// Runs the state machine's timers up to `until`, connecting when asked if
+/// `connect` says so (otherwise failing the attempt), writing everything.
+fn run_until(h: &mut H, until: u64, connect: bool) -> Result<(), Violation> {
+    loop {
+        h.take_actions();
+        if h.socket() == Socket::Connecting {
+            if connect {
+                h.connect_ok(h.now())?;
+            } else {
+                h.connect_failed(h.now())?;
+            }
+            continue;
+        }
+        while h.socket() == Socket::Open && h.wants_to_write() {
+            h.write(h.now(), usize::MAX)?;
+        }
+        match h.deadline() {
+            Some(d) if d <= until => h.advance(d)?,
+            _ => return h.advance(until),
+        }
+    }
+}
+
+#[test]
+fn transcript_boot_without_network_cycles_the_radio() -> Result<(), Violation> {
+    let mut h = H::new(Config::default(), true)?;
+    run_until(&mut h, 700_000, true)?;
+    h.network(700_000, true)?;
+    run_until(&mut h, 700_000, true)?;
+    assert_eq!(
+        h.transcript(),
+        [
+            act(300_000, Action::RadioOff),
+            act(320_000, Action::RadioOn),
+            act(620_000, Action::RadioOff),
+            act(640_000, Action::RadioOn),
+            act(700_000, TCP),
+            wrote(700_000, b"heart beat"),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn transcript_five_failed_connects_reset_the_link() -> Result<(), Violation> {
+    let mut h = H::new(Config::default(), true)?;
+    h.network(0, true)?;
+    run_until(&mut h, 25_000, false)?;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(act(i * 5_000, TCP));
+        expected.push(act(i * 5_000, Action::Close));
+    }
+    expected.push(act(20_000, Action::ResetLink));
+    expected.push(act(25_000, TCP));
+    expected.push(act(25_000, Action::Close));
+    assert_eq!(h.transcript(), expected);
+    assert_eq!(h.connection().stats().link_resets, 1);
+    Ok(())
+}
+
+#[test]
+fn transcript_connect_heartbeats_and_the_test_protocol() -> Result<(), Violation> {
+    let mut h = H::new(Config::default(), true)?;
+    h.network(0, true)?;
+    run_until(&mut h, 0, true)?;
+    h.wall_clock(0, 1_732_550_400_000)?;
+    for (t, msg) in [
+        (1_500, &b"back 1"[..]),
+        (2_000, b"bin"),
+        (3_000, b"time"),
+        (4_000, b"hello"),
+    ] {
+        run_until(&mut h, t, true)?;
+        h.read_stream(t, msg)?;
+        run_until(&mut h, t, true)?;
+    }
+    run_until(&mut h, 25_000, true)?;
+    assert_eq!(
+        h.transcript(),
+        [
+            act(0, TCP),
+            wrote(0, b"heart beat"),
+            read(1_500, b"back 1"),
+            wrote(1_500, b"back 1"),
+            read(2_000, b"bin"),
+            wrote(2_000, &[0x11, 0x22, 0x33]),
+            read(3_000, b"time"),
+            wrote(3_000, b"1732550403"),
+            read(4_000, b"hello"),
+            wrote(10_000, b"heart beat"),
+            wrote(20_000, b"heart beat"),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn transcript_disconnect_and_reconnect_with_a_queued_message() -> Result<(), Violation> {
+    let mut h = H::new(Config::default(), true)?;
+    h.network(0, true)?;
+    run_until(&mut h, 4_000, true)?;
+    // The socket takes 3 bytes of the message, then the connection breaks.
+    h.enqueue(4_000, 4, false)?
+        .map_err(|e| Violation::new(4_000, format!("{e:?}")))?;
+    h.write(4_000, 3)?;
+    h.io_error(4_000)?;
+    run_until(&mut h, 9_000, true)?;
+    assert_eq!(
+        h.transcript(),
+        [
+            act(0, TCP),
+            wrote(0, b"heart beat"),
+            wrote(4_000, b"APP"),
+            act(4_000, Action::Close),
+            act(9_000, TCP),
+            wrote(9_000, b"APP0:abcd"),
+            wrote(9_000, b"heart beat"),
+        ]
+    );
+    assert_eq!(h.delivered(), (1, 0));
+    Ok(())
+}
