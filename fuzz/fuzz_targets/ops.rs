@@ -1,0 +1,134 @@
+//! Arbitrary sequences of operations and events into the state machine, with
+//! every invariant of the simulator checked after every call (the timing
+//! oracle, the message ledger and the stats; see `longlink_tests::sim`).
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use longlink_core::time::Duration;
+use longlink_core::{Backoff, Config, Framing, Transport};
+use longlink_tests::sim::{Harness, Violation};
+
+#[derive(Arbitrary, Debug)]
+struct FuzzConfig {
+    sizes: u8,
+    udp: bool,
+    framing: u8,
+    network_wait: u16,
+    radio_off: u16,
+    retry_delay: u16,
+    max_failures: u8,
+    heartbeat: Option<u16>,
+    payload: u8,
+    idle: Option<u16>,
+    connect_timeout: Option<u16>,
+    backoff_cap: Option<u16>,
+    seed: u64,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Network(bool),
+    Advance(u16),
+    AdvanceFar(u32),
+    ToDeadline,
+    ClockBack(u16),
+    ConnectOk,
+    ConnectFail,
+    Closed,
+    IoError,
+    Enqueue { pad: u8, newline: bool },
+    /// The socket takes at most this many bytes (255: all of it).
+    Write(u8),
+    /// The server's bytes (TCP: offered to the stream; UDP: one datagram).
+    Read(Vec<u8>),
+    WallClock(u64),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    config: FuzzConfig,
+    ops: Vec<Op>,
+}
+
+fn ms(v: u16) -> Duration {
+    Duration::from_millis(u64::from(v) + 1)
+}
+
+fn config(f: &FuzzConfig) -> Config {
+    let retry_delay = ms(f.retry_delay);
+    Config {
+        transport: if f.udp { Transport::Udp } else { Transport::Tcp },
+        framing: [Framing::Raw, Framing::Lines, Framing::Len16][usize::from(f.framing % 3)],
+        network_wait: ms(f.network_wait),
+        radio_off: ms(f.radio_off),
+        retry_delay,
+        max_failures: u16::from(f.max_failures % 8) + 1,
+        heartbeat_interval: f.heartbeat.map(ms),
+        heartbeat_payload: [&b"heart beat"[..], b"hb", b"h"][usize::from(f.payload % 3)],
+        idle_timeout: f.idle.map(ms),
+        connect_timeout: f.connect_timeout.map(ms),
+        backoff: match f.backoff_cap {
+            None => Backoff::Fixed,
+            Some(extra) => Backoff::Exponential {
+                max: Duration::from_millis(retry_delay.as_millis() + u64::from(extra)),
+            },
+        },
+        seed: f.seed,
+        ..Config::default()
+    }
+}
+
+fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), Violation> {
+    // A config these sizes cannot hold is refused up front: not a bug.
+    let Ok(mut h) = Harness::<Q, R>::new(cfg, false) else {
+        return Ok(());
+    };
+    let udp = cfg.transport == Transport::Udp;
+    for op in ops {
+        let now = h.now();
+        match op {
+            Op::Network(up) => h.network(now, *up)?,
+            Op::Advance(d) => h.advance(now + u64::from(*d))?,
+            Op::AdvanceFar(d) => h.advance(now + u64::from(*d))?,
+            Op::ToDeadline => {
+                if let Some(d) = h.deadline() {
+                    h.advance(d)?;
+                }
+            }
+            Op::ClockBack(d) => h.clock_back(u64::from(*d))?,
+            Op::ConnectOk => h.connect_ok(now)?,
+            Op::ConnectFail => h.connect_failed(now)?,
+            Op::Closed => h.peer_closed(now)?,
+            Op::IoError => h.io_error(now)?,
+            Op::Enqueue { pad, newline } => {
+                let _ = h.enqueue(now, usize::from(*pad), *newline)?;
+            }
+            Op::Write(max) => {
+                let max = if *max == 255 { usize::MAX } else { usize::from(*max) };
+                h.write(now, max)?;
+            }
+            Op::Read(bytes) => {
+                if udp {
+                    h.read_datagram(now, bytes)?;
+                } else {
+                    h.read_stream(now, bytes)?;
+                }
+            }
+            Op::WallClock(unix) => h.wall_clock(now, *unix)?,
+        }
+    }
+    Ok(())
+}
+
+fuzz_target!(|input: Input| {
+    let cfg = config(&input.config);
+    let r = match input.config.sizes % 3 {
+        0 => run::<64, 16>(cfg, &input.ops),
+        1 => run::<48, 64>(cfg, &input.ops),
+        _ => run::<256, 96>(cfg, &input.ops),
+    };
+    if let Err(v) = r {
+        panic!("invariant violated {v}\nconfig {cfg:?}");
+    }
+});
