@@ -529,30 +529,15 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// The framing is applied here. A full queue is an error; nothing is
     /// dropped to make room.
     pub fn enqueue(&mut self, message: &[u8]) -> Result<(), QueueError> {
-        let framing = self.config.framing;
-        if framing == Framing::Raw && message.is_empty() {
+        if self.config.framing == Framing::Raw && message.is_empty() {
             return Err(QueueError::Empty);
         }
-        let mut prefix = [0u8; 2];
-        let p = framing
-            .prefix(message, &mut prefix)
-            .map_err(|_| QueueError::Unframeable)?;
-        let frame_len = message.len() + framing.overhead();
-        if frame_len > Q.saturating_sub(self.config.heartbeat_slot() + crate::queue::HEADER) {
-            return Err(QueueError::TooLarge);
-        }
-        let Ok(slot) = self
-            .queue
-            .reserve_exact(frame_len, self.heartbeat_reserve())
-        else {
+        let max = Q.saturating_sub(self.config.heartbeat_slot() + crate::queue::HEADER);
+        let pushed = self.push(message, max, self.heartbeat_reserve(), false);
+        if pushed == Err(QueueError::Full) {
             self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
-            return Err(QueueError::Full);
-        };
-        slot[..p].copy_from_slice(&prefix[..p]);
-        slot[p..p + message.len()].copy_from_slice(message);
-        slot[p + message.len()..].copy_from_slice(framing.suffix());
-        self.queue.commit(frame_len, false);
-        Ok(())
+        }
+        pushed
     }
 
     // ---------------------------------------------------------------- outputs
@@ -586,7 +571,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if self.state != State::Connected {
             return None;
         }
-        self.queue.front().map(|(f, _)| &f[self.written..])
+        // `written` < the head's length, by `handle_written`.
+        self.queue.front().and_then(|(f, _)| f.get(self.written..))
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
@@ -603,7 +589,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// whole receive buffer or nothing.
     pub fn receive_buffer(&mut self) -> &mut [u8] {
         let cap = self.receive_capacity();
-        &mut self.rx[self.rx_len..self.rx_len + cap]
+        // In bounds by `receive_capacity`; `get_mut` leaves no panic path.
+        self.rx
+            .get_mut(self.rx_len..self.rx_len + cap)
+            .unwrap_or_default()
     }
 
     /// The connection's status, for a network LED.
@@ -865,21 +854,48 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             self.stats.heartbeats_skipped = self.stats.heartbeats_skipped.wrapping_add(1);
             return;
         }
-        let framing = self.config.framing;
-        let payload = self.config.heartbeat_payload;
-        let len = payload.len() + framing.overhead();
         // The reserve guarantees room; the config check guarantees it frames.
-        let Ok(slot) = self.queue.reserve_exact(len, 0) else {
+        if self
+            .push(self.config.heartbeat_payload, usize::MAX, 0, true)
+            .is_err()
+        {
             self.stats.heartbeats_skipped = self.stats.heartbeats_skipped.wrapping_add(1);
             return;
-        };
-        let Ok(p) = framing.prefix(payload, slot) else {
-            return;
-        };
-        slot[p..p + payload.len()].copy_from_slice(payload);
-        slot[p + payload.len()..].copy_from_slice(framing.suffix());
-        self.queue.commit(len, true);
+        }
         self.heartbeat_queued = true;
+    }
+
+    /// Frames `message` into the queue (a frame of at most `max` bytes),
+    /// leaving `reserve` bytes free. The one framing writer for messages and
+    /// heartbeats alike.
+    fn push(
+        &mut self,
+        message: &[u8],
+        max: usize,
+        reserve: usize,
+        heartbeat: bool,
+    ) -> Result<(), QueueError> {
+        let framing = self.config.framing;
+        // Only checks the message here: `wrap` writes the prefix.
+        let p = framing
+            .prefix(message, &mut [0; 2])
+            .map_err(|_| QueueError::Unframeable)?;
+        let len = message.len() + framing.overhead();
+        if len > max {
+            return Err(QueueError::TooLarge);
+        }
+        let slot = self
+            .queue
+            .reserve_exact(len, reserve)
+            .map_err(|_| QueueError::Full)?;
+        // `slot` is exactly prefix + message + suffix long: the `get` cannot
+        // miss, and leaves no panic path behind.
+        if let Some(body) = slot.get_mut(p..p + message.len()) {
+            body.copy_from_slice(message);
+        }
+        framing.wrap(slot);
+        self.queue.commit(len, heartbeat);
+        Ok(())
     }
 
     fn receive_capacity(&self) -> usize {
@@ -906,7 +922,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let mut error = false;
         self.rx_blocked = false;
         loop {
-            let buf = &self.rx[start..self.rx_len];
+            // In bounds by the bookkeeping; an empty `buf` would hold no frame.
+            let buf = self.rx.get(start..self.rx_len).unwrap_or_default();
             match framing::decode_after(framing, buf, R, scanned) {
                 Ok(Some(f)) => {
                     let (a, b) = (start + f.start, start + f.end);
@@ -951,7 +968,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             now,
             unix_time_ms: self.unix_time_ms(now),
         };
-        let (pre, suf) = (framing.prefix_len(), framing.suffix());
+        let (pre, overhead) = (framing.prefix_len(), framing.overhead());
         // At most two tries: the second after compacting the queue.
         for _ in 0..2 {
             // Without room for the framing (or even the queue header) any
@@ -959,11 +976,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             let body = self
                 .queue
                 .spare(reserve)
-                .and_then(|spare| spare.len().checked_sub(pre + suf.len()).map(|n| (spare, n)))
-                .map(|(spare, n)| &mut spare[pre..pre + n]);
+                .and_then(|spare| spare.get_mut(pre..(spare.len() + pre).checked_sub(overhead)?));
             let mut reply = Reply::new(body, framing == Framing::Lines);
             // The handler's own error is the reply's overflow, seen below.
-            let _ = self.handler.on_message(&self.rx[a..b], &cx, &mut reply);
+            // (`a..b` is a frame the decoder found in `rx`: the `get` cannot
+            // miss, and leaves no panic path.)
+            let message = self.rx.get(a..b).unwrap_or_default();
+            let _ = self.handler.on_message(message, &cx, &mut reply);
             match reply.outcome() {
                 ReplyOutcome::None => {}
                 ReplyOutcome::Message(n) if framing == Framing::Len16 && n > 0xFFFF => {
@@ -971,14 +990,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 }
                 ReplyOutcome::Message(n) => {
                     // The reply was written inside `spare`, so it is there.
-                    let Some(spare) = self.queue.spare(reserve) else {
+                    let len = n + overhead;
+                    let Some(frame) = self.queue.spare(reserve).and_then(|s| s.get_mut(..len))
+                    else {
                         return false;
                     };
-                    if pre == 2 {
-                        spare[..2].copy_from_slice(&(n as u16).to_be_bytes());
-                    }
-                    spare[pre + n..pre + n + suf.len()].copy_from_slice(suf);
-                    self.queue.commit(pre + n + suf.len(), false);
+                    framing.wrap(frame);
+                    self.queue.commit(len, false);
                 }
                 ReplyOutcome::Unframeable => self.drop_reply(),
                 ReplyOutcome::Overflow => {

@@ -98,6 +98,19 @@ impl Framing {
         }
     }
 
+    /// Writes the prefix and the suffix around a message already in place in
+    /// `frame[prefix_len()..frame.len() - suffix().len()]`.
+    pub(crate) fn wrap(self, frame: &mut [u8]) {
+        match (self, frame) {
+            // The callers checked that the length fits 16 bits.
+            (Framing::Len16, [hi, lo, body @ ..]) => {
+                [*hi, *lo] = (body.len() as u16).to_be_bytes();
+            }
+            (Framing::Lines, [.., last]) => *last = b'\n',
+            _ => {}
+        }
+    }
+
     /// Frames `msg` into `out`, returning the number of bytes written.
     ///
     /// A convenience over [`prefix`](Self::prefix) and
@@ -147,7 +160,7 @@ pub fn decode_after(
         Framing::Lines => match find_newline(buf.get(scanned..).unwrap_or_default()) {
             Some(at) => {
                 let nl = scanned + at;
-                let end = if nl > 0 && buf[nl - 1] == b'\r' {
+                let end = if let Some([.., b'\r']) = buf.get(..nl) {
                     nl - 1
                 } else {
                     nl

@@ -217,16 +217,19 @@ impl Handler for TestProtocol {
 
 /// Formats `n` in decimal into the end of `buf`, returning the digits.
 pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    // Iterating rather than indexing: no bounds check, no panic path (20
+    // digits always suffice).
     let mut i = buf.len();
-    loop {
-        i -= 1;
+    for slot in buf.iter_mut().rev() {
         let (q, digit) = div_rem(n, 10);
-        buf[i] = b'0' + digit as u8;
+        *slot = b'0' + digit as u8;
+        i -= 1;
         n = q;
         if n == 0 {
-            return &buf[i..];
+            break;
         }
     }
+    buf.get(i..).unwrap_or_default()
 }
 
 #[cfg(test)]

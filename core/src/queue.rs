@@ -9,6 +9,11 @@
 //! A message leaves the queue only when the socket took its last byte
 //! ([`Queue::pop_front`]): the state machine tracks how much of the head was
 //! written, and starts again from zero on a new connection.
+//!
+//! Slices are taken with `get`/`get_mut` and `first_chunk` rather than
+//! indexing: the bookkeeping keeps every range in bounds, and the checked
+//! forms fold into the `None`/`Full` paths that exist anyway instead of
+//! leaving a panic call behind each one (code size on microcontrollers).
 
 /// Per-message header: little-endian `u32`, low 31 bits the frame length,
 /// top bit set for a heartbeat.
@@ -89,7 +94,7 @@ impl<const N: usize> Queue<N> {
     pub(crate) fn spare(&mut self, reserve: usize) -> Option<&mut [u8]> {
         let len = self.spare_len(reserve)?;
         let start = self.tail + HEADER;
-        Some(&mut self.buf[start..start + len])
+        self.buf.get_mut(start..start + len)
     }
 
     /// Makes the first `len` bytes of [`spare`](Self::spare) a queued frame.
@@ -98,7 +103,11 @@ impl<const N: usize> Queue<N> {
         let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
         // Frames are bounded by N; the length field holds 31 bits.
         let header = (len as u32 & !HEARTBEAT_BIT) | tag;
-        self.buf[self.tail..self.tail + HEADER].copy_from_slice(&header.to_le_bytes());
+        if let Some(at) = self.buf.get_mut(self.tail..) {
+            if let Some(h) = at.first_chunk_mut::<HEADER>() {
+                *h = header.to_le_bytes();
+            }
+        }
         self.tail += HEADER + len;
         self.count += 1;
     }
@@ -112,19 +121,16 @@ impl<const N: usize> Queue<N> {
         if self.spare_len(reserve).is_none_or(|spare| len > spare) {
             self.compact();
         }
-        match self.spare(reserve) {
-            Some(spare) => Ok(&mut spare[..len]),
-            None => Err(Full),
-        }
+        self.spare(reserve)
+            .and_then(|spare| spare.get_mut(..len))
+            .ok_or(Full)
     }
 
     fn header(&self) -> Option<(usize, bool)> {
         if self.count == 0 {
             return None;
         }
-        let mut h = [0u8; HEADER];
-        h.copy_from_slice(&self.buf[self.head..self.head + HEADER]);
-        let h = u32::from_le_bytes(h);
+        let h = u32::from_le_bytes(*self.buf.get(self.head..)?.first_chunk::<HEADER>()?);
         Some(((h & !HEARTBEAT_BIT) as usize, h & HEARTBEAT_BIT != 0))
     }
 
@@ -132,7 +138,7 @@ impl<const N: usize> Queue<N> {
     pub(crate) fn front(&self) -> Option<(&[u8], bool)> {
         let (len, hb) = self.header()?;
         let start = self.head + HEADER;
-        Some((&self.buf[start..start + len], hb))
+        Some((self.buf.get(start..start + len)?, hb))
     }
 
     /// Removes the head frame; returns whether it was a heartbeat.
@@ -154,11 +160,9 @@ impl<const N: usize> Queue<N> {
             if at >= self.tail {
                 return None;
             }
-            let mut h = [0u8; HEADER];
-            h.copy_from_slice(&self.buf[at..at + HEADER]);
-            let h = u32::from_le_bytes(h);
+            let h = u32::from_le_bytes(*self.buf.get(at..)?.first_chunk::<HEADER>()?);
             let len = (h & !HEARTBEAT_BIT) as usize;
-            let frame = &self.buf[at + HEADER..at + HEADER + len];
+            let frame = self.buf.get(at + HEADER..at + HEADER + len)?;
             at += HEADER + len;
             Some((frame, h & HEARTBEAT_BIT != 0))
         })
@@ -179,8 +183,13 @@ pub(crate) fn slide_down(buf: &mut [u8], from: usize, to: usize) {
     let mut done = 0;
     while done < to - from {
         let n = from.min(to - from - done);
-        let (dst, src) = buf.split_at_mut(from + done);
-        dst[done..done + n].copy_from_slice(&src[..n]);
+        let Some((dst, src)) = buf.split_at_mut_checked(from + done) else {
+            return;
+        };
+        match (dst.get_mut(done..done + n), src.get(..n)) {
+            (Some(dst), Some(src)) => dst.copy_from_slice(src),
+            _ => return,
+        }
         done += n;
     }
 }
