@@ -512,14 +512,16 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if unix_ms < MIN_PLAUSIBLE_UNIX_MS {
             return Err(ImplausibleTime);
         }
-        let offset = i128::from(unix_ms) - i128::from(now.as_millis());
-        match i64::try_from(offset) {
-            Ok(offset) if offset != NO_WALL_CLOCK => {
-                self.wall_offset = offset;
-                Ok(())
-            }
-            _ => Err(ImplausibleTime),
+        // `unix_ms - now` as an `i64`, without `i128` arithmetic (bulky on a
+        // 32-bit MCU): the wrapped difference is exact when its sign matches
+        // the borrow.
+        let (diff, borrow) = unix_ms.overflowing_sub(now.as_millis());
+        let offset = diff as i64;
+        if (offset < 0) != borrow || offset == NO_WALL_CLOCK {
+            return Err(ImplausibleTime);
         }
+        self.wall_offset = offset;
+        Ok(())
     }
 
     /// Queues a message for the server. It goes out as soon as the connection
@@ -567,6 +569,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// block), just try again when it is writable. Over UDP, this is always a
     /// whole datagram.
     #[must_use]
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     pub fn poll_transmit(&self) -> Option<&[u8]> {
         if self.state != State::Connected {
             return None;
@@ -635,8 +639,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if self.wall_offset == NO_WALL_CLOCK {
             return None;
         }
-        let t = i128::from(now.as_millis()) + i128::from(self.wall_offset);
-        u64::try_from(t).ok()
+        now.as_millis().checked_add_signed(self.wall_offset)
     }
 
     /// Messages in the outgoing queue (including a pending heartbeat and
@@ -756,6 +759,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
     }
 
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     fn start_connect(&mut self, now: Instant) {
         debug!("connecting to {}", self.config.remote);
         self.pending |= CONNECT;
@@ -783,6 +788,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     /// Ends an established connection: close, then retry after the delay
     /// (the tutorial waits 5 s after every close, not only after failures).
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     fn drop_connection(&mut self, now: Instant) {
         self.stats.disconnects = self.stats.disconnects.wrapping_add(1);
         self.close_socket();
@@ -791,6 +798,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     /// Asks the caller to close the socket and forgets per-connection state.
     /// A connect the caller has not taken yet is simply withdrawn.
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     fn close_socket(&mut self) {
         self.pending &= !CONNECT;
         self.pending |= CLOSE;

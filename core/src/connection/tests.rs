@@ -393,6 +393,45 @@ fn time_is_never_answered_before_the_clock_is_set() {
     assert_eq!(t.flush(), b"1800000100");
 }
 
+#[test]
+fn wall_clock_offset_matches_wide_arithmetic_at_the_extremes() {
+    let half = 1u64 << 63;
+    let values = [
+        0,
+        1,
+        MIN_PLAUSIBLE_UNIX_MS,
+        half - 1,
+        half,
+        half + 1,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    for now in values {
+        for unix in values {
+            let mut c: Connection<(), 64, 64> =
+                Connection::new(Config::default(), (), Instant::ZERO).unwrap();
+            let at = Instant::from_millis(now);
+            let result = c.handle_wall_clock(at, unix);
+            // The reference: 128-bit arithmetic, as the offset is defined
+            // (at the core's clamped `now`: the last millisecond is reserved).
+            let at = at.as_millis().min(u64::MAX - 1);
+            let offset = i128::from(unix) - i128::from(at);
+            let fits = unix >= MIN_PLAUSIBLE_UNIX_MS
+                && i64::try_from(offset).is_ok_and(|o| o != i64::MIN);
+            assert_eq!(result.is_ok(), fits, "now {now} unix {unix}");
+            for later in values {
+                let later = Instant::from_millis(later);
+                let expected = if fits {
+                    u64::try_from(i128::from(later.as_millis()) + offset).ok()
+                } else {
+                    None
+                };
+                assert_eq!(c.unix_time_ms(later), expected, "now {now} unix {unix}");
+            }
+        }
+    }
+}
+
 // 6. The outgoing queue --------------------------------------------------------
 
 #[test]
