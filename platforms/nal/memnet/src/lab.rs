@@ -20,6 +20,8 @@ pub struct LabPeer<const N: usize> {
     pub server: SocketAddr,
     /// An SNTP server's address, answered from [`wall_ms`](Self::wall_ms).
     pub ntp: Option<SocketAddr>,
+    /// A host name that resolves to [`server`](Self::server)'s address.
+    pub name: Option<&'static str>,
     /// The current Unix time in milliseconds, for SNTP answers.
     pub wall_ms: u64,
     /// How connects to `server` are answered.
@@ -49,6 +51,7 @@ impl<const N: usize> LabPeer<N> {
         LabPeer {
             server,
             ntp: None,
+            name: None,
             wall_ms: 0,
             accept: Accept::Yes,
             current: None,
@@ -221,5 +224,9 @@ impl<const N: usize> Peer for LabPeer<N> {
         if self.is_current(conn) {
             self.current = None;
         }
+    }
+
+    fn resolve(&mut self, host: &str) -> Option<core::net::IpAddr> {
+        (self.name == Some(host)).then(|| self.server.ip())
     }
 }

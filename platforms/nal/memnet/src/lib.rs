@@ -11,8 +11,12 @@
 //! `smoltcp-nal` 0.7: `Ok(0)` from a TCP receive means "no data yet" (and is
 //! all a FIN ever produces), a refused connect is never reported (it stays
 //! `WouldBlock`), sends after the peer's FIN are accepted and lost, and an
-//! empty UDP receive is an error. Partial sends and spurious `WouldBlock`s
-//! can be switched on with either.
+//! empty UDP receive is an error. Partial sends, short reads and spurious
+//! `WouldBlock`s can be switched on with either.
+//!
+//! With the `async` feature, [`nal_async`] puts the same stack behind the
+//! `embedded-nal-async` traits, on a virtual clock, with the switches
+//! mapped to what async traits can express (see its docs).
 //!
 //! The stack also checks its user: [`Stats::misuse`] counts calls a real
 //! stack would reject or mishandle (a socket used after close, connecting
@@ -113,6 +117,9 @@ pub struct Behaviour {
     pub max_send: usize,
     /// Every n-th send returns `WouldBlock` without taking anything; 0 = never.
     pub would_block_every: u32,
+    /// Largest number of bytes one TCP receive returns (short reads); 0 = no
+    /// limit.
+    pub max_read: usize,
 }
 
 impl Behaviour {
@@ -124,6 +131,7 @@ impl Behaviour {
         empty_udp_receive_is_error: false,
         max_send: 0,
         would_block_every: 0,
+        max_read: 0,
     };
 
     /// Like `smoltcp-nal` 0.7 over smoltcp 0.12.
@@ -134,6 +142,7 @@ impl Behaviour {
         empty_udp_receive_is_error: true,
         max_send: 0,
         would_block_every: 0,
+        max_read: 0,
     };
 }
 
@@ -175,6 +184,21 @@ pub enum Error {
     /// Name not found.
     NotFound,
 }
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Error::Refused => "connection refused",
+            Error::PipeClosed => "connection closed by the peer",
+            Error::NoSocket => "no free socket",
+            Error::NotConnected => "not connected",
+            Error::Misuse => "socket misused",
+            Error::NotFound => "name not found",
+        })
+    }
+}
+
+impl core::error::Error for Error {}
 
 impl TcpError for Error {
     fn kind(&self) -> TcpErrorKind {
@@ -369,10 +393,39 @@ impl<P: Peer> TcpClientStack for MemNet<P> {
     }
 
     fn send(&mut self, sock: &mut Socket, data: &[u8]) -> nb::Result<usize, Error> {
+        self.tcp_send(sock, data, true)
+    }
+
+    fn receive(&mut self, sock: &mut Socket, buf: &mut [u8]) -> nb::Result<usize, Error> {
+        match self.tcp_read(sock, buf)? {
+            TcpRead::Data(n) => Ok(n),
+            TcpRead::Nothing if self.behaviour.zero_read_means_no_data => Ok(0),
+            TcpRead::Nothing => Err(nb::Error::WouldBlock),
+            TcpRead::Eof => Ok(0),
+        }
+    }
+
+    fn close(&mut self, sock: Socket) -> Result<(), Error> {
+        self.close_slot(sock, Proto::Tcp)
+    }
+}
+
+/// What a TCP receive found, before a [`Behaviour`] decides how to report
+/// it (the blocking and async faces report "nothing" differently).
+enum TcpRead {
+    Data(usize),
+    Nothing,
+    Eof,
+}
+
+impl<P: Peer> MemNet<P> {
+    /// `inject`: whether `would_block_every` applies here (the async face
+    /// injects its own pending instead).
+    fn tcp_send(&mut self, sock: &Socket, data: &[u8], inject: bool) -> nb::Result<usize, Error> {
         let i = self.slot(sock, Proto::Tcp)?;
         match self.slots[i].state {
             State::Connected(c) => {
-                if self.injected_block() {
+                if inject && self.injected_block() {
                     return Err(nb::Error::WouldBlock);
                 }
                 let max = match self.behaviour.max_send {
@@ -397,21 +450,27 @@ impl<P: Peer> TcpClientStack for MemNet<P> {
         }
     }
 
-    fn receive(&mut self, sock: &mut Socket, buf: &mut [u8]) -> nb::Result<usize, Error> {
+    fn tcp_read(&mut self, sock: &Socket, buf: &mut [u8]) -> nb::Result<TcpRead, Error> {
         let i = self.slot(sock, Proto::Tcp)?;
         let c = match self.slots[i].state {
             State::Connected(c) => c,
-            State::Fin(_) => return Ok(0),
+            State::Fin(_) => return Ok(TcpRead::Eof),
             State::Connecting(_) => return Err(nb::Error::WouldBlock),
             _ => return Err(nb::Error::Other(Error::NotConnected)),
         };
+        let buf = match self.behaviour.max_read {
+            0 => buf,
+            m => {
+                let m = m.min(buf.len());
+                &mut buf[..m]
+            }
+        };
         match self.peer.receive(c, buf) {
-            Read::Data(n) => Ok(n.min(buf.len())),
-            Read::Nothing if self.behaviour.zero_read_means_no_data => Ok(0),
-            Read::Nothing => Err(nb::Error::WouldBlock),
+            Read::Data(n) => Ok(TcpRead::Data(n.min(buf.len()))),
+            Read::Nothing => Ok(TcpRead::Nothing),
             Read::Fin => {
                 self.slots[i].state = State::Fin(c);
-                Ok(0)
+                Ok(TcpRead::Eof)
             }
             Read::Reset => {
                 self.slots[i].state = State::Dead;
@@ -421,8 +480,40 @@ impl<P: Peer> TcpClientStack for MemNet<P> {
         }
     }
 
-    fn close(&mut self, sock: Socket) -> Result<(), Error> {
-        self.close_slot(sock, Proto::Tcp)
+    /// `inject` as for [`tcp_send`](Self::tcp_send).
+    fn udp_send(&mut self, sock: &Socket, data: &[u8], inject: bool) -> nb::Result<(), Error> {
+        let i = self.slot(sock, Proto::Udp)?;
+        match self.slots[i].state {
+            State::Connected(c) => {
+                if inject && self.injected_block() {
+                    return Err(nb::Error::WouldBlock);
+                }
+                self.peer.send(c, data);
+                Ok(())
+            }
+            // Port unreachable. smoltcp never learns it; std reports
+            // ECONNREFUSED.
+            State::Dead if self.behaviour.hides_refused_connect => Ok(()),
+            State::Dead => Err(nb::Error::Other(Error::Refused)),
+            _ => Err(nb::Error::Other(Error::NotConnected)),
+        }
+    }
+
+    /// One datagram, or `None` when there is none (how "none" is reported is
+    /// up to the face).
+    fn udp_read(
+        &mut self,
+        sock: &Socket,
+        buf: &mut [u8],
+    ) -> Result<Option<(usize, SocketAddr)>, Error> {
+        let i = self.slot(sock, Proto::Udp)?;
+        let State::Connected(c) = self.slots[i].state else {
+            return Ok(None);
+        };
+        match self.peer.receive(c, buf) {
+            Read::Data(n) => Ok(Some((n.min(buf.len()), c.remote))),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -449,21 +540,7 @@ impl<P: Peer> UdpClientStack for MemNet<P> {
     }
 
     fn send(&mut self, sock: &mut Socket, data: &[u8]) -> nb::Result<(), Error> {
-        let i = self.slot(sock, Proto::Udp)?;
-        match self.slots[i].state {
-            State::Connected(c) => {
-                if self.injected_block() {
-                    return Err(nb::Error::WouldBlock);
-                }
-                self.peer.send(c, data);
-                Ok(())
-            }
-            // Port unreachable. smoltcp never learns it; std reports
-            // ECONNREFUSED.
-            State::Dead if self.behaviour.hides_refused_connect => Ok(()),
-            State::Dead => Err(nb::Error::Other(Error::Refused)),
-            _ => Err(nb::Error::Other(Error::NotConnected)),
-        }
+        self.udp_send(sock, data, true)
     }
 
     fn receive(
@@ -471,18 +548,12 @@ impl<P: Peer> UdpClientStack for MemNet<P> {
         sock: &mut Socket,
         buf: &mut [u8],
     ) -> nb::Result<(usize, SocketAddr), Error> {
-        let i = self.slot(sock, Proto::Udp)?;
-        let nothing = if self.behaviour.empty_udp_receive_is_error {
-            nb::Error::Other(Error::NotConnected)
-        } else {
-            nb::Error::WouldBlock
-        };
-        let State::Connected(c) = self.slots[i].state else {
-            return Err(nothing);
-        };
-        match self.peer.receive(c, buf) {
-            Read::Data(n) => Ok((n.min(buf.len()), c.remote)),
-            _ => Err(nothing),
+        match self.udp_read(sock, buf)? {
+            Some(got) => Ok(got),
+            None if self.behaviour.empty_udp_receive_is_error => {
+                Err(nb::Error::Other(Error::NotConnected))
+            }
+            None => Err(nb::Error::WouldBlock),
         }
     }
 
@@ -506,3 +577,5 @@ impl<P: Peer> Dns for MemNet<P> {
 }
 
 pub mod lab;
+#[cfg(feature = "async")]
+pub mod nal_async;
