@@ -337,6 +337,20 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
         self.phase = Phase::Connecting { since: self.now };
     }
 
+    fn next_due(&self) -> Option<u64> {
+        let c = &self.cfg;
+        match self.phase {
+            Phase::WaitNet { since } => Some(since + c.network_wait.as_millis()),
+            Phase::RadioOff { since } => Some(since + c.radio_off.as_millis()),
+            Phase::Backoff { due } => Some(due),
+            Phase::Connecting { since } => c.connect_timeout.map(|t| since + t.as_millis()),
+            Phase::Connected { hb_due, idle_due } => match (hb_due, idle_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
     fn heartbeat_on(&self) -> bool {
         self.cfg.heartbeat_interval.is_some()
     }
@@ -776,7 +790,15 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
 
         self.check_queue()?;
 
-        // The deadline: never in the past, and no due timer left unfired.
+        // The deadline: exactly the model's next timer (so every cadence is
+        // exact), never in the past, and no due timer left unfired.
+        let deadline = self.c.poll_timeout().map(Instant::as_millis);
+        let model_due = self.next_due();
+        check!(
+            deadline == model_due,
+            "{op:?}: deadline {deadline:?}, model {model_due:?} ({:?})",
+            self.phase
+        );
         if let Some(d) = self.c.poll_timeout() {
             check!(
                 d.as_millis() > self.now,
@@ -924,12 +946,12 @@ proptest! {
 
     /// Small buffers: a full queue, backpressure and rejected frames are common.
     #[test]
-    fn small_buffers(cfg in config(), ops in proptest::collection::vec(op(), 1..300)) {
+    fn small_buffers(cfg in config(), ops in proptest::collection::vec(op(), 1..200)) {
         run::<64, 16>(cfg, &ops)?;
     }
 
     #[test]
-    fn roomy_buffers(cfg in config(), ops in proptest::collection::vec(op(), 1..300)) {
+    fn roomy_buffers(cfg in config(), ops in proptest::collection::vec(op(), 1..200)) {
         run::<256, 96>(cfg, &ops)?;
     }
 }
