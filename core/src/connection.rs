@@ -214,25 +214,30 @@ impl Timers {
     fn stop(&mut self, t: Timer) {
         self.0[t as usize] = u64::MAX;
     }
+    /// The earliest deadline and its timer (the first of equals), armed or
+    /// not. One search serves both [`next`](Self::next) and
+    /// [`expired`](Self::expired): 64-bit compares are not free on a 32-bit MCU.
+    #[inline(never)]
+    fn earliest(&self) -> (Timer, u64) {
+        let [phase, heartbeat, idle] = self.0;
+        let mut first = (Timer::Phase, phase);
+        if heartbeat < first.1 {
+            first = (Timer::Heartbeat, heartbeat);
+        }
+        if idle < first.1 {
+            first = (Timer::Idle, idle);
+        }
+        first
+    }
     fn next(&self) -> Option<Instant> {
-        let v = self.0[0].min(self.0[1]).min(self.0[2]);
-        (v != u64::MAX).then(|| Instant::from_millis(v))
+        let (_, at) = self.earliest();
+        (at != u64::MAX).then(|| Instant::from_millis(at))
     }
     /// The earliest timer due at `now` (the first of equals): a caller that
     /// comes late still sees the timers fire in the order they were due.
     fn expired(&self, now: Instant) -> Option<Timer> {
-        let mut due = None;
-        let mut at = now.as_millis().saturating_add(1);
-        for (t, &deadline) in [Timer::Phase, Timer::Heartbeat, Timer::Idle]
-            .into_iter()
-            .zip(&self.0)
-        {
-            if deadline < at {
-                at = deadline;
-                due = Some(t);
-            }
-        }
-        due
+        let (t, at) = self.earliest();
+        (at <= now.as_millis()).then_some(t)
     }
 }
 

@@ -193,12 +193,15 @@ impl Handler for TestProtocol {
         cx: &Context,
         reply: &mut Reply<'_>,
     ) -> Result<(), ReplyFull> {
-        // Slice patterns rather than `==`/`starts_with`: no `memcmp` call on
-        // targets where the compiler keeps it out of line.
-        match message {
-            [b'b', b'a', b'c', b'k', ..] => reply.write(message),
-            [b'b', b'i', b'n'] => reply.write(&BIN_REPLY),
-            [b't', b'i', b'm', b'e'] => match cx.unix_time_ms {
+        // The first four bytes as one word: a word compare per command
+        // rather than `memcmp` calls or byte-by-byte slice patterns.
+        const BACK: u32 = u32::from_le_bytes(*b"back");
+        const TIME: u32 = u32::from_le_bytes(*b"time");
+        let head = message.first_chunk().map(|w| u32::from_le_bytes(*w));
+        match (head, message.len()) {
+            (Some(BACK), _) => reply.write(message),
+            (None, 3) if message == b"bin" => reply.write(&BIN_REPLY),
+            (Some(TIME), 4) => match cx.unix_time_ms {
                 Some(ms) => {
                     let mut digits = [0u8; 20];
                     reply.write(decimal(div_rem(ms, 1000).0, &mut digits))

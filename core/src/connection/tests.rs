@@ -416,8 +416,8 @@ fn wall_clock_offset_matches_wide_arithmetic_at_the_extremes() {
             // (at the core's clamped `now`: the last millisecond is reserved).
             let at = at.as_millis().min(u64::MAX - 1);
             let offset = i128::from(unix) - i128::from(at);
-            let fits = unix >= MIN_PLAUSIBLE_UNIX_MS
-                && i64::try_from(offset).is_ok_and(|o| o != i64::MIN);
+            let fits =
+                unix >= MIN_PLAUSIBLE_UNIX_MS && i64::try_from(offset).is_ok_and(|o| o != i64::MIN);
             assert_eq!(result.is_ok(), fits, "now {now} unix {unix}");
             for later in values {
                 let later = Instant::from_millis(later);
