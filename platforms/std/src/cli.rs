@@ -2,6 +2,7 @@
 //! URLs, durations and framings.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -75,10 +76,28 @@ pub enum BackoffArg {
 /// `longlink client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// tcp://HOST:PORT or udp://HOST:PORT (HOST: an IP address or a name,
-    /// resolved at every connect).
+    /// tcp://HOST:PORT, udp://HOST:PORT or tls://HOST:PORT (HOST: an IP
+    /// address or a name, resolved at every connect; tls: TCP + TLS, the
+    /// server's certificate verified for HOST).
     #[arg(value_parser = parse_url)]
     pub url: Target,
+    /// tls: trust the CA certificates in this PEM file (default: the
+    /// system's root certificates).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// tls: client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// tls: private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// tls: check the server's certificate for this name instead of HOST.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// tls: give up on a TLS handshake after this long (counted as a failed
+    /// connect).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
     /// Heartbeat interval, or "off".
     #[arg(long, default_value = "10s", value_parser = parse_opt_duration)]
     pub heartbeat: Toggle,
@@ -141,6 +160,37 @@ pub struct LabArgs {
     /// Longest wait for any one step (for --check).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Serve TLS over TCP (needs --cert and --key).
+    #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp")]
+    pub tls: bool,
+    /// --tls: the server's certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub cert: Option<PathBuf>,
+    /// --tls: the server's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub key: Option<PathBuf>,
+    /// --tls: require client certificates issued by these CAs (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl LabArgs {
+    /// The rustls server configuration for --tls (`None` without it).
+    pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        let (true, Some(cert), Some(key)) = (self.tls, &self.cert, &self.key) else {
+            return Ok(None);
+        };
+        let client_roots = match &self.client_ca {
+            Some(ca) => Some(crate::tls::roots(Some(ca))?),
+            None => None,
+        };
+        crate::tls::server_config(
+            crate::tls::load_certs(cert)?,
+            crate::tls::load_key(key)?,
+            client_roots,
+        )
+        .map(Some)
+    }
 }
 
 /// `longlink demo`.
@@ -170,6 +220,8 @@ pub struct BenchArgs {
 pub struct Target {
     /// TCP or UDP.
     pub transport: Transport,
+    /// TLS over TCP (`tls://`).
+    pub tls: bool,
     /// Host name or address.
     pub host: String,
     /// Port.
@@ -190,15 +242,17 @@ impl Target {
     }
 }
 
-/// Parses `tcp://HOST:PORT` or `udp://HOST:PORT` (`[::1]` for IPv6).
+/// Parses `tcp://HOST:PORT`, `udp://HOST:PORT` or `tls://HOST:PORT`
+/// (`[::1]` for IPv6).
 pub fn parse_url(s: &str) -> Result<Target, String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| format!("{s:?}: expected tcp://HOST:PORT or udp://HOST:PORT"))?;
-    let transport = match scheme.to_ascii_lowercase().as_str() {
-        "tcp" => Transport::Tcp,
-        "udp" => Transport::Udp,
-        other => return Err(format!("unknown scheme {other:?}: use tcp or udp")),
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        format!("{s:?}: expected tcp://HOST:PORT, udp://HOST:PORT or tls://HOST:PORT")
+    })?;
+    let (transport, tls) = match scheme.to_ascii_lowercase().as_str() {
+        "tcp" => (Transport::Tcp, false),
+        "udp" => (Transport::Udp, false),
+        "tls" => (Transport::Tcp, true),
+        other => return Err(format!("unknown scheme {other:?}: use tcp, udp or tls")),
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = rest
@@ -222,6 +276,7 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
     }
     Ok(Target {
         transport,
+        tls,
         host: host.to_string(),
         port,
     })
@@ -272,6 +327,28 @@ fn ms(d: Duration) -> longlink_core::time::Duration {
 }
 
 impl ClientArgs {
+    /// For `tls://`: the verification setup from --ca, --cert, --key and
+    /// --server-name (`None` for tcp:// and udp://).
+    pub fn tls_setup(&self) -> Result<Option<crate::client::TlsSetup>, String> {
+        if !self.url.tls {
+            if self.ca.is_some() || self.cert.is_some() || self.server_name.is_some() {
+                return Err("--ca, --cert, --key and --server-name need a tls:// URL".into());
+            }
+            return Ok(None);
+        }
+        let roots = crate::tls::roots(self.ca.as_deref())?;
+        let identity = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((crate::tls::load_certs(c)?, crate::tls::load_key(k)?)),
+            _ => None,
+        };
+        let name = self.server_name.as_deref().unwrap_or(&self.url.host);
+        Ok(Some(crate::client::TlsSetup {
+            config: crate::tls::client_config(roots, identity)?,
+            server_name: crate::tls::server_name(name)?,
+            handshake_timeout: self.handshake_timeout,
+        }))
+    }
+
     /// The core's config for these options.
     pub fn config(&self) -> Config {
         Config {
@@ -321,6 +398,9 @@ mod tests {
         assert_eq!(t.remote(), Remote::Addr("127.0.0.1:50798".parse().unwrap()));
         let t = parse_url("udp://[::1]:9").unwrap();
         assert_eq!((t.transport, t.host.as_str()), (Transport::Udp, "::1"));
+        assert!(!t.tls);
+        let t = parse_url("tls://example.com:443").unwrap();
+        assert_eq!((t.transport, t.tls, t.port), (Transport::Tcp, true, 443));
         let t = parse_url("TCP://example.invalid:1/").unwrap();
         assert!(matches!(
             t.remote(),

@@ -3,13 +3,15 @@
 //!
 //! The desktop runs the very loop firmware runs; only the stack (OS sockets
 //! through async-io), the clock ([`StdClock`]) and the modem
-//! ([`AlwaysUp`]) differ.
+//! ([`AlwaysUp`]) differ. With TLS ([`Client::spawn_tls`]) the TCP stack is
+//! wrapped in a [`TlsConnector`]; the driver and the core do not know.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 use std::time::Instant;
 
 use embassy_futures::select::{select, Either};
@@ -21,10 +23,13 @@ use longlink_core::{
 use longlink_nal_async::{
     AlwaysUp, Clock, CriticalSectionRawMutex, Event, Longlink, Net, RunError,
 };
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std_embedded_nal_async::Stack;
 
 use crate::clock::StdClock;
 use crate::text::text_and_hex;
+use crate::tls::TlsConnector;
 
 /// Outgoing queue size: room for the largest `len16` message.
 pub const QUEUE: usize = 64 * 1024;
@@ -87,6 +92,19 @@ impl std::fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
+/// How a TLS client verifies its server (and, with a client certificate in
+/// `config`, proves who it is).
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// Trust anchors, client certificate, protocol versions
+    /// ([`crate::tls::client_config`]).
+    pub config: Arc<ClientConfig>,
+    /// The name the server's certificate must be valid for.
+    pub server_name: ServerName<'static>,
+    /// Longest wait for a handshake.
+    pub handshake_timeout: Duration,
+}
+
 /// A running client. Dropping it stops it.
 pub struct Client {
     link: Arc<Link>,
@@ -101,6 +119,24 @@ impl Client {
         config: Config,
         observer: Option<Sender<ClientEvent>>,
     ) -> Result<Client, SpawnError> {
+        Self::spawn_with(config, None, observer)
+    }
+
+    /// Like [`spawn`](Self::spawn), over TLS (TCP only: the config's
+    /// transport must be TCP). Handshake failures are failed connects.
+    pub fn spawn_tls(
+        config: Config,
+        tls: TlsSetup,
+        observer: Option<Sender<ClientEvent>>,
+    ) -> Result<Client, SpawnError> {
+        Self::spawn_with(config, Some(tls), observer)
+    }
+
+    fn spawn_with(
+        config: Config,
+        tls: Option<TlsSetup>,
+        observer: Option<Sender<ClientEvent>>,
+    ) -> Result<Client, SpawnError> {
         let clock = StdClock::new();
         let conn: Connection<TestProtocol, QUEUE, RX> =
             Connection::new(config, TestProtocol::default(), clock.now())
@@ -110,7 +146,19 @@ impl Client {
         let (l, s) = (link.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("longlink".into())
-            .spawn(move || drive(&l, &s, &clock, observer))
+            .spawn(move || match tls {
+                None => drive(&l, &s, &clock, Net::all(Stack::default()), observer),
+                Some(t) => {
+                    let tcp = TlsConnector::new(Stack::default(), t.config, t.server_name)
+                        .with_handshake_timeout(t.handshake_timeout);
+                    let net = Net {
+                        tcp,
+                        udp: Stack::default(),
+                        dns: Stack::default(),
+                    };
+                    drive(&l, &s, &clock, net, observer)
+                }
+            })
             .map_err(SpawnError::Thread)?;
         Ok(Client {
             link,
@@ -154,12 +202,18 @@ impl Drop for Client {
     }
 }
 
-fn drive(
+fn drive<T, U, D>(
     link: &Link,
     stop: &Signal<CriticalSectionRawMutex, ()>,
     clock: &StdClock,
+    net: Net<T, U, D>,
     observer: Option<Sender<ClientEvent>>,
-) -> Result<(), RunError> {
+) -> Result<(), RunError>
+where
+    T: embedded_nal_async::TcpConnect,
+    U: embedded_nal_async::UdpStack,
+    D: embedded_nal_async::Dns,
+{
     let mut scratch = vec![0u8; QUEUE.max(RX + 1)];
     let mut modem = AlwaysUp;
     let hook = |event: Event<'_>| {
@@ -172,13 +226,7 @@ fn drive(
         }
     };
     async_io::block_on(async {
-        let run = link.run(
-            Net::all(Stack::default()),
-            clock,
-            &mut modem,
-            &mut scratch,
-            hook,
-        );
+        let run = link.run(net, clock, &mut modem, &mut scratch, hook);
         match select(run, stop.wait()).await {
             Either::First(Err(e)) => Err(e),
             Either::First(Ok(never)) => match never {},
@@ -281,8 +329,16 @@ pub fn summary(stats: &Stats, elapsed: std::time::Duration) -> String {
 /// `longlink client`: runs until SIGINT/SIGTERM, then prints the summary.
 pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
     let config = args.config();
+    let tls = match args.tls_setup() {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let secure = tls.is_some();
     let started = Instant::now();
-    let client = match Client::spawn(config, None) {
+    let client = match Client::spawn_with(config, tls, None) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -290,8 +346,9 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
         }
     };
     info!(
-        "longlink client: {:?} to {} (heartbeat {:?}, retry {:?}, framing {:?})",
+        "longlink client: {:?}{} to {} (heartbeat {:?}, retry {:?}, framing {:?})",
         config.transport,
+        if secure { " + TLS" } else { "" },
         config.remote,
         config.heartbeat_interval.map(std::time::Duration::from),
         std::time::Duration::from(config.retry_delay),

@@ -161,6 +161,11 @@ impl Demo {
                 let t = self.t(*at);
                 self.chart.push(t, Row::Server("bad frame".into()));
             }
+            LabEvent::TlsFailed { at, error, .. } => {
+                let t = self.t(*at);
+                self.chart
+                    .push(t, Row::Server(format!("TLS failed: {error}")));
+            }
         }
     }
 

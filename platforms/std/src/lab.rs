@@ -4,6 +4,11 @@
 //! independent party the client is tested against, so it deliberately shares
 //! no I/O code with the client. Events go to a channel; `longlink lab` prints
 //! them, `--check` and the demo script against them.
+//!
+//! With TLS ([`Lab::start_tls`], `longlink lab --tls`) each TCP client gets a
+//! rustls server session: the reader thread feeds it what the socket
+//! delivers, senders encrypt under its lock, and one more lock per client
+//! keeps the encrypted records on the wire in the order they were made.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use longlink_core::framing::{self, Framing};
 use longlink_core::Transport;
+use rustls::{ServerConfig, ServerConnection};
 
 /// The largest inbound frame the lab accepts (lines and len16 framing); a
 /// longer one is reported and the client dropped.
@@ -55,11 +61,55 @@ pub enum LabEvent {
         /// When.
         at: Instant,
     },
+    /// TLS failed with a client (handshake or a bad record); it was
+    /// dropped. A TLS client is [`Connected`](LabEvent::Connected) only once
+    /// its handshake completed.
+    TlsFailed {
+        /// The client.
+        peer: SocketAddr,
+        /// When.
+        at: Instant,
+        /// What rustls said.
+        error: String,
+    },
+}
+
+/// A TLS client's server session.
+struct TlsPeer {
+    session: Mutex<ServerConnection>,
+    /// Held while encrypted bytes are made and written, so records reach the
+    /// socket in sequence order.
+    wire: Mutex<TcpStream>,
+}
+
+impl TlsPeer {
+    /// Encrypts `plaintext` (if any) and writes whatever rustls has for the
+    /// client.
+    fn send(&self, plaintext: &[u8]) -> std::io::Result<()> {
+        let mut wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = {
+            let mut s = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+            if !plaintext.is_empty() {
+                s.writer().write_all(plaintext)?;
+            }
+            let mut out = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut out)?;
+            }
+            out
+        };
+        wire.write_all(&out)
+    }
+}
+
+struct Peer {
+    stream: TcpStream,
+    tls: Option<Arc<TlsPeer>>,
 }
 
 #[derive(Default)]
 struct Peers {
-    tcp: HashMap<SocketAddr, TcpStream>,
+    tcp: HashMap<SocketAddr, Peer>,
     udp: Vec<SocketAddr>,
 }
 
@@ -94,6 +144,25 @@ pub struct Lab {
 impl Lab {
     /// Listens on `addr` (port 0: any free port).
     pub fn start(addr: SocketAddr, transport: Transport, framing: Framing) -> std::io::Result<Lab> {
+        Self::start_with(addr, transport, framing, None)
+    }
+
+    /// Listens on `addr` for TLS over TCP with this rustls configuration
+    /// (see [`crate::tls::server_config`]).
+    pub fn start_tls(
+        addr: SocketAddr,
+        framing: Framing,
+        config: Arc<ServerConfig>,
+    ) -> std::io::Result<Lab> {
+        Self::start_with(addr, Transport::Tcp, framing, Some(config))
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        transport: Transport,
+        framing: Framing,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> std::io::Result<Lab> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             peers: Mutex::new(Peers::default()),
@@ -115,7 +184,7 @@ impl Lab {
                 lab.addr = listener.local_addr()?;
                 let t = std::thread::Builder::new()
                     .name("lab-accept".into())
-                    .spawn(move || accept_loop(&listener, &shared, framing))?;
+                    .spawn(move || accept_loop(&listener, &shared, framing, tls.as_ref()))?;
                 lab.threads.push(t);
             }
             Transport::Udp => {
@@ -200,14 +269,18 @@ impl Lab {
         match (&self.udp, self.transport) {
             (Some(s), Transport::Udp) => s.send_to(bytes, peer).map(|_| ()),
             _ => {
-                let stream = self
-                    .shared
-                    .peers()
-                    .tcp
-                    .get(&peer)
-                    .map(TcpStream::try_clone)
-                    .ok_or(std::io::ErrorKind::NotConnected)??;
-                (&stream).write_all(bytes)
+                let (stream, tls) = {
+                    let peers = self.shared.peers();
+                    let p = peers
+                        .tcp
+                        .get(&peer)
+                        .ok_or(std::io::ErrorKind::NotConnected)?;
+                    (p.stream.try_clone()?, p.tls.clone())
+                };
+                match tls {
+                    Some(t) => t.send(bytes),
+                    None => (&stream).write_all(bytes),
+                }
             }
         }
     }
@@ -216,8 +289,8 @@ impl Lab {
     /// the lab keeps listening.
     pub fn drop_clients(&self) {
         let mut p = self.shared.peers();
-        for s in p.tcp.values() {
-            let _ = s.shutdown(Shutdown::Both);
+        for p in p.tcp.values() {
+            let _ = p.stream.shutdown(Shutdown::Both);
         }
         p.udp.clear();
     }
@@ -277,7 +350,12 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, framing: Framing) {
+fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    framing: Framing,
+    tls: Option<&Arc<ServerConfig>>,
+) {
     let mut readers = Vec::new();
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
@@ -291,15 +369,45 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, framing: Framing) {
         let Ok(writer) = stream.try_clone() else {
             continue;
         };
-        shared.peers().tcp.insert(peer, writer);
-        shared.emit(LabEvent::Connected {
+        let session = match tls {
+            None => None,
+            Some(config) => {
+                let Ok(wire) = stream.try_clone() else {
+                    continue;
+                };
+                match ServerConnection::new(config.clone()) {
+                    Ok(s) => Some(Arc::new(TlsPeer {
+                        session: Mutex::new(s),
+                        wire: Mutex::new(wire),
+                    })),
+                    Err(e) => {
+                        shared.emit(LabEvent::TlsFailed {
+                            peer,
+                            at: Instant::now(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                }
+            }
+        };
+        shared.peers().tcp.insert(
             peer,
-            at: Instant::now(),
-        });
+            Peer {
+                stream: writer,
+                tls: session.clone(),
+            },
+        );
+        if session.is_none() {
+            shared.emit(LabEvent::Connected {
+                peer,
+                at: Instant::now(),
+            });
+        }
         let sh = shared.clone();
         if let Ok(t) = std::thread::Builder::new()
             .name("lab-client".into())
-            .spawn(move || tcp_reader(stream, peer, &sh, framing))
+            .spawn(move || tcp_reader(stream, peer, &sh, framing, session.as_deref()))
         {
             readers.push(t);
         }
@@ -310,24 +418,55 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, framing: Framing) {
     }
 }
 
-fn tcp_reader(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, framing: Framing) {
+fn tcp_reader(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    framing: Framing,
+    tls: Option<&TlsPeer>,
+) {
     let mut chunk = vec![0u8; 64 * 1024];
     let mut buf = Vec::new();
+    let mut plain = Vec::new();
+    let mut announced = false;
     loop {
         let n = match stream.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let at = Instant::now();
+        let data: &[u8] = match tls {
+            None => &chunk[..n],
+            Some(t) => {
+                plain.clear();
+                match decrypt(t, &chunk[..n], &mut plain) {
+                    Ok(handshaking) => {
+                        if !handshaking && !announced {
+                            announced = true;
+                            shared.emit(LabEvent::Connected { peer, at });
+                        }
+                    }
+                    Err(error) => {
+                        shared.emit(LabEvent::TlsFailed { peer, at, error });
+                        let _ = stream.shutdown(Shutdown::Both);
+                        break;
+                    }
+                }
+                if plain.is_empty() {
+                    continue;
+                }
+                &plain
+            }
+        };
         if framing == Framing::Raw {
             shared.emit(LabEvent::Message {
                 peer,
                 at,
-                bytes: chunk[..n].to_vec(),
+                bytes: data.to_vec(),
             });
             continue;
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(data);
         if decode_all(framing, &mut buf, |bytes| {
             shared.emit(LabEvent::Message { peer, at, bytes });
         })
@@ -343,6 +482,37 @@ fn tcp_reader(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, framing:
         peer,
         at: Instant::now(),
     });
+}
+
+/// Feeds what the socket delivered to the TLS session, appends the
+/// plaintext to `plain`, sends what the session has to say (handshake,
+/// alerts). `Ok(true)` while the handshake is still going on.
+fn decrypt(t: &TlsPeer, mut data: &[u8], plain: &mut Vec<u8>) -> Result<bool, String> {
+    let (failed, handshaking, wants_write) = {
+        let mut s = t.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failed = None;
+        while !data.is_empty() && failed.is_none() {
+            if let Err(e) = s.read_tls(&mut data) {
+                failed = Some(e.to_string());
+                break;
+            }
+            match s.process_new_packets() {
+                Ok(_) => {
+                    let _ = s.reader().read_to_end(plain);
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        (failed, s.is_handshaking(), s.wants_write())
+    };
+    if wants_write {
+        // Handshake messages, tickets, or the alert that explains a failure.
+        let _ = t.send(&[]);
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(handshaking),
+    }
 }
 
 /// Emits every complete frame at the front of `buf` and removes it.
@@ -417,7 +587,19 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
     } else {
         Transport::Tcp
     };
-    let lab = match Lab::start(args.listen, transport, args.framing.into()) {
+    let tls = match args.tls_config() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("longlink lab: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let secure = tls.is_some();
+    let started = match tls {
+        Some(config) => Lab::start_tls(args.listen, args.framing.into(), config),
+        None => Lab::start(args.listen, transport, args.framing.into()),
+    };
+    let lab = match started {
         Ok(l) => l,
         Err(e) => {
             eprintln!("longlink lab: cannot listen on {}: {e}", args.listen);
@@ -428,8 +610,9 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
         return crate::check::main(&lab, args);
     }
     println!(
-        "longlink lab: {:?} on {} ({:?} framing); type a line to send it to every client",
+        "longlink lab: {:?}{} on {} ({:?} framing); type a line to send it to every client",
         transport,
+        if secure { " + TLS" } else { "" },
         lab.local_addr(),
         lab.framing()
     );
@@ -465,6 +648,9 @@ pub fn describe(e: &LabEvent) -> String {
         LabEvent::Disconnected { peer, .. } => format!("{now} {peer} disconnected"),
         LabEvent::BadFrame { peer, .. } => {
             format!("{now} {peer} sent an undecodable frame; dropped")
+        }
+        LabEvent::TlsFailed { peer, error, .. } => {
+            format!("{now} {peer} TLS failed: {error}; dropped")
         }
         LabEvent::Message { peer, bytes, .. } => format!(
             "{now} {peer} -> {} bytes: {}",

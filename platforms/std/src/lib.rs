@@ -7,7 +7,9 @@
 //!
 //! ```text
 //! longlink client tcp://127.0.0.1:50798 --heartbeat 10s --framing lines
+//! longlink client tls://example.com:50799 [--ca ca.pem] [--cert c.pem --key k.pem]
 //! longlink lab --listen 127.0.0.1:50798 [--udp] [--check]
+//! longlink lab --tls --cert server.pem --key server.key [--client-ca ca.pem]
 //! longlink demo
 //! longlink bench --idle 30s --samples 1000
 //! ```
@@ -22,3 +24,4 @@ pub mod demo;
 pub mod lab;
 pub mod logger;
 pub mod text;
+pub mod tls;
