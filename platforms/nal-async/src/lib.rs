@@ -376,7 +376,9 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
     /// Drives the connection forever: connects, reconnects, sends, receives,
     /// cycles the radio. Returns only if it cannot start (see [`RunError`]);
     /// to stop it, drop the future (for example in a `select` with a
-    /// shutdown signal).
+    /// shutdown signal). It may be called again later: the new run treats
+    /// the old run's connection as lost with the network, and reconnects
+    /// (queued messages are kept).
     ///
     /// `scratch` carries every read and write (see the crate docs for its
     /// size). `on_event` sees every [`Event`].
@@ -405,6 +407,14 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
         let mut network = false;
         let mut unflushed = false;
         let mut status = None;
+        // This run starts with no socket and believes the network down until
+        // the modem says otherwise; the core must start from the same belief.
+        // After an earlier run was dropped, the core may still think it is
+        // connected (through a socket that was dropped with that run) or
+        // that the network is up: it would then wait on a connection that
+        // does not exist and never hear of a network loss. Telling it "down"
+        // (a no-op on a fresh core) makes a restart a clean reconnect.
+        self.lock(|c| c.handle_network(clock.now(), false));
 
         loop {
             let now = clock.now();

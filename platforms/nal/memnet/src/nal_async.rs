@@ -318,8 +318,8 @@ impl<P: Peer> AsyncMemNet<P> {
         }
     }
 
-    /// The injected pending: a drawn one starts (or extends) the slot's
-    /// busy time; any call on the slot waits for its end.
+    /// The injected pending: a drawn one starts the slot's busy time
+    /// unless one is running; any call on the slot waits for its end.
     async fn pend(&self, slot: usize, draw: bool) {
         let now = self.clock.now_ms();
         let ms = u64::from(self.timing.get().pending_ms);
@@ -331,8 +331,9 @@ impl<P: Peer> AsyncMemNet<P> {
             let Some(until) = busy.get_mut(slot) else {
                 return;
             };
-            if draw {
-                *until = (*until).max(now + ms);
+            // A call issued again during a stall waits for the same end.
+            if draw && *until <= now {
+                *until = now + ms;
             }
             *until
         };
