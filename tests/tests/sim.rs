@@ -9,7 +9,7 @@
 
 use std::time::Instant as WallClock;
 
-use longlink_tests::sim::run_seed;
+use longlink_tests::sim::{run_seed, run_seed_traced};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
@@ -18,11 +18,19 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn seeded_fault_scenarios() {
     if let Some(seed) = env_u64("LONGLINK_SIM_SEED") {
-        let r = run_seed(seed);
-        match &r.violation {
-            None => println!("seed {seed}: ok, {r:?}"),
-            Some(v) => panic!("seed {seed}: {v}\n{}", r.summary),
+        // The end of the transcript, then the verdict.
+        let r = run_seed_traced(seed, 80);
+        for line in &r.trace {
+            println!("{line}");
         }
+        println!("{}", r.summary);
+        if let Some(v) = &r.violation {
+            panic!("seed {seed}: {v}");
+        }
+        println!(
+            "seed {seed}: ok, {} steps, {} ms virtual",
+            r.steps, r.virtual_ms
+        );
         return;
     }
     let count = env_u64("LONGLINK_SIM_SEEDS").unwrap_or(2_000);

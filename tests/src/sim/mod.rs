@@ -50,7 +50,7 @@ mod world;
 
 pub use harness::{Event, Harness, Socket};
 pub use ledger::reference_reply;
-pub use world::{run_seed, SimReport};
+pub use world::{run_seed, run_seed_traced, SimReport};
 
 /// An invariant that did not hold, at a virtual time.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use longlink_core::time::Duration;
 use longlink_core::{Action, Backoff, Config, Framing, Stats, Transport};
 
-use super::harness::{Harness, Socket};
+use super::harness::{Event, Harness, Socket};
 use super::{Rng, Violation};
 
 /// What one seed did, for the sweep's summary.
@@ -32,6 +32,8 @@ pub struct SimReport {
     pub stats: Stats,
     /// The first invariant that failed, if one did.
     pub violation: Option<Violation>,
+    /// The end of the transcript (only from [`run_seed_traced`]).
+    pub trace: Vec<String>,
 }
 
 /// Fault intensities; 0 is off.
@@ -199,21 +201,31 @@ fn random_faults(rng: &mut Rng) -> Faults {
     }
 }
 
-/// Runs the world for `seed`. On failure, the violation and what the run
-/// did up to it.
+/// Runs the world for `seed`. The report says what the run did and the
+/// first invariant that failed, if one did.
 pub fn run_seed(seed: u64) -> SimReport {
+    run(seed, 0)
+}
+
+/// [`run_seed`], keeping the last `lines` entries of the transcript (every
+/// action and every byte moved, with its virtual time) in the report.
+pub fn run_seed_traced(seed: u64, lines: usize) -> SimReport {
+    run(seed, lines)
+}
+
+fn run(seed: u64, trace: usize) -> SimReport {
     let mut rng = Rng::new(seed);
     match rng.below(4) {
-        0 => World::<64, 16>::run(seed, rng),
-        1 => World::<160, 48>::run(seed, rng),
+        0 => World::<64, 16>::run(seed, rng, trace),
+        1 => World::<160, 48>::run(seed, rng, trace),
         // A receive buffer larger than the queue: some replies can never fit.
-        2 => World::<48, 64>::run(seed, rng),
-        _ => World::<512, 128>::run(seed, rng),
+        2 => World::<48, 64>::run(seed, rng, trace),
+        _ => World::<512, 128>::run(seed, rng, trace),
     }
 }
 
 impl<const Q: usize, const R: usize> World<Q, R> {
-    fn run(seed: u64, mut rng: Rng) -> SimReport {
+    fn run(seed: u64, mut rng: Rng, trace: usize) -> SimReport {
         let cfg = random_config(&mut rng);
         let f = random_faults(&mut rng);
         let summary = format!("Q={Q} R={R} {cfg:?} {f:?}");
@@ -222,7 +234,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             summary,
             ..SimReport::default()
         };
-        let h = match Harness::<Q, R>::new(cfg, false) {
+        let h = match Harness::<Q, R>::new(cfg, trace > 0) {
             Ok(h) => h,
             Err(v) => {
                 report.violation = Some(v);
@@ -260,6 +272,15 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         report.resets_and_cycles = (st.link_resets, st.radio_cycles);
         report.stats = st;
         report.violation = result.err();
+        let t = w.h.transcript();
+        report.trace = t[t.len().saturating_sub(trace)..]
+            .iter()
+            .map(|(at, e)| match e {
+                Event::Action(a) => format!("{at:>9} ms  {a:?}"),
+                Event::Wrote(b) => format!("{at:>9} ms  wrote \"{}\"", b.escape_ascii()),
+                Event::Read(b) => format!("{at:>9} ms  read  \"{}\"", b.escape_ascii()),
+            })
+            .collect();
         report
     }
 
