@@ -11,12 +11,20 @@ use longlink_core::framing::{decode, FrameError, Framing};
 const FRAMINGS: [Framing; 3] = [Framing::Raw, Framing::Lines, Framing::Len16];
 
 /// What `decode` must answer, from the framing's definition.
-fn reference(framing: Framing, buf: &[u8], capacity: usize) -> Result<Option<(usize, usize, usize)>, FrameError> {
+fn reference(
+    framing: Framing,
+    buf: &[u8],
+    capacity: usize,
+) -> Result<Option<(usize, usize, usize)>, FrameError> {
     match framing {
         Framing::Raw => Ok((!buf.is_empty()).then_some((0, buf.len(), buf.len()))),
         Framing::Lines => match buf.iter().position(|&b| b == b'\n') {
             Some(nl) => {
-                let end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+                let end = if nl > 0 && buf[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
                 Ok(Some((0, end, nl + 1)))
             }
             None if buf.len() >= capacity => Err(FrameError::TooLarge),
@@ -57,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
         input = &input[take..];
         let got = decode(framing, &pending, capacity);
         let want = reference(framing, &pending, capacity);
-        assert_eq!(got.map(|o| o.map(|f| (f.start, f.end, f.consumed))), want, "{framing:?} cap {capacity} {pending:?}");
+        assert_eq!(
+            got.map(|o| o.map(|f| (f.start, f.end, f.consumed))),
+            want,
+            "{framing:?} cap {capacity} {pending:?}"
+        );
         match got {
             Ok(Some(f)) => {
                 assert!(f.start <= f.end && f.end <= f.consumed && f.consumed <= pending.len());
@@ -96,7 +108,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // Too small an output buffer is an error, never a panic or a truncation.
     if na > 0 {
-        assert_eq!(framing.encode(a, &mut out[..na - 1].to_vec()), Err(FrameError::TooLarge));
+        assert_eq!(
+            framing.encode(a, &mut out[..na - 1].to_vec()),
+            Err(FrameError::TooLarge)
+        );
     }
     // Known bug (fuzz/README.md, "Lines: trailing \r"): `Lines` accepts a
     // message ending in `\r` but its decoder strips that `\r`. Skipped here
@@ -111,7 +126,10 @@ fuzz_target!(|data: &[u8]| {
     let f = decode(framing, &out[..na], na).unwrap().unwrap();
     assert_eq!(&out[f.start..f.end], a);
     assert_eq!(f.consumed, na);
-    if framing != Framing::Raw && encodable(b) && !(framing == Framing::Lines && b.last() == Some(&b'\r')) {
+    if framing != Framing::Raw
+        && encodable(b)
+        && !(framing == Framing::Lines && b.last() == Some(&b'\r'))
+    {
         let nb = framing.encode(b, &mut out[na..]).unwrap();
         let all = &out[..na + nb];
         let f1 = decode(framing, all, all.len()).unwrap().unwrap();

@@ -10,7 +10,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use longlink_core::time::{Duration, Instant};
-use longlink_core::{Action, Config, Connection, Framing, TestProtocol, Transport, BIN_REPLY, MIN_PLAUSIBLE_UNIX_MS};
+use longlink_core::{
+    Action, Config, Connection, Framing, TestProtocol, Transport, BIN_REPLY, MIN_PLAUSIBLE_UNIX_MS,
+};
 
 const R: usize = 2048;
 
@@ -36,7 +38,12 @@ fuzz_target!(|data: &[u8]| {
         Connection::new(config, TestProtocol::default(), Instant::ZERO).unwrap();
     let t0 = Instant::from_millis(1000);
     c.handle_network(t0, true);
-    assert_eq!(c.poll_action(), Some(Action::Connect { transport: Transport::Udp }));
+    assert_eq!(
+        c.poll_action(),
+        Some(Action::Connect {
+            transport: Transport::Udp
+        })
+    );
     c.handle_connected(t0).unwrap();
     let clock_set = flags & 1 == 1;
     let clock_ok = clock_set && c.handle_wall_clock(t0, wall).is_ok();
@@ -56,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         None
     };
-    assert_eq!(c.poll_transmit().map(<[u8]>::to_vec), expected, "message {msg:?}");
+    assert_eq!(
+        c.poll_transmit().map(<[u8]>::to_vec),
+        expected,
+        "message {msg:?}"
+    );
     if let Some(reply) = c.poll_transmit() {
         if msg == b"time" {
             assert!(reply.iter().all(u8::is_ascii_digit));

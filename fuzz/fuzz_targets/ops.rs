@@ -37,7 +37,10 @@ enum Op {
     ConnectFail,
     Closed,
     IoError,
-    Enqueue { pad: u8, newline: bool },
+    Enqueue {
+        pad: u8,
+        newline: bool,
+    },
     /// The socket takes at most this many bytes (255: all of it).
     Write(u8),
     /// The server's bytes (TCP: offered to the stream; UDP: one datagram).
@@ -58,7 +61,11 @@ fn ms(v: u16) -> Duration {
 fn config(f: &FuzzConfig) -> Config {
     let retry_delay = ms(f.retry_delay);
     Config {
-        transport: if f.udp { Transport::Udp } else { Transport::Tcp },
+        transport: if f.udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        },
         framing: [Framing::Raw, Framing::Lines, Framing::Len16][usize::from(f.framing % 3)],
         network_wait: ms(f.network_wait),
         radio_off: ms(f.radio_off),
@@ -105,7 +112,11 @@ fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), Vi
                 let _ = h.enqueue(now, usize::from(*pad), *newline)?;
             }
             Op::Write(max) => {
-                let max = if *max == 255 { usize::MAX } else { usize::from(*max) };
+                let max = if *max == 255 {
+                    usize::MAX
+                } else {
+                    usize::from(*max)
+                };
                 h.write(now, max)?;
             }
             Op::Read(bytes) => {
