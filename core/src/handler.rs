@@ -202,10 +202,7 @@ impl Handler for TestProtocol {
             (Some(BACK), _) => reply.write(message),
             (None, 3) if message == b"bin" => reply.write(&BIN_REPLY),
             (Some(TIME), 4) => match cx.unix_time_ms {
-                Some(ms) => {
-                    let mut digits = [0u8; 20];
-                    reply.write(decimal(div_rem(ms, 1000).0, &mut digits))
-                }
+                Some(ms) => write_decimal(div_rem(ms, 1000).0, reply),
                 None => {
                     // Counted on the call that returns Ok only: a retried
                     // message is still one unanswered request.
@@ -218,21 +215,29 @@ impl Handler for TestProtocol {
     }
 }
 
-/// Formats `n` in decimal into the end of `buf`, returning the digits.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    // Iterating rather than indexing: no bounds check, no panic path (20
-    // digits always suffice).
-    let mut i = buf.len();
-    for slot in buf.iter_mut().rev() {
-        let (q, digit) = div_rem(n, 10);
-        *slot = b'0' + digit as u8;
-        i -= 1;
-        n = q;
-        if n == 0 {
-            break;
-        }
+/// Writes `n` in decimal to `reply`, most significant digit first.
+///
+/// No digit buffer: zeroing one first is a `memclr` call on Cortex-M (the
+/// only one outside `Connection::new`), and no 64-bit division per digit.
+pub(crate) fn write_decimal(mut n: u64, reply: &mut Reply<'_>) -> Result<(), ReplyFull> {
+    // The largest power of ten not above `n` (1 for 0).
+    let mut p = 1u64;
+    while let Some(next) = p.checked_mul(10).filter(|&next| next <= n) {
+        p = next;
     }
-    buf.get(i..).unwrap_or_default()
+    loop {
+        // The digit by subtraction: at most nine compares.
+        let mut digit = b'0';
+        while n >= p {
+            n -= p;
+            digit += 1;
+        }
+        reply.write(&[digit])?;
+        if p == 1 {
+            return Ok(());
+        }
+        p = div_rem(p, 10).0;
+    }
 }
 
 #[cfg(test)]
@@ -310,8 +315,28 @@ mod tests {
 
     #[test]
     fn decimal_formats_extremes() {
-        let mut b = [0; 20];
-        assert_eq!(decimal(0, &mut b), b"0");
-        assert_eq!(decimal(u64::MAX, &mut b), b"18446744073709551615");
+        extern crate std;
+        use std::string::ToString;
+        let mut buf = [0u8; 32];
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            99,
+            100,
+            1_732_550_400,
+            9_999_999_999_999_999_999,
+            10_000_000_000_000_000_000,
+            u64::MAX,
+        ] {
+            let mut r = Reply::new(Some(&mut buf[..]), false);
+            write_decimal(n, &mut r).unwrap();
+            let len = r.len();
+            assert_eq!(&buf[..len], n.to_string().as_bytes());
+        }
+        // Too small a buffer is an overflow, as for any reply.
+        let mut r = Reply::new(Some(&mut buf[..3]), false);
+        assert_eq!(write_decimal(1234, &mut r), Err(ReplyFull));
     }
 }
