@@ -38,6 +38,7 @@ fn seeded_fault_scenarios() {
     let t0 = WallClock::now();
     let mut failures = Vec::new();
     let mut total = longlink_core::Stats::default();
+    let mut cut = 0u64;
     let (mut steps, mut connects, mut apps, mut replies, mut rejected, mut resets, mut cycles) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in start..start + count {
@@ -51,6 +52,7 @@ fn seeded_fault_scenarios() {
                 rejected += u64::from(r.frames_rejected);
                 resets += u64::from(r.resets_and_cycles.0);
                 cycles += u64::from(r.resets_and_cycles.1);
+                cut += r.cut_frames;
                 let s = r.stats;
                 total.connect_timeouts += s.connect_timeouts;
                 total.idle_timeouts += s.idle_timeouts;
@@ -81,7 +83,7 @@ fn seeded_fault_scenarios() {
     );
     println!(
         "     {} connect failures ({} timeouts), {} disconnects ({} idle timeouts), {} full-queue refusals, \
-         {} replies dropped, {} heartbeats skipped, {} rx bytes discarded",
+         {} replies dropped, {} heartbeats skipped, {} rx bytes discarded, {cut} frames cut by a disconnect",
         total.connect_failures,
         total.connect_timeouts,
         total.disconnects,

@@ -158,6 +158,11 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         (self.ledger.apps_delivered, self.ledger.replies_delivered)
     }
 
+    /// Frames cut on the wire by a disconnect so far.
+    pub fn cut_frames(&self) -> u64 {
+        self.ledger.cut_frames
+    }
+
     fn record(&mut self, e: Event) {
         let now = self.now();
         if let Some(t) = self.transcript.as_mut() {

@@ -84,6 +84,8 @@ pub(crate) struct Ledger {
     /// App messages written whole (for reports).
     pub(crate) apps_delivered: u64,
     pub(crate) replies_delivered: u64,
+    /// Frames cut on the wire by a disconnect (each sent whole later).
+    pub(crate) cut_frames: u64,
 }
 
 impl Ledger {
@@ -120,6 +122,7 @@ impl Ledger {
             queue_full: 0,
             apps_delivered: 0,
             replies_delivered: 0,
+            cut_frames: 0,
         }
     }
 
@@ -342,6 +345,7 @@ impl Ledger {
     pub(crate) fn connection_closed(&mut self) -> Result<(), String> {
         let cut = std::mem::take(&mut self.wire);
         if !cut.is_empty() {
+            self.cut_frames += 1;
             let (payload_start, declared) = match self.framing {
                 Framing::Len16 if cut.len() >= 2 => {
                     (2, Some(usize::from(u16::from_be_bytes([cut[0], cut[1]]))))

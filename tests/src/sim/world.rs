@@ -30,6 +30,9 @@ pub struct SimReport {
     pub summary: String,
     /// The core's counters at the end.
     pub stats: Stats,
+    /// Frames cut on the wire by a disconnect (each checked to be a prefix
+    /// and then sent whole later).
+    pub cut_frames: u64,
     /// The first invariant that failed, if one did.
     pub violation: Option<Violation>,
     /// The end of the transcript (only from [`run_seed_traced`]).
@@ -271,6 +274,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         report.frames_rejected = st.frames_rejected;
         report.resets_and_cycles = (st.link_resets, st.radio_cycles);
         report.stats = st;
+        report.cut_frames = w.h.cut_frames();
         report.violation = result.err();
         let t = w.h.transcript();
         report.trace = t[t.len().saturating_sub(trace)..]
