@@ -1,7 +1,8 @@
 //! The [`embedded-nal-async`](embedded_nal_async) 0.9 face of [`MemNet`]
-//! (feature `async`): the same sockets, peer and [`Behaviour`] switches
-//! behind [`TcpConnect`] (connections implement `embedded-io-async`
-//! `Read`/`Write`), [`UdpStack`] / [`ConnectedUdp`] and [`Dns`], plus a
+//! (feature `async`): the same sockets, peer and
+//! [`Behaviour`](crate::Behaviour) switches behind [`TcpConnect`]
+//! (connections implement `embedded-io-async` `Read`/`Write`),
+//! [`UdpStack`] / [`ConnectedUdp`] and [`Dns`], plus a
 //! [`VirtualClock`] so that minutes of protocol time run in microseconds.
 //!
 //! ## How the far end and time move
@@ -27,6 +28,14 @@
 //! | `max_send` | partial sends | partial writes |
 //! | `max_read` | short reads | short reads |
 //! | `would_block_every` | every n-th send is `WouldBlock` | every n-th TCP write / UDP send first pends for [`Timing::pending_ms`] (0: wakes itself at once) before taking anything |
+//!
+//! Without a switch, a read pends while there is nothing and returns
+//! `Ok(0)` at the FIN; a refused connect is an error. A refused connect is
+//! hidden as a hang, as smoltcp-nal does, rather than as a success that
+//! then carries nothing: a fake success cannot be told from a server that
+//! accepts and stays silent, so no connect timeout or failure count would
+//! ever see it (only an idle timeout). "A fresh socket after a FIN" holds
+//! by construction: every `connect` opens a new socket.
 //!
 //! [`Timing`] adds what only an async stack has: reads that pend first,
 //! and connects that take time. A full peer window ([`Peer::send`] taking
@@ -278,7 +287,7 @@ impl<P: Peer> AsyncMemNet<P> {
 
     /// Runs `f` on the stack (its peer, behaviour and counters), then wakes
     /// every pending socket future, since the far end may have changed.
-    /// Must not be called from inside `f` or while a poll is running.
+    /// Must not be called from inside `f` (the stack is borrowed).
     pub fn with<T>(&self, f: impl FnOnce(&mut MemNet<P>) -> T) -> T {
         let out = f(&mut self.net.borrow_mut());
         self.wake(None);
