@@ -168,11 +168,13 @@ error_impls!(
 );
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// In the order of `Status`, so that `status()` compiles to nothing; and
+// `WaitNetwork` first: zero, like the rest of what `new` clears.
 enum State {
     WaitNetwork,
     RadioOff,
-    Backoff,
     Connecting,
+    Backoff,
     Connected,
 }
 
@@ -917,6 +919,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         Ok(())
     }
 
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     fn receive_capacity(&self) -> usize {
         if self.state != State::Connected || self.rx_blocked {
             0

@@ -336,7 +336,6 @@ where
     /// The server's address for the current connect attempt (resolved).
     remote: SocketAddr,
     reported: Option<Status>,
-    network_up: bool,
     conn: Connection<H, Q, R>,
 }
 
@@ -368,7 +367,6 @@ where
             link: Link::None,
             remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             reported: None,
-            network_up: false,
             conn: Connection::new(config, handler, now)?,
         })
     }
@@ -403,7 +401,6 @@ where
             link: self.link,
             remote: self.remote,
             reported: self.reported,
-            network_up: self.network_up,
             conn: self.conn,
         }
     }
@@ -420,7 +417,6 @@ where
             link: self.link,
             remote: self.remote,
             reported: self.reported,
-            network_up: self.network_up,
             conn: self.conn,
         }
     }
@@ -434,9 +430,8 @@ where
     pub fn poll(&mut self) -> Option<Instant> {
         let mut now = self.clock.now();
         let up = self.modem.network_ready();
-        self.network_up = up;
+        // Also runs the timers due at `now` (every `handle_*` does).
         self.conn.handle_network(now, up);
-        self.conn.handle_timeout(now);
         if let Some(unix_ms) = self.wall.poll(&mut self.stack, now, up) {
             // An implausible reading is the source's problem; the old offset
             // stays.
