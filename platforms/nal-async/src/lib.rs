@@ -124,6 +124,8 @@ pub use longlink_core;
 
 mod placeholders;
 pub use placeholders::{NoDns, NoTcp, NoUdp, Unreachable};
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Your monotonic clock and timer.
 #[allow(async_fn_in_trait)]
