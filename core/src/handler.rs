@@ -1,7 +1,7 @@
 //! What happens to an inbound message: the [`Handler`] trait, and the
 //! tutorial's test protocol as a ready-made one ([`TestProtocol`]).
 
-use crate::time::{div_rem, Instant};
+use crate::time::Instant;
 
 /// What a handler knows besides the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +30,9 @@ pub struct ReplyFull;
 /// Everything written during one call is one outgoing message. Writing
 /// nothing (not even an empty slice) means "no reply".
 pub struct Reply<'a> {
-    /// `None`: not even an empty reply fits.
-    buf: Option<&'a mut [u8]>,
+    /// Empty, with `overflow` set from the start, when not even an empty
+    /// reply fits (one slice rather than an `Option` to test at every write).
+    buf: &'a mut [u8],
     len: usize,
     started: bool,
     overflow: bool,
@@ -43,10 +44,10 @@ pub struct Reply<'a> {
 impl<'a> Reply<'a> {
     pub(crate) fn new(buf: Option<&'a mut [u8]>, forbid_newline: bool) -> Self {
         Reply {
-            buf,
+            overflow: buf.is_none(),
+            buf: buf.unwrap_or_default(),
             len: 0,
             started: false,
-            overflow: false,
             forbid_newline,
             bad_byte: false,
         }
@@ -59,11 +60,7 @@ impl<'a> Reply<'a> {
             self.bad_byte = true;
         }
         let end = self.len + bytes.len();
-        match self
-            .buf
-            .as_deref_mut()
-            .and_then(|b| b.get_mut(self.len..end))
-        {
+        match self.buf.get_mut(self.len..end) {
             Some(dst) if !self.overflow => {
                 dst.copy_from_slice(bytes);
                 self.len += bytes.len();
@@ -88,18 +85,19 @@ impl<'a> Reply<'a> {
 
     /// Bytes that can still be written.
     pub fn remaining(&self) -> usize {
-        self.buf.as_ref().map_or(0, |b| b.len() - self.len)
+        self.buf.len() - self.len
     }
 
     pub(crate) fn outcome(&self) -> ReplyOutcome {
-        if self.overflow {
+        // `started` first: `overflow` may be set before any write.
+        if !self.started {
+            ReplyOutcome::None
+        } else if self.overflow {
             ReplyOutcome::Overflow
         } else if self.bad_byte {
             ReplyOutcome::Unframeable
-        } else if self.started {
-            ReplyOutcome::Message(self.len)
         } else {
-            ReplyOutcome::None
+            ReplyOutcome::Message(self.len)
         }
     }
 }
@@ -202,7 +200,7 @@ impl Handler for TestProtocol {
             (Some(BACK), _) => reply.write(message),
             (None, 3) if message == b"bin" => reply.write(&BIN_REPLY),
             (Some(TIME), 4) => match cx.unix_time_ms {
-                Some(ms) => write_decimal(div_rem(ms, 1000).0, reply),
+                Some(ms) => write_decimal(ms, 1000, reply),
                 None => {
                     // Counted on the call that returns Ok only: a retried
                     // message is still one unanswered request.
@@ -215,28 +213,38 @@ impl Handler for TestProtocol {
     }
 }
 
-/// Writes `n` in decimal to `reply`, most significant digit first.
+/// Writes `n / unit` in decimal to `reply`, most significant digit first;
+/// `unit` is a power of ten (1000: milliseconds to seconds).
 ///
-/// No digit buffer: zeroing one first is a `memclr` call on Cortex-M (the
-/// only one outside `Connection::new`), and no 64-bit division per digit.
-pub(crate) fn write_decimal(mut n: u64, reply: &mut Reply<'_>) -> Result<(), ReplyFull> {
-    // The largest power of ten not above `n` (1 for 0).
-    let mut p = 1u64;
+/// No digit buffer (zeroing one first is a `memclr` call on Cortex-M, the
+/// only one outside `Connection::new`) and no division: each digit is
+/// counted by subtracting its power of ten, at most nine times.
+pub(crate) fn write_decimal(mut n: u64, unit: u64, reply: &mut Reply<'_>) -> Result<(), ReplyFull> {
+    // The leading digit's power of ten: `unit * 10^top`, the largest not
+    // above `n` (`unit` itself when `n < unit`: a single `0`).
+    let mut top = 0;
+    let mut p = unit;
     while let Some(next) = p.checked_mul(10).filter(|&next| next <= n) {
         p = next;
+        top += 1;
     }
     loop {
-        // The digit by subtraction: at most nine compares.
         let mut digit = b'0';
         while n >= p {
             n -= p;
             digit += 1;
         }
         reply.write(&[digit])?;
-        if p == 1 {
+        if top == 0 {
+            // What is left of `n` is below `unit`: the discarded fraction.
             return Ok(());
         }
-        p = div_rem(p, 10).0;
+        top -= 1;
+        // `p / 10`, rebuilt by multiplying rather than dividing.
+        p = unit;
+        for _ in 0..top {
+            p *= 10;
+        }
     }
 }
 
@@ -314,6 +322,20 @@ mod tests {
     }
 
     #[test]
+    fn without_room_nothing_written_is_no_reply_and_anything_overflows() {
+        let r = Reply::new(None, false);
+        assert!(matches!(r.outcome(), ReplyOutcome::None));
+        assert_eq!((r.len(), r.remaining()), (0, 0));
+        let mut r = Reply::new(None, false);
+        assert_eq!(r.write(b""), Err(ReplyFull));
+        assert!(matches!(r.outcome(), ReplyOutcome::Overflow));
+        // An empty buffer, by contrast, holds an empty reply.
+        let mut r = Reply::new(Some(&mut []), false);
+        assert_eq!(r.write(b""), Ok(()));
+        assert!(matches!(r.outcome(), ReplyOutcome::Message(0)));
+    }
+
+    #[test]
     fn decimal_formats_extremes() {
         extern crate std;
         use std::string::ToString;
@@ -325,18 +347,29 @@ mod tests {
             10,
             99,
             100,
+            999,
+            1000,
+            1001,
             1_732_550_400,
+            1_732_550_400_999,
             9_999_999_999_999_999_999,
             10_000_000_000_000_000_000,
+            u64::MAX - 1,
             u64::MAX,
         ] {
-            let mut r = Reply::new(Some(&mut buf[..]), false);
-            write_decimal(n, &mut r).unwrap();
-            let len = r.len();
-            assert_eq!(&buf[..len], n.to_string().as_bytes());
+            for unit in [1, 10, 1000, 10_000_000_000_000_000_000] {
+                let mut r = Reply::new(Some(&mut buf[..]), false);
+                write_decimal(n, unit, &mut r).unwrap();
+                let len = r.len();
+                assert_eq!(
+                    &buf[..len],
+                    (n / unit).to_string().as_bytes(),
+                    "{n} / {unit}"
+                );
+            }
         }
         // Too small a buffer is an overflow, as for any reply.
         let mut r = Reply::new(Some(&mut buf[..3]), false);
-        assert_eq!(write_decimal(1234, &mut r), Err(ReplyFull));
+        assert_eq!(write_decimal(1234, 1, &mut r), Err(ReplyFull));
     }
 }

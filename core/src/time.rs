@@ -176,28 +176,6 @@ impl From<Duration> for std::time::Duration {
     }
 }
 
-/// `(n / d, n % d)` for a 64-bit `n` and a non-zero 32-bit `d`, with 32-bit
-/// divisions only.
-///
-/// 32-bit microcontrollers have no 64-bit divide instruction; `n / d` on a
-/// `u64` links a ~900-byte library routine. Long division in 16-bit digits
-/// keeps every step in 32 bits (`rem < d` and `rem * 2^16 + digit < 2^32`
-/// whenever `d <= 2^16`; larger `d` falls back to the plain operator).
-pub(crate) fn div_rem(n: u64, d: u32) -> (u64, u32) {
-    if d > 1 << 16 || d == 0 {
-        let d = u64::from(d.max(1));
-        return (n / d, (n % d) as u32);
-    }
-    let mut q = 0u64;
-    let mut rem = 0u32;
-    for shift in [48u32, 32, 16, 0] {
-        let cur = (rem << 16) | ((n >> shift) as u32 & 0xFFFF);
-        q |= u64::from(cur / d) << shift;
-        rem = cur % d;
-    }
-    (q, rem)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,28 +199,6 @@ mod tests {
         assert_eq!(format!("{}", Duration::from_secs(20)), "20s");
         assert_eq!(format!("{}", Duration::from_millis(1500)), "1500ms");
         assert_eq!(format!("{:?}", Duration::from_mins(5)), "300s");
-    }
-
-    #[test]
-    fn div_rem_matches_the_operators() {
-        let ns = [
-            0,
-            1,
-            9,
-            10,
-            999,
-            1000,
-            65_535,
-            65_536,
-            1_732_550_400_123,
-            u64::MAX,
-        ];
-        for n in ns {
-            for d in [1u32, 7, 10, 1000, 65_535, 65_536, 65_537, u32::MAX] {
-                let d64 = u64::from(d);
-                assert_eq!(div_rem(n, d), (n / d64, (n % d64) as u32), "{n} / {d}");
-            }
-        }
     }
 
     #[test]
