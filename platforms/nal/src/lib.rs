@@ -661,7 +661,7 @@ where
             Link::Udp(sock) => {
                 match UdpClientStack::receive(&mut self.stack, sock, buf) {
                     Ok((n, from)) => {
-                        if same_endpoint(from, self.remote) {
+                        if same_endpoint(&from, &self.remote) {
                             let _ = self.conn.handle_received(now, n);
                         }
                         // A datagram from elsewhere is dropped, but it was
@@ -682,6 +682,8 @@ where
         }
     }
 
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     fn close(&mut self) {
         match core::mem::replace(&mut self.link, Link::None) {
             Link::Connecting(sock) | Link::Tcp(sock) => {
@@ -705,7 +707,7 @@ where
 
 /// Whether a datagram's source is the server, comparing IPv4-mapped IPv6
 /// and IPv4 forms as equal (stacks differ in which one they report).
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+fn same_endpoint(a: &SocketAddr, b: &SocketAddr) -> bool {
     // Equal canonical forms is equal IPv4-mapped IPv6 forms; comparing those
     // as `u128` is two word compares, where `IpAddr == IpAddr` links memcmp.
     fn mapped(ip: IpAddr) -> u128 {
@@ -776,7 +778,7 @@ impl<S: UdpClientStack> WallClock<S> for Sntp<S> {
             // Bounded: a flood of junk cannot keep us here.
             for _ in 0..4 {
                 match stack.receive(sock, &mut buf) {
-                    Ok((n, from)) if same_endpoint(from, self.server) => {
+                    Ok((n, from)) if same_endpoint(&from, &self.server) => {
                         if let Ok(unix_ms) = self.client.handle_response(now, &buf[..n]) {
                             self.close(stack);
                             return Some(unix_ms);
@@ -852,7 +854,7 @@ mod tests {
         for a in ips {
             for b in ips {
                 for port in [50798, 50799] {
-                    let same = same_endpoint(SocketAddr::new(a, 50798), SocketAddr::new(b, port));
+                    let same = same_endpoint(&SocketAddr::new(a, 50798), &SocketAddr::new(b, port));
                     let expected = port == 50798 && a.to_canonical() == b.to_canonical();
                     assert_eq!(same, expected, "{a} {b} {port}");
                 }
