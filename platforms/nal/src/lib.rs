@@ -538,15 +538,16 @@ where
         // when it would block.
         let mut fresh = false;
         if let Link::Resolving = self.link {
-            let remote = match self.conn.config().remote {
-                Remote::Addr(a) => a,
+            // Written straight into `self.remote`: a `SocketAddr` is 28 bytes
+            // to copy on a 32-bit MCU.
+            match &self.conn.config().remote {
+                Remote::Addr(a) => self.remote = *a,
                 Remote::Host { name, port } => match self.resolver.resolve(&mut self.stack, name) {
-                    Ok(ip) => SocketAddr::new(ip, port),
+                    Ok(ip) => self.remote = SocketAddr::new(ip, *port),
                     Err(nb::Error::WouldBlock) => return false,
                     Err(nb::Error::Other(())) => return self.connect_failed(now),
                 },
-            };
-            self.remote = remote;
+            }
             self.link = Link::None;
             match self.conn.config().transport {
                 Transport::Tcp => match TcpClientStack::socket(&mut self.stack) {
@@ -558,7 +559,7 @@ where
                     let Ok(mut sock) = UdpClientStack::socket(&mut self.stack) else {
                         return self.connect_failed(now);
                     };
-                    if UdpClientStack::connect(&mut self.stack, &mut sock, remote).is_err() {
+                    if UdpClientStack::connect(&mut self.stack, &mut sock, self.remote).is_err() {
                         let _ = UdpClientStack::close(&mut self.stack, sock);
                         return self.connect_failed(now);
                     }
