@@ -179,15 +179,16 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Checks the config against queue and receive-buffer sizes.
     pub fn validate(&self, queue_capacity: usize, rx_capacity: usize) -> Result<(), ConfigError> {
-        let durations = [
-            Some(self.network_wait),
-            Some(self.radio_off),
-            Some(self.retry_delay),
-            self.heartbeat_interval,
-            self.idle_timeout,
-            self.connect_timeout,
-        ];
-        if durations.iter().flatten().any(|d| *d == Duration::ZERO) {
+        // Field by field rather than over an array of them: no array built
+        // on the stack, and a constant config folds away entirely.
+        let zero = |d: Option<Duration>| d == Some(Duration::ZERO);
+        if zero(Some(self.network_wait))
+            || zero(Some(self.radio_off))
+            || zero(Some(self.retry_delay))
+            || zero(self.heartbeat_interval)
+            || zero(self.idle_timeout)
+            || zero(self.connect_timeout)
+        {
             return Err(ConfigError::ZeroDuration);
         }
         if self.max_failures == 0 {

@@ -854,7 +854,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 );
                 // Scale the draw's top 32 bits onto [0, span]: uniform enough,
                 // and a multiply instead of a 64-bit division (span < 2^32).
-                let jitter = ((draw >> 32) * (span + 1)) >> 32;
+                // `d * (span + 1)` as `d * span + d`: one 32x32-bit multiply.
+                let d = draw >> 32;
+                let jitter = (d * span + d) >> 32;
                 Duration::from_millis(base.as_millis() + jitter)
             }
         }

@@ -102,14 +102,16 @@ impl Duration {
 
     /// `self * 2^exp`, saturating at [`Duration::MAX`].
     pub const fn saturating_shl(self, exp: u32) -> Duration {
-        if exp >= 32 {
-            return if self.millis == 0 {
-                self
-            } else {
-                Duration::MAX
-            };
+        // In 32 bits: it overflows exactly when `millis > MAX >> exp`.
+        if self.millis == 0 {
+            self
+        } else if exp >= 32 || self.millis > u32::MAX >> exp {
+            Duration::MAX
+        } else {
+            Duration {
+                millis: self.millis << exp,
+            }
         }
-        Self::from_millis((self.millis as u64) << exp)
     }
 }
 
@@ -210,5 +212,33 @@ mod tests {
         );
         assert_eq!(Duration::from_secs(5).saturating_shl(40), Duration::MAX);
         assert_eq!(Duration::ZERO.saturating_shl(40), Duration::ZERO);
+        // Against 64-bit arithmetic at every shift and the edges.
+        for millis in [
+            0,
+            1,
+            2,
+            3,
+            5000,
+            u32::MAX >> 1,
+            (u32::MAX >> 1) + 1,
+            u32::MAX,
+        ] {
+            for exp in 0..70 {
+                let wide = if exp >= 32 {
+                    if millis == 0 {
+                        0
+                    } else {
+                        u64::MAX
+                    }
+                } else {
+                    u64::from(millis) << exp
+                };
+                assert_eq!(
+                    Duration::from_millis(u64::from(millis)).saturating_shl(exp),
+                    Duration::from_millis(wide),
+                    "{millis} << {exp}"
+                );
+            }
+        }
     }
 }
