@@ -316,6 +316,20 @@ enum Link<T, U> {
     Udp(U),
 }
 
+/// What one socket read brought ([`Driver::receive`]).
+enum Read {
+    /// Nothing to report: no data, or a stack's way of saying so.
+    Nothing,
+    /// Bytes from the server in the core's receive buffer.
+    Data(usize),
+    /// A datagram from elsewhere, discarded.
+    Dropped,
+    /// End of stream.
+    Closed,
+    /// The socket failed.
+    Error,
+}
+
 /// The embedded-nal driver: one [`Connection`] on one stack.
 ///
 /// `S` is the stack, `C` the [`Clock`], `M` the [`Modem`], `H` the message
@@ -640,47 +654,45 @@ where
         if buf.is_empty() {
             return false;
         }
-        match &mut self.link {
+        // What the read brought, first; then one call into the core per
+        // kind (fewer inlined call sites than one per stack and case).
+        let read = match &mut self.link {
             Link::Tcp(sock) => match TcpClientStack::receive(&mut self.stack, sock, buf) {
                 Ok(0) => match quirks.tcp_zero_read {
-                    ZeroRead::EndOfStream => {
-                        let _ = self.conn.handle_closed(now);
-                        true
-                    }
-                    ZeroRead::NoData => false,
+                    ZeroRead::EndOfStream => Read::Closed,
+                    ZeroRead::NoData => Read::Nothing,
                 },
-                Ok(n) => {
-                    let _ = self.conn.handle_received(now, n);
-                    true
-                }
-                Err(nb::Error::WouldBlock) => false,
-                Err(nb::Error::Other(_)) => {
-                    let _ = self.conn.handle_io_error(now);
-                    true
-                }
+                Ok(n) => Read::Data(n),
+                Err(nb::Error::WouldBlock) => Read::Nothing,
+                Err(nb::Error::Other(_)) => Read::Error,
             },
-            Link::Udp(sock) => {
-                match UdpClientStack::receive(&mut self.stack, sock, buf) {
-                    Ok((n, from)) => {
-                        if same_endpoint(&from, &self.remote) {
-                            let _ = self.conn.handle_received(now, n);
-                        }
-                        // A datagram from elsewhere is dropped, but it was
-                        // taken off the socket: look again.
-                        true
-                    }
-                    Err(nb::Error::WouldBlock) => false,
-                    Err(nb::Error::Other(_)) => match quirks.udp_receive_error {
-                        UdpReceiveError::Fatal => {
-                            let _ = self.conn.handle_io_error(now);
-                            true
-                        }
-                        UdpReceiveError::NoData => false,
-                    },
-                }
+            Link::Udp(sock) => match UdpClientStack::receive(&mut self.stack, sock, buf) {
+                Ok((n, from)) if same_endpoint(&from, &self.remote) => Read::Data(n),
+                // A datagram from elsewhere is dropped, but it was taken off
+                // the socket: look again.
+                Ok(_) => Read::Dropped,
+                Err(nb::Error::WouldBlock) => Read::Nothing,
+                Err(nb::Error::Other(_)) => match quirks.udp_receive_error {
+                    UdpReceiveError::Fatal => Read::Error,
+                    UdpReceiveError::NoData => Read::Nothing,
+                },
+            },
+            _ => Read::Nothing,
+        };
+        match read {
+            Read::Nothing => return false,
+            Read::Data(n) => {
+                let _ = self.conn.handle_received(now, n);
             }
-            _ => false,
+            Read::Closed => {
+                let _ = self.conn.handle_closed(now);
+            }
+            Read::Error => {
+                let _ = self.conn.handle_io_error(now);
+            }
+            Read::Dropped => {}
         }
+        true
     }
 
     // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
