@@ -63,13 +63,6 @@ impl<const N: usize> Queue<N> {
             .checked_sub(HEADER)
     }
 
-    /// Room for a new frame at the end of the buffer without moving anything,
-    /// limited to [`room`](Self::room).
-    fn spare_len(&self, reserve: usize) -> Option<usize> {
-        let physical = N.checked_sub(self.tail)?.checked_sub(HEADER)?;
-        Some(physical.min(self.room(reserve)?))
-    }
-
     /// Slides live bytes to the front of the buffer.
     pub(crate) fn compact(&mut self) {
         if self.head > 0 {
@@ -81,20 +74,21 @@ impl<const N: usize> Queue<N> {
 
     /// Whether [`compact`](Self::compact) would make [`spare`](Self::spare) larger.
     pub(crate) fn compaction_helps(&self, reserve: usize) -> bool {
-        match (self.spare_len(reserve), self.room(reserve)) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(spare), Some(room)) => spare < room,
-        }
+        // The spare end (`N - tail - HEADER`) is shorter than the room
+        // (`N - reserve - (tail - head) - HEADER`) exactly when
+        // `head > reserve`.
+        self.head > reserve && self.room(reserve).is_some()
     }
 
     /// The bytes a new frame can be written into, without compacting; `None`
     /// when there is no room for even an empty frame. Follow with
     /// [`commit`](Self::commit).
     pub(crate) fn spare(&mut self, reserve: usize) -> Option<&mut [u8]> {
-        let len = self.spare_len(reserve)?;
+        let room = self.room(reserve)?;
+        // The free end of the buffer, limited to the room; `None` when not
+        // even a header fits there.
         let start = self.tail + HEADER;
-        self.buf.get_mut(start..start + len)
+        self.buf.get_mut(start..N.min(start + room))
     }
 
     /// Makes the first `len` bytes of [`spare`](Self::spare) a queued frame.
@@ -118,12 +112,12 @@ impl<const N: usize> Queue<N> {
         if self.room(reserve).is_none_or(|room| len > room) {
             return Err(Full);
         }
-        if self.spare_len(reserve).is_none_or(|spare| len > spare) {
+        // It fits: at the free end of the buffer, or after compaction.
+        if self.tail + HEADER + len > N {
             self.compact();
         }
-        self.spare(reserve)
-            .and_then(|spare| spare.get_mut(..len))
-            .ok_or(Full)
+        let start = self.tail + HEADER;
+        self.buf.get_mut(start..start + len).ok_or(Full)
     }
 
     fn header(&self) -> Option<(usize, bool)> {
@@ -249,6 +243,38 @@ mod tests {
             f
         });
         assert_eq!(frames, [2, 3]);
+    }
+
+    #[test]
+    fn spare_and_compaction_match_their_definitions() {
+        // The definitions, spelled out: the free end of the buffer, limited
+        // to the room; compaction helps when it would make that larger.
+        fn spare_len<const N: usize>(q: &Queue<N>, reserve: usize) -> Option<usize> {
+            let physical = N.checked_sub(q.tail)?.checked_sub(HEADER)?;
+            Some(physical.min(q.room(reserve)?))
+        }
+        let mut q = Queue::<40>::new();
+        let mut rng = 0x2545_f491_u32;
+        for step in 0..2000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            if rng % 3 == 0 {
+                q.pop_front();
+            } else {
+                let _ = push(&mut q, &[step as u8; 9][..(rng as usize >> 8) % 10], 0);
+            }
+            for reserve in 0..48 {
+                let spare = spare_len(&q, reserve);
+                assert_eq!(q.spare(reserve).map(|s| s.len()), spare, "step {step}");
+                let helps = match (spare, q.room(reserve)) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(spare), Some(room)) => spare < room,
+                };
+                assert_eq!(q.compaction_helps(reserve), helps, "step {step}");
+            }
+        }
     }
 
     #[test]
