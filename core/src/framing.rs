@@ -201,10 +201,17 @@ pub fn decode_after(
     }
 }
 
-/// The position of the first `\n`, a machine word at a time.
+/// The position of the first `\n`: byte by byte on 16/32-bit targets,
+/// where flash is scarce and a word holds only 4 bytes (the word search
+/// below costs ~70 B more on Cortex-M4).
+#[cfg(not(target_pointer_width = "64"))]
 pub(crate) fn find_newline(buf: &[u8]) -> Option<usize> {
-    // Native words: 8 bytes on a desktop, 4 on a 32-bit MCU, where 64-bit
-    // arithmetic would double the code.
+    buf.iter().position(|&b| b == b'\n')
+}
+
+/// The position of the first `\n`, eight bytes at a time.
+#[cfg(target_pointer_width = "64")]
+pub(crate) fn find_newline(buf: &[u8]) -> Option<usize> {
     const W: usize = core::mem::size_of::<usize>();
     const LO: usize = usize::MAX / 0xFF; // 0x0101...01
     const HI: usize = LO << 7; // 0x8080...80
