@@ -461,19 +461,19 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if self.state != State::Connected {
             return Err(Error::InvalidState);
         }
-        let Some((frame, heartbeat)) = self.queue.front() else {
+        let Some((frame_len, heartbeat)) = self.queue.header() else {
             return if len == 0 {
                 Ok(())
             } else {
                 Err(Error::InvalidLength)
             };
         };
-        if len > frame.len() - self.written {
+        if len > frame_len - self.written {
             return Err(Error::InvalidLength);
         }
         self.written += len;
         self.stats.bytes_out = self.stats.bytes_out.wrapping_add(len as u64);
-        if self.written == frame.len() {
+        if self.written == frame_len {
             self.written = 0;
             self.queue.pop_front();
             self.stats.messages_out = self.stats.messages_out.wrapping_add(1);

@@ -92,6 +92,8 @@ impl<const N: usize> Queue<N> {
     }
 
     /// Makes the first `len` bytes of [`spare`](Self::spare) a queued frame.
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     pub(crate) fn commit(&mut self, len: usize, heartbeat: bool) {
         debug_assert!(self.tail + HEADER + len <= N);
         let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
@@ -120,7 +122,8 @@ impl<const N: usize> Queue<N> {
         self.buf.get_mut(start..start + len).ok_or(Full)
     }
 
-    fn header(&self) -> Option<(usize, bool)> {
+    /// The head frame's length and whether it is a heartbeat.
+    pub(crate) fn header(&self) -> Option<(usize, bool)> {
         if self.count == 0 {
             return None;
         }
