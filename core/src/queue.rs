@@ -262,7 +262,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 17;
             rng ^= rng << 5;
-            if rng % 3 == 0 {
+            if rng.is_multiple_of(3) {
                 q.pop_front();
             } else {
                 let _ = push(&mut q, &[step as u8; 9][..(rng as usize >> 8) % 10], 0);
