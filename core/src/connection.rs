@@ -475,7 +475,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stats.bytes_out = self.stats.bytes_out.wrapping_add(len as u64);
         if self.written == frame_len {
             self.written = 0;
-            self.queue.pop_front();
+            self.queue.drop_front(frame_len);
             self.stats.messages_out = self.stats.messages_out.wrapping_add(1);
             if heartbeat {
                 self.heartbeat_queued = false;
@@ -546,8 +546,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if self.config.framing == Framing::Raw && message.is_empty() {
             return Err(QueueError::Empty);
         }
-        let max = Q.saturating_sub(self.config.heartbeat_slot() + crate::queue::HEADER);
-        let pushed = self.push(message, max, self.heartbeat_reserve(), false);
+        // `heartbeat_reserve`, from the one `heartbeat_slot` computed here.
+        let slot = self.config.heartbeat_slot();
+        let reserve = if self.heartbeat_queued { 0 } else { slot };
+        let max = Q.saturating_sub(slot + crate::queue::HEADER);
+        let pushed = self.push(message, max, reserve, false);
         if pushed == Err(QueueError::Full) {
             self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
         }

@@ -7,7 +7,7 @@
 //! message would not fit otherwise; no ring wrap-around, no second copy.
 //!
 //! A message leaves the queue only when the socket took its last byte
-//! ([`Queue::pop_front`]): the state machine tracks how much of the head was
+//! ([`Queue::drop_front`]): the state machine tracks how much of the head was
 //! written, and starts again from zero on a new connection.
 //!
 //! Slices are taken with `get`/`get_mut` and `first_chunk` rather than
@@ -139,15 +139,22 @@ impl<const N: usize> Queue<N> {
     }
 
     /// Removes the head frame; returns whether it was a heartbeat.
+    #[cfg(test)]
     pub(crate) fn pop_front(&mut self) -> Option<bool> {
         let (len, hb) = self.header()?;
+        self.drop_front(len);
+        Some(hb)
+    }
+
+    /// Removes the head frame, `len` bytes long (from [`header`](Self::header),
+    /// which the caller has already read).
+    pub(crate) fn drop_front(&mut self, len: usize) {
         self.head += HEADER + len;
         self.count -= 1;
         if self.count == 0 {
             self.head = 0;
             self.tail = 0;
         }
-        Some(hb)
     }
 
     /// Iterates over the queued frames, head first.
