@@ -86,8 +86,9 @@ pub struct Stats {
     pub heartbeats_sent: u32,
     /// Heartbeats not queued because the previous one was still unsent.
     pub heartbeats_skipped: u32,
-    /// Inbound frames rejected (too large for the receive buffer, or cut off
-    /// at the end of a datagram); each one reset the connection.
+    /// Inbound frames rejected: too large for the receive buffer, or cut off
+    /// at the end of a datagram. Over TCP each one resets the connection (the
+    /// stream is out of step); over UDP the datagram is dropped.
     pub frames_rejected: u32,
     /// [`Connection::enqueue`] calls refused because the queue was full.
     pub queue_full: u32,
@@ -326,7 +327,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// The network came up (an IP address was assigned) or went away.
     ///
     /// Going away closes any connection and resets the failure count, as in
-    /// the tutorial. Reporting the same state twice is harmless.
+    /// the tutorial; the next attempt then waits for both the retry delay and
+    /// the network. Reporting the same state twice is harmless.
     pub fn handle_network(&mut self, now: Instant, up: bool) {
         let now = self.advance(now);
         if up == self.network_up {
@@ -341,18 +343,17 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         } else {
             self.failures = 0;
             self.backoff_failures = 0;
+            // Like the tutorial (`close()`, `sys.wait(5000)`, then look at the
+            // network again): pause `retry_delay` first, so a flapping network
+            // cannot make attempts closer together than that. The retry timer
+            // moves on to the network wait if the network is still down.
             match self.state {
-                State::Connected => {
-                    self.stats.disconnects = self.stats.disconnects.wrapping_add(1);
-                    self.close_socket();
-                    self.enter_wait_network(now);
-                }
+                State::Connected => self.drop_connection(now),
                 State::Connecting => {
                     self.close_socket();
-                    self.enter_wait_network(now);
+                    self.enter_backoff(now);
                 }
-                State::Backoff => self.enter_wait_network(now),
-                State::WaitNetwork | State::RadioOff => {}
+                State::Backoff | State::WaitNetwork | State::RadioOff => {}
             }
         }
     }
@@ -409,10 +410,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if len == 0 && !udp {
             return Ok(());
         }
-        self.stats.bytes_in = self.stats.bytes_in.wrapping_add(len as u64);
-        trace!("received {} bytes", len);
-        // Re-arms the idle timer (a no-op without one).
-        self.timers.set(Timer::Idle, now, self.config.idle_timeout);
+        self.note_received(now, len);
         // What was in the buffer before this read held no complete frame.
         let scanned = self.rx_len;
         self.rx_len += len;
@@ -434,14 +432,24 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// whose bytes are already in a buffer of their own.
     ///
     /// Returns how many bytes were taken; the caller keeps the rest and offers
-    /// it again later. Over UDP a datagram must be taken whole: when it does
-    /// not fit, nothing is taken.
+    /// it again later. Over UDP a datagram is taken whole or not at all (not
+    /// while a reply waits for queue room); a datagram larger than the
+    /// receive buffer can never be taken, so it is consumed, dropped and
+    /// counted in [`Stats::frames_rejected`]. A driver that reads datagrams
+    /// into a buffer one byte larger than the receive buffer reports a
+    /// truncated one the same way.
     pub fn handle_received_bytes(&mut self, now: Instant, data: &[u8]) -> Result<usize, Error> {
         let now = self.advance(now);
         if self.state != State::Connected {
             return Err(Error::InvalidState);
         }
         let udp = self.config.transport == Transport::Udp;
+        if udp && data.len() > R {
+            // Still a sign of life from the server.
+            self.note_received(now, data.len());
+            self.reject_datagram();
+            return Ok(data.len());
+        }
         let buf = self.receive_buffer();
         let n = data.len().min(buf.len());
         if udp && n < data.len() {
@@ -455,7 +463,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// `len` bytes of [`poll_transmit`](Self::poll_transmit) were written.
     ///
     /// A partial write is normal: the rest is offered again by the next
-    /// `poll_transmit`. Over UDP, report the whole datagram.
+    /// `poll_transmit`. Over UDP a datagram is written whole or not at all:
+    /// any other length is [`Error::InvalidLength`].
     pub fn handle_written(&mut self, now: Instant, len: usize) -> Result<(), Error> {
         let now = self.advance(now);
         if self.state != State::Connected {
@@ -468,7 +477,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 Err(Error::InvalidLength)
             };
         };
-        if len > frame_len - self.written {
+        let rest = frame_len - self.written;
+        // A datagram goes out whole: its rest would be a second datagram.
+        let udp_partial = self.config.transport == Transport::Udp && len != 0 && len != rest;
+        if len > rest || udp_partial {
             return Err(Error::InvalidLength);
         }
         self.written += len;
@@ -607,6 +619,17 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// down instead of this side dropping anything). Over UDP it is always the
     /// whole receive buffer or nothing.
     pub fn receive_buffer(&mut self) -> &mut [u8] {
+        self.receive_buffer_mut()
+    }
+
+    /// The length of [`receive_buffer`](Self::receive_buffer), without
+    /// borrowing it: how much a driver may read now (0: do not read).
+    #[must_use]
+    pub fn receive_room(&self) -> usize {
+        self.receive_capacity()
+    }
+
+    fn receive_buffer_mut(&mut self) -> &mut [u8] {
         let cap = self.receive_capacity();
         // In bounds by `receive_capacity`; `get_mut` leaves no panic path.
         self.rx
@@ -971,13 +994,35 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
         crate::queue::slide_down(&mut self.rx, start, self.rx_len);
         self.rx_len -= start;
-        let udp_leftover =
-            self.config.transport == Transport::Udp && !self.rx_blocked && self.rx_len > 0;
-        if error || udp_leftover {
+        if self.config.transport == Transport::Udp {
+            // A datagram stands alone: what is left of it once its whole
+            // frames are handled (a cut or oversize frame) is dropped, and the
+            // next datagram starts clean.
+            if !self.rx_blocked && (error || self.rx_len > 0) {
+                self.reject_datagram();
+            }
+        } else if error {
+            // A byte stream out of step cannot be trusted again: reconnect.
             warn!("bad frame from the server: reconnecting");
             self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
             self.drop_connection(now);
         }
+    }
+
+    /// Counts received bytes and re-arms the idle timer (a no-op without one).
+    fn note_received(&mut self, now: Instant, len: usize) {
+        self.stats.bytes_in = self.stats.bytes_in.wrapping_add(len as u64);
+        trace!("received {} bytes", len);
+        self.timers.set(Timer::Idle, now, self.config.idle_timeout);
+    }
+
+    /// Drops the datagram in the receive buffer (or one that never got there)
+    /// and counts it.
+    #[cold]
+    fn reject_datagram(&mut self) {
+        warn!("bad datagram from the server: dropped");
+        self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
+        self.rx_len = 0;
     }
 
     fn dispatch_empty(&mut self, now: Instant) {

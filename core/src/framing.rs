@@ -8,7 +8,7 @@
 //! | framing | on the wire | largest message |
 //! |---|---|---|
 //! | [`Raw`](Framing::Raw) | the bytes as they are; each read (TCP) or datagram (UDP) is one message | the receive buffer |
-//! | [`Lines`](Framing::Lines) | message, then `\n` (a `\r` before the `\n` is dropped on receive) | receive buffer − 1 |
+//! | [`Lines`](Framing::Lines) | message, then `\n` (a `\r` before the `\n` is dropped on receive, so a message may not end in `\r`) | receive buffer − 1 |
 //! | [`Len16`](Framing::Len16) | 2-byte big-endian length, then the message | min(65535, receive buffer − 2) |
 //!
 //! The decoder is a pure function over the bytes received so far
@@ -25,7 +25,8 @@ pub enum Framing {
     /// the default.
     #[default]
     Raw,
-    /// Each message ends with `\n`. A message must not contain `\n`.
+    /// Each message ends with `\n`. A message must not contain `\n` nor end
+    /// with `\r` (received `\r\n` line ends are accepted as `\n`).
     Lines,
     /// Each message is preceded by its length as a 2-byte big-endian integer.
     Len16,
@@ -39,7 +40,8 @@ pub enum FrameError {
     /// length field (encode).
     TooLarge,
     /// The message contains a byte the framing uses as a delimiter
-    /// (`\n` in [`Framing::Lines`]).
+    /// (`\n` in [`Framing::Lines`], or a trailing `\r` that the receiver
+    /// would take for part of a `\r\n`).
     Delimiter,
 }
 
@@ -89,7 +91,9 @@ impl Framing {
         match self {
             Framing::Raw => Ok(0),
             Framing::Lines => {
-                if find_newline(msg).is_some() {
+                // A trailing `\r` would be taken for half of a `\r\n` and
+                // stripped on receive: the peer would get another message.
+                if find_newline(msg).is_some() || msg.last() == Some(&b'\r') {
                     Err(FrameError::Delimiter)
                 } else {
                     Ok(0)

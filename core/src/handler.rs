@@ -36,7 +36,8 @@ pub struct Reply<'a> {
     len: usize,
     started: bool,
     overflow: bool,
-    /// `Lines` framing: a `\n` would split the reply into two messages.
+    /// `Lines` framing: a `\n` would split the reply into two messages, a
+    /// trailing `\r` would be lost.
     forbid_newline: bool,
     bad_byte: bool,
 }
@@ -94,7 +95,10 @@ impl<'a> Reply<'a> {
             ReplyOutcome::None
         } else if self.overflow {
             ReplyOutcome::Overflow
-        } else if self.bad_byte {
+        } else if self.bad_byte
+            || (self.forbid_newline && self.len > 0 && self.buf.get(self.len - 1) == Some(&b'\r'))
+        {
+            // A trailing `\r` would be stripped as half of a `\r\n`.
             ReplyOutcome::Unframeable
         } else {
             ReplyOutcome::Message(self.len)

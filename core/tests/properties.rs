@@ -235,7 +235,6 @@ struct Model<const Q: usize, const R: usize> {
     /// Time of the last `Connect` action, and whether the network went down
     /// (which restarts the connect logic at once) since then.
     last_connect: Option<u64>,
-    network_dropped_since_connect: bool,
     /// Server data not yet read by the client, per connection.
     stream: Vec<u8>,
     datagrams: VecDeque<Vec<u8>>,
@@ -287,7 +286,6 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
             next_id: 0,
             partial: 0,
             last_connect: None,
-            network_dropped_since_connect: false,
             stream: Vec::new(),
             datagrams: VecDeque::new(),
             bytes_out: 0,
@@ -379,7 +377,13 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
             }
             Phase::Backoff { due } => {
                 if to >= due {
-                    self.start_connect(e);
+                    // The retry delay also runs after a network loss; if the
+                    // network is still down then, wait for it.
+                    if self.network {
+                        self.start_connect(e);
+                    } else {
+                        self.phase = Phase::WaitNet { since: to };
+                    }
                 }
             }
             Phase::Connecting { since } => {
@@ -481,17 +485,16 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
                             self.start_connect(&mut e);
                         }
                     } else {
-                        self.network_dropped_since_connect = true;
                         self.failures = 0;
+                        // As the tutorial: close, pause the retry delay, then
+                        // look at the network again.
                         match self.phase {
                             Phase::Connected { .. } | Phase::Connecting { .. } => {
-                                e.close = true;
-                                self.phase = Phase::WaitNet { since: self.now };
+                                self.drop_connection(&mut e);
                             }
-                            Phase::Backoff { .. } => {
-                                self.phase = Phase::WaitNet { since: self.now };
-                            }
-                            Phase::WaitNet { .. } | Phase::RadioOff { .. } => {}
+                            Phase::Backoff { .. }
+                            | Phase::WaitNet { .. }
+                            | Phase::RadioOff { .. } => {}
                         }
                     }
                 }
@@ -632,13 +635,14 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
                                         "UDP buffer is all or nothing: {}",
                                         buf.len()
                                     );
-                                    // A real socket truncates what does not fit.
-                                    let k = d.len().min(R);
-                                    buf[..k].copy_from_slice(&d[..k]);
-                                    let r = self.c.handle_received(t, k);
-                                    check!(r == Ok(()), "UDP receive: {r:?}");
+                                    // Whole, or consumed and counted when it can
+                                    // never fit (a driver reading R + 1 bytes
+                                    // reports a truncated one the same way).
+                                    let d = d.clone();
+                                    let r = self.c.handle_received_bytes(t, &d);
+                                    check!(r == Ok(d.len()), "UDP receive: {r:?}");
                                     self.datagrams.pop_front();
-                                    self.bytes_in += k as u64;
+                                    self.bytes_in += d.len() as u64;
                                     received_data = true;
                                     may_reject = true;
                                 }
@@ -667,10 +671,17 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
                 "frame rejected without data received or written"
             );
             check!(
-                cfg.framing != Framing::Raw,
-                "raw framing cannot reject a frame"
+                cfg.framing != Framing::Raw || cfg.transport == Transport::Udp,
+                "raw framing cannot reject a frame on a stream"
             );
-            self.drop_connection(&mut e);
+            if cfg.transport == Transport::Tcp {
+                // A stream out of step: reconnect. A bad datagram is only
+                // dropped (it still counts as something received).
+                self.drop_connection(&mut e);
+            } else if let Phase::Connected { hb_due, .. } = self.phase {
+                let idle_due = cfg.idle_timeout.map(|i| self.now + i.as_millis());
+                self.phase = Phase::Connected { hb_due, idle_due };
+            }
         } else if received_data {
             if let Phase::Connected { hb_due, .. } = self.phase {
                 let idle_due = cfg.idle_timeout.map(|i| self.now + i.as_millis());
@@ -692,10 +703,9 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
             self.fresh_connection_state();
         }
         if e.connect {
-            // Attempts are at least retry_delay apart unless the network
-            // went away in between (which restarts the logic, as in the
-            // tutorial's outer loop).
-            if let (Some(prev), false) = (self.last_connect, self.network_dropped_since_connect) {
+            // Attempts are at least retry_delay apart, a network that comes
+            // and goes included.
+            if let Some(prev) = self.last_connect {
                 check!(
                     self.now - prev >= cfg.retry_delay.as_millis(),
                     "connect attempts at {prev} and {} closer than {:?}",
@@ -704,7 +714,6 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
                 );
             }
             self.last_connect = Some(self.now);
-            self.network_dropped_since_connect = false;
         }
         if let Phase::Backoff { due: u64::MAX } = self.phase {
             let d = self.c.poll_timeout().map(Instant::as_millis);
@@ -733,7 +742,11 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
             self.failures
         );
         check!(
-            self.network || matches!(self.phase, Phase::WaitNet { .. } | Phase::RadioOff { .. }),
+            self.network
+                || matches!(
+                    self.phase,
+                    Phase::WaitNet { .. } | Phase::RadioOff { .. } | Phase::Backoff { .. }
+                ),
             "active without network: {:?}",
             self.phase
         );

@@ -1,9 +1,8 @@
 //! Regression tests for problems found by the fuzzers, the simulator and the
 //! property tests.
 //!
-//! The `#[ignore]`d ones fail on the current core: each documents a problem
-//! and the behaviour a fix should give (see the report in fuzz/README.md).
-//! Run them with `cargo test -p longlink-core --test regressions -- --ignored`.
+//! Each documents a problem that was found and the behaviour of the fix
+//! (see the report in fuzz/README.md).
 #![allow(
     clippy::unwrap_used,
     reason = "test helper: a failed unwrap is a failed test, with its location"
@@ -31,7 +30,6 @@ fn connected<const Q: usize, const R: usize>(config: Config) -> Connection<TestP
 /// a message ending in `\r`, but its own decoder strips a `\r` before the
 /// `\n`, so the peer receives a different message.
 #[test]
-#[ignore = "bug: Lines framing does not round-trip a message ending in \\r"]
 fn lines_message_ending_in_cr_round_trips_or_is_refused() {
     let mut out = [0u8; 8];
     // Refusing the message would be fine too; changing it is not.
@@ -62,7 +60,6 @@ fn lines_message_ending_in_cr_round_trips_or_is_refused() {
 /// (`socketClient:close() ... sys.wait(5000)`) before it looks at the
 /// network again.
 #[test]
-#[ignore = "deviation from the tutorial: a flapping network bypasses retry_delay"]
 fn a_flapping_network_does_not_bypass_the_retry_delay() {
     let mut c = connected::<128, 32>(Config::default());
     let mut attempts = vec![0u64];
@@ -95,7 +92,6 @@ fn a_flapping_network_does_not_bypass_the_retry_delay() {
 /// rest and offers it again later") stops reading for good. The async shim
 /// works around it on its own (`Event::DatagramTooLarge`).
 #[test]
-#[ignore = "API hazard: an oversize UDP datagram is neither taken nor refused"]
 fn an_oversize_datagram_is_consumed_and_counted_not_left_pending_forever() {
     let mut c = connected::<128, 16>(Config {
         transport: Transport::Udp,
@@ -124,21 +120,22 @@ fn a_wall_clock_beyond_the_i64_range_is_refused() {
     assert_eq!(c.unix_time_ms(Instant::from_millis(1000)), None);
 }
 
-/// Over UDP a datagram is written whole; a partial `handle_written` is
-/// accepted today and would send the rest as a second datagram. This test
-/// pins what the state machine does now so that a change is noticed.
+/// Over UDP a datagram is written whole; a partial `handle_written` used to
+/// be accepted and would have sent the rest as a second datagram. Now it is
+/// refused and the datagram stays whole at the head of the queue.
 #[test]
-fn a_partial_udp_write_is_accepted_today() {
+fn a_partial_udp_write_is_refused() {
     let mut c = connected::<128, 32>(Config {
         transport: Transport::Udp,
         heartbeat_interval: None,
         ..Config::default()
     });
     c.enqueue(b"datagram").unwrap();
-    assert_eq!(c.handle_written(Instant::ZERO, 3), Ok(()));
-    assert_eq!(c.poll_transmit(), Some(&b"agram"[..]));
     assert_eq!(
-        c.handle_written(Instant::ZERO, 6),
+        c.handle_written(Instant::ZERO, 3),
         Err(Error::InvalidLength)
     );
+    assert_eq!(c.poll_transmit(), Some(&b"datagram"[..]));
+    assert_eq!(c.handle_written(Instant::ZERO, 8), Ok(()));
+    assert_eq!(c.poll_transmit(), None);
 }

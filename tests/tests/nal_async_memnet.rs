@@ -783,7 +783,8 @@ fn a_message_cut_off_mid_write_is_sent_whole_on_the_next_connection() {
             w.modem.set_up(false);
             assert!(x.run_until(0, || w.link.status() != Status::Connected));
             w.modem.set_up(true);
-            assert!(x.run_until(5_000, || w.link.queued() == 0));
+            // The tutorial pauses the retry delay (5 s) after a network loss.
+            assert!(x.run_until(10_000, || w.link.queued() == 0));
             x.advance(1);
         });
         // The new connection got the whole message, not its tail.
@@ -844,18 +845,22 @@ fn a_slow_handshake_within_the_connect_timeout_connects() {
             assert_eq!(w.stats().connect_failures, 0);
 
             // The network goes away in the middle of a slow handshake: the
-            // half-open socket is closed, and the next attempt starts afresh.
+            // half-open socket is closed, and the next attempt starts afresh
+            // (each loss is followed by the 5 s retry delay, as in the
+            // tutorial).
             w.modem.set_up(false);
             assert!(x.run_until(0, || w.link.status() != Status::Connected));
             w.modem.set_up(true);
-            assert!(x.run_until(0, || w.link.status() == Status::Connecting));
+            let lost = x.now();
+            assert!(x.run_until(10_000, || w.link.status() == Status::Connecting));
+            assert_eq!(x.now(), lost + 5_000);
             x.advance(3_000);
             w.modem.set_up(false);
             assert!(x.run_until(0, || w.link.status() != Status::Connecting));
             w.modem.set_up(true);
             let from = x.now();
-            assert!(x.run_until(20_000, || w.link.status() == Status::Connected));
-            assert_eq!(x.now(), from + 9_999);
+            assert!(x.run_until(30_000, || w.link.status() == Status::Connected));
+            assert_eq!(x.now(), from + 5_000 + 9_999);
         });
         let st = w.net_stats();
         assert_eq!(st.sockets_opened, 3);
@@ -1043,16 +1048,17 @@ fn network_loss_flight_mode_and_recovery_with_tutorial_timings() {
         assert_eq!(x.now(), 450_000);
         x.advance(1);
         assert!(w.received().starts_with(b"while down"));
-        // And the 5-minute wait restarts from scratch next time.
+        // And the 5-minute wait restarts from scratch next time, after the
+        // 5 s pause that follows any close.
         let down = x.now();
         w.modem.set_up(false);
-        x.advance_to(down + 300_000 + 20_000);
+        x.advance_to(down + 5_000 + 300_000 + 20_000);
         let log = w.modem_log();
         assert_eq!(
             log[2..],
             [
-                (down + 300_000, ModemEv::RadioOff),
-                (down + 320_000, ModemEv::RadioOn)
+                (down + 305_000, ModemEv::RadioOff),
+                (down + 325_000, ModemEv::RadioOn)
             ]
         );
     });
@@ -1076,16 +1082,22 @@ fn run_can_be_dropped_and_started_again() {
         w.link.try_enqueue(b"queued while stopped").unwrap();
         w.net.clock().advance_to(20_000);
         w.drive(512, |x| {
+            // Not "connected" to nothing: the old connection is closed, and
+            // the retry delay that follows any close runs first.
+            assert!(x.run_until(0, || w.link.status() == Status::BackingOff));
+            let from = x.now();
             if !network_while_stopped {
-                // Not "connected" to nothing: it waits for the network.
-                assert!(x.run_until(0, || w.link.status() == Status::WaitingForNetwork));
                 x.advance(10_000);
+                assert_eq!(w.link.status(), Status::WaitingForNetwork);
                 assert_eq!(w.stats().connect_attempts, 1, "no connect without network");
                 w.modem.set_up(true);
+                let up = x.now();
+                assert!(x.run_until(1_000, || w.link.status() == Status::Connected));
+                assert_eq!(x.now(), up, "connects as soon as the network is back");
+            } else {
+                assert!(x.run_until(10_000, || w.link.status() == Status::Connected));
+                assert_eq!(x.now(), from + 5_000, "reconnects after the retry delay");
             }
-            let from = x.now();
-            assert!(x.run_until(1_000, || w.link.status() == Status::Connected));
-            assert_eq!(x.now(), from, "reconnects at once");
             x.advance(10_000);
         });
         let rx = w.received();

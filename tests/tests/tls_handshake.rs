@@ -121,7 +121,7 @@ fn embedded_tls_handshake_time() {
             let mut samples = Vec::new();
             for _ in 0..n {
                 let t0 = Instant::now();
-                let conn = (&tls).connect(addr).await.unwrap();
+                let conn = tls.connect(addr).await.unwrap();
                 samples.push(t0.elapsed());
                 drop(conn);
             }

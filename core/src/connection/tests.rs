@@ -253,8 +253,45 @@ fn failure_count_resets_when_the_network_goes_away() {
         [Action::Close],
         "the attempt in progress is abandoned"
     );
+    // The tutorial: close, wait 5 s, then look at the network again.
+    assert_eq!(t.c.status(), Status::BackingOff);
+    assert_eq!(t.deadline(), t.now.as_millis() + 5 * S);
+    t.at(t.now.as_millis() + 5 * S);
     assert_eq!(t.c.status(), Status::WaitingForNetwork);
     assert_eq!(t.deadline(), t.now.as_millis() + 300 * S);
+}
+
+#[test]
+fn a_flapping_network_cannot_bring_attempts_closer_than_the_retry_delay() {
+    let mut t = connected();
+    let mut attempts = std::vec![0u64];
+    // The network goes down for 300 ms every 1.3 s. The caller wakes at
+    // every deadline and every network change, and acts on every action at
+    // once (connects succeed).
+    let take = |t: &mut T, attempts: &mut Vec<u64>| {
+        for a in t.actions() {
+            if let Action::Connect { .. } = a {
+                attempts.push(t.now.as_millis());
+                t.c.handle_connected(t.now).unwrap();
+            }
+        }
+    };
+    for i in 0..40u64 {
+        for (ms, up) in [(1000, false), (1300, true)] {
+            let at = i * 1300 + ms;
+            while t.deadline() < at {
+                t.at(t.deadline());
+                take(&mut t, &mut attempts);
+            }
+            t.at(at);
+            t.c.handle_network(t.now, up);
+            take(&mut t, &mut attempts);
+        }
+    }
+    assert!(attempts.len() > 2, "it does reconnect: {attempts:?}");
+    for w in attempts.windows(2) {
+        assert!(w[1] - w[0] >= 5 * S, "attempts {attempts:?}");
+    }
 }
 
 #[test]
@@ -286,6 +323,7 @@ fn events_that_cannot_happen_now_are_refused() {
     t.connect();
     assert_eq!(t.c.handle_written(t.now, 11), Err(Error::InvalidLength));
     assert_eq!(t.c.handle_received(t.now, 65), Err(Error::InvalidLength));
+    assert_eq!(t.c.receive_room(), 64);
     assert_eq!(t.c.status(), Status::Connected);
 }
 
@@ -549,15 +587,32 @@ fn network_loss_while_connected_closes_and_waits_for_the_network() {
     let mut t = connected();
     t.c.handle_network(t.now, false);
     assert_eq!(t.actions(), [Action::Close]);
-    assert_eq!(t.c.status(), Status::WaitingForNetwork);
+    assert_eq!(t.c.stats().disconnects, 1);
     t.at(S);
     t.c.handle_network(t.now, true);
+    assert_eq!(
+        t.actions(),
+        [],
+        "back after 1 s: the retry delay still runs"
+    );
+    t.at(5 * S);
     assert_eq!(
         t.actions(),
         [Action::Connect {
             transport: Transport::Tcp
         }]
     );
+}
+
+#[test]
+fn network_still_down_after_the_retry_delay_starts_the_network_wait() {
+    let mut t = connected();
+    t.c.handle_network(t.now, false);
+    let _ = t.actions();
+    t.at(5 * S);
+    assert_eq!(t.c.status(), Status::WaitingForNetwork);
+    t.at(305 * S);
+    assert_eq!(t.actions(), [Action::RadioOff]);
 }
 
 // Beyond the tutorial ----------------------------------------------------------
@@ -632,7 +687,7 @@ fn the_largest_frames_that_fit_are_accepted() {
 }
 
 #[test]
-fn udp_datagram_is_one_message_and_a_cut_frame_is_rejected() {
+fn udp_datagram_is_one_message_and_a_bad_one_is_dropped_not_fatal() {
     let config = Config {
         transport: Transport::Udp,
         framing: Framing::Lines,
@@ -650,9 +705,52 @@ fn udp_datagram_is_one_message_and_a_cut_frame_is_rejected() {
     t.flush();
     t.recv(b"bin\nbin\n");
     assert_eq!(t.flush(), b"\x11\x22\x33\n\x11\x22\x33\n");
+    // A frame cut by the end of the datagram: its whole frames are answered,
+    // the rest dropped and counted; the next datagram starts clean.
     t.recv(b"bin\nbi");
+    assert_eq!(t.flush(), b"\x11\x22\x33\n");
     assert_eq!(t.c.stats().frames_rejected, 1);
-    assert_eq!(t.actions(), [Action::Close]);
+    t.recv(b"n\n");
+    assert_eq!(t.flush(), b"", "`n` is not the end of the previous `bi`");
+    // Larger than the receive buffer: consumed and counted, never truncated.
+    assert_eq!(t.c.handle_received_bytes(t.now, &[b'b'; 65]), Ok(65));
+    assert_eq!(t.c.stats().frames_rejected, 2);
+    assert_eq!(t.actions(), [], "a datagram stands alone: no reconnect");
+    t.recv(b"bin\n");
+    assert_eq!(t.flush(), b"\x11\x22\x33\n");
+}
+
+#[test]
+fn a_udp_datagram_is_written_whole_or_not_at_all() {
+    let config = Config {
+        transport: Transport::Udp,
+        ..Config::default()
+    };
+    let mut t = T::<TestProtocol, 256, 64>::new(config);
+    t.c.handle_network(t.now, true);
+    let _ = t.actions();
+    t.c.handle_connected(t.now).unwrap();
+    assert_eq!(t.c.handle_written(t.now, 3), Err(Error::InvalidLength));
+    assert_eq!(t.c.handle_written(t.now, 0), Ok(()));
+    assert_eq!(t.c.handle_written(t.now, 10), Ok(()));
+    assert_eq!(t.c.poll_transmit(), None);
+}
+
+#[test]
+fn lines_refuses_what_it_could_not_deliver_unchanged() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        framing: Framing::Lines,
+        ..Config::default()
+    });
+    assert_eq!(t.c.enqueue(b"abc\r"), Err(QueueError::Unframeable));
+    assert_eq!(t.c.enqueue(b"a\rb"), Ok(()), "a \\r inside a line is fine");
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.flush();
+    // `back\r\r\n` arrives as `back\r`; echoing it would lose the `\r`.
+    t.recv(b"back\r\r\n");
+    assert_eq!(t.flush(), b"");
+    assert_eq!(t.c.stats().replies_dropped, 1);
 }
 
 #[test]

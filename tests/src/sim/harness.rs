@@ -210,7 +210,9 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
                 )));
             }
             self.ledger.rejected += 1;
-            self.oracle.rejected();
+            if self.oracle.rejected() {
+                self.ledger.datagram_dropped();
+            }
         }
         let actions: Vec<Action> = core::iter::from_fn(|| self.conn.poll_action()).collect();
         let status = self.conn.status();

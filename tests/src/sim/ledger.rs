@@ -167,6 +167,13 @@ impl Ledger {
         }
     }
 
+    /// The state machine dropped the bad datagram (UDP): nothing of it is
+    /// left to decode, and the next datagram starts clean.
+    pub(crate) fn datagram_dropped(&mut self) {
+        self.mirror.clear();
+        self.bad = false;
+    }
+
     /// Splits complete frames off the mirror; `datagram`: whatever is left
     /// is a cut frame.
     fn decode_mirror(&mut self, datagram: bool) {

@@ -70,7 +70,6 @@ pub(crate) struct Oracle {
     /// When the last `Connect` was emitted, and whether the network went away
     /// since (which restarts the logic at once, as the tutorial's loop does).
     last_connect: Option<u64>,
-    network_dropped: bool,
     /// When the connection was dropped or the attempt failed (the retry
     /// delay counts from here).
     backoff_from: u64,
@@ -86,7 +85,6 @@ impl Oracle {
             failures: 0,
             now,
             last_connect: None,
-            network_dropped: false,
             backoff_from: now,
             call: Call::default(),
         }
@@ -161,7 +159,15 @@ impl Oracle {
                     self.phase = Phase::WaitNet { since: now };
                 }
             }
-            Phase::Backoff { due: Some(due) } if now >= due => self.start_connect(),
+            // The retry delay also follows a network loss; if the network is
+            // still down when it ends, wait for it.
+            Phase::Backoff { due: Some(due) } if now >= due => {
+                if self.network {
+                    self.start_connect();
+                } else {
+                    self.phase = Phase::WaitNet { since: now };
+                }
+            }
             Phase::Connecting { since } => {
                 if let Some(ct) = cfg.connect_timeout {
                     if now >= since + ct.as_millis() {
@@ -208,20 +214,16 @@ impl Oracle {
             }
             return;
         }
-        self.network_dropped = true;
         self.failures = 0;
+        // As the tutorial: close, pause the retry delay, then look at the
+        // network again.
         match self.phase {
-            Phase::Connected { .. } => {
-                self.call.close = true;
-                self.call.disconnects += 1;
-                self.phase = Phase::WaitNet { since: self.now };
-            }
+            Phase::Connected { .. } => self.drop_connection(),
             Phase::Connecting { .. } => {
                 self.call.close = true;
-                self.phase = Phase::WaitNet { since: self.now };
+                self.enter_backoff();
             }
-            Phase::Backoff { .. } => self.phase = Phase::WaitNet { since: self.now },
-            Phase::WaitNet { .. } | Phase::RadioOff { .. } => {}
+            Phase::Backoff { .. } | Phase::WaitNet { .. } | Phase::RadioOff { .. } => {}
         }
     }
 
@@ -264,9 +266,18 @@ impl Oracle {
         }
     }
 
-    /// The state machine rejected an inbound frame and dropped the connection.
-    pub(crate) fn rejected(&mut self) {
-        self.drop_connection();
+    /// The state machine rejected an inbound frame: over TCP it drops the
+    /// connection (the stream is out of step); over UDP only the datagram is
+    /// dropped, and it still counts as a sign of life.
+    /// Returns whether only the datagram was dropped.
+    pub(crate) fn rejected(&mut self) -> bool {
+        if self.cfg.transport == Transport::Tcp {
+            self.drop_connection();
+            false
+        } else {
+            self.activity();
+            true
+        }
     }
 
     /// Inbound data reset the idle timer.
@@ -317,9 +328,9 @@ impl Oracle {
             ));
         }
         if self.call.connect {
-            // Attempts at least retry_delay apart, unless the network went
-            // away in between.
-            if let (Some(prev), false) = (self.last_connect, self.network_dropped) {
+            // Attempts at least retry_delay apart, a flapping network
+            // included.
+            if let Some(prev) = self.last_connect {
                 if now - prev < self.cfg.retry_delay.as_millis() {
                     return Err(Violation::new(
                         now,
@@ -331,7 +342,6 @@ impl Oracle {
                 }
             }
             self.last_connect = Some(now);
-            self.network_dropped = false;
         }
         if let Phase::Backoff { due: None } = self.phase {
             let base = self.cfg.retry_delay.as_millis();

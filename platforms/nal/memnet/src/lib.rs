@@ -371,7 +371,7 @@ impl<P: Peer> MemNet<P> {
     fn injected_block(&mut self) -> bool {
         self.sends = self.sends.wrapping_add(1);
         let every = self.behaviour.would_block_every;
-        let block = every != 0 && self.sends % every == 0;
+        let block = every != 0 && self.sends.is_multiple_of(every);
         if block {
             self.stats.would_blocks += 1;
         }

@@ -355,7 +355,7 @@ impl<P: Peer> AsyncMemNet<P> {
         let n = self.reads.get().wrapping_add(1);
         self.reads.set(n);
         let every = self.timing.get().pending_reads_every;
-        every != 0 && n % every == 0
+        every != 0 && n.is_multiple_of(every)
     }
 
     fn close(&self, sock: Socket, proto: Proto) {
