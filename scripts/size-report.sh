@@ -67,9 +67,9 @@ base, prod = symbols(f"{tmp}/baseline.elf"), symbols(f"{tmp}/product.elf")
 extra = {k: v for k, v in prod.items() if k not in base}
 def group(name):
     if name.startswith(("compiler_builtins", "__aeabi", "__udiv", "memcmp", "memcpy", "memmove", "memset")):
-        return "compiler-builtins (mem*, 64-bit division) pulled in by longlink"
+        return "compiler-builtins routines pulled in by longlink (memcpy, memclr)"
     if name.startswith(("core::fmt", "<core::fmt", "core::panicking", "core::slice::index", "core::slice::copy_from_slice", "__rustc", "cortex_m")):
-        return "core panics/fmt stubs and runtime glue"
+        return "runtime glue the inliner placed differently (semihosting, panics, fmt)"
     return "longlink code (core + TestProtocol + driver, incl. what LTO inlined into the caller)"
 groups = {}
 for k, v in extra.items():

@@ -447,7 +447,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if udp && data.len() > R {
             // Still a sign of life from the server.
             self.note_received(now, data.len());
-            self.reject_datagram();
+            self.reject_frame(now);
             return Ok(data.len());
         }
         let buf = self.receive_buffer();
@@ -994,17 +994,24 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
         crate::queue::slide_down(&mut self.rx, start, self.rx_len);
         self.rx_len -= start;
+        let udp = self.config.transport == Transport::Udp;
+        // Over UDP, what is left of a datagram once its whole frames are
+        // handled is a cut frame.
+        if error || (udp && !self.rx_blocked && self.rx_len > 0) {
+            self.reject_frame(now);
+        }
+    }
+
+    /// A frame that cannot be decoded. A byte stream out of step cannot be
+    /// trusted again: reconnect. A datagram stands alone: drop it, and the
+    /// next one starts clean.
+    #[cold]
+    fn reject_frame(&mut self, now: Instant) {
+        warn!("bad frame from the server");
+        self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
         if self.config.transport == Transport::Udp {
-            // A datagram stands alone: what is left of it once its whole
-            // frames are handled (a cut or oversize frame) is dropped, and the
-            // next datagram starts clean.
-            if !self.rx_blocked && (error || self.rx_len > 0) {
-                self.reject_datagram();
-            }
-        } else if error {
-            // A byte stream out of step cannot be trusted again: reconnect.
-            warn!("bad frame from the server: reconnecting");
-            self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
+            self.rx_len = 0;
+        } else {
             self.drop_connection(now);
         }
     }
@@ -1014,15 +1021,6 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stats.bytes_in = self.stats.bytes_in.wrapping_add(len as u64);
         trace!("received {} bytes", len);
         self.timers.set(Timer::Idle, now, self.config.idle_timeout);
-    }
-
-    /// Drops the datagram in the receive buffer (or one that never got there)
-    /// and counts it.
-    #[cold]
-    fn reject_datagram(&mut self) {
-        warn!("bad datagram from the server: dropped");
-        self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
-        self.rx_len = 0;
     }
 
     fn dispatch_empty(&mut self, now: Instant) {
