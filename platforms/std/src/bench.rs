@@ -6,10 +6,13 @@
 //!   loopback);
 //! - echo round trip: server writes `back N`, until it has read the reply;
 //!   compared with a bare `std::net` echo loop on the same machine;
+//! - echo throughput: the server writes `back N` lines as fast as it can
+//!   while it reads the replies (pipelined), messages per second, against
+//!   the same bare echo loop;
 //! - idle CPU: the client's utime+stime from `/proc/<pid>/stat` over an idle
 //!   period with the connection up (heartbeats at the tutorial's 10 s).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,8 +94,39 @@ fn echo_rtts(stream: &TcpStream, samples: usize) -> std::io::Result<Vec<Duration
     Ok(out)
 }
 
-/// The same measurement against a bare `std::net` echo thread.
-fn baseline_rtts(samples: usize) -> std::io::Result<Vec<Duration>> {
+/// Pipelined echo: `n` `back` lines written by one thread while this one
+/// reads the replies, in order. Returns messages per second.
+fn echo_throughput(stream: &TcpStream, n: usize) -> std::io::Result<f64> {
+    let out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut w = BufWriter::new(out);
+        for i in 0..n {
+            writeln!(w, "back {i}")?;
+        }
+        w.flush()
+    });
+    let mut line = Vec::new();
+    for i in 0..n {
+        next_line(&mut reader, &mut line)?;
+        if line != format!("back {i}\n").as_bytes() {
+            return Err(std::io::Error::other(format!(
+                "reply {i} out of order: {:?}",
+                String::from_utf8_lossy(&line)
+            )));
+        }
+    }
+    let elapsed = t0.elapsed();
+    writer
+        .join()
+        .map_err(|_| std::io::Error::other("writer thread panicked"))??;
+    Ok(n as f64 / elapsed.as_secs_f64().max(1e-9))
+}
+
+/// The same measurements against a bare `std::net` echo thread: round
+/// trips, then pipelined throughput.
+fn baseline(samples: usize, messages: usize) -> std::io::Result<(Vec<Duration>, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
@@ -109,7 +143,7 @@ fn baseline_rtts(samples: usize) -> std::io::Result<Vec<Duration>> {
     });
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    let out = echo_rtts(&s, samples);
+    let out = echo_rtts(&s, samples).and_then(|rtts| Ok((rtts, echo_throughput(&s, messages)?)));
     drop(s);
     let _ = echo.join();
     out
@@ -144,12 +178,22 @@ pub struct Results {
     pub echo: Summary,
     /// Echo round trip through a bare std::net echo loop.
     pub baseline: Summary,
+    /// Pipelined echo messages per second through the client.
+    pub throughput: f64,
+    /// Pipelined echo messages per second through the bare loop.
+    pub baseline_throughput: f64,
     /// CPU seconds used while idle, and the idle time.
     pub idle_cpu: Option<(f64, Duration)>,
 }
 
 /// Runs everything against the client binary at `client`.
-pub fn run(client: &std::path::Path, samples: usize, idle: Duration) -> std::io::Result<Results> {
+pub fn run(
+    client: &std::path::Path,
+    samples: usize,
+    messages: usize,
+    idle: Duration,
+) -> std::io::Result<Results> {
+    let messages = messages.max(1);
     let samples = samples.max(1);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr: SocketAddr = listener.local_addr()?;
@@ -185,7 +229,8 @@ pub fn run(client: &std::path::Path, samples: usize, idle: Duration) -> std::io:
             }
         }
         let echo = echo_rtts(&stream, samples)?;
-        let baseline = baseline_rtts(samples)?;
+        let throughput = echo_throughput(&stream, messages)?;
+        let (baseline, baseline_throughput) = baseline(samples, messages)?;
 
         let before = cpu_seconds(child.id());
         std::thread::sleep(idle);
@@ -196,6 +241,8 @@ pub fn run(client: &std::path::Path, samples: usize, idle: Duration) -> std::io:
             line_to_wire: summarize(&wire).ok_or(none)?,
             echo: summarize(&echo).ok_or(none)?,
             baseline: summarize(&baseline).ok_or(none)?,
+            throughput,
+            baseline_throughput,
             idle_cpu,
         })
     })();
@@ -216,14 +263,43 @@ pub fn render(r: &Results) -> String {
         ),
         None => "unavailable (no /proc)".into(),
     };
+    let tput = r.throughput / r.baseline_throughput.max(1e-9);
     format!(
         "queued stdin line -> wire:      {}\n\
          echo round trip (back N):      {}\n\
          bare std::net echo loop:       {}\n\
          echo / bare (medians):         {ratio:.2}x\n\
+         pipelined echo:                {:.0} msg/s (bare loop {:.0} msg/s, {tput:.2}x)\n\
          idle CPU (connected, hb 10s):  {idle}\n",
-        r.line_to_wire, r.echo, r.baseline
+        r.line_to_wire, r.echo, r.baseline, r.throughput, r.baseline_throughput
     )
+}
+
+/// The figures as `key=value` lines, microseconds and messages per second.
+pub fn render_raw(r: &Results) -> String {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut out = String::new();
+    for (name, s) in [
+        ("wire", &r.line_to_wire),
+        ("echo", &r.echo),
+        ("bare", &r.baseline),
+    ] {
+        out += &format!(
+            "{name}_p50_us={:.1}\n{name}_p99_us={:.1}\n",
+            us(s.median),
+            us(s.p99)
+        );
+    }
+    out += &format!("echo_msgs_per_s={:.0}\n", r.throughput);
+    out += &format!("bare_msgs_per_s={:.0}\n", r.baseline_throughput);
+    if let Some((cpu, over)) = r.idle_cpu {
+        out += &format!(
+            "idle_cpu_percent={:.4}\nidle_s={:.0}\n",
+            100.0 * cpu / over.as_secs_f64().max(1e-9),
+            over.as_secs_f64()
+        );
+    }
+    out
 }
 
 /// `longlink bench`.
@@ -238,15 +314,18 @@ pub fn main(args: &crate::cli::BenchArgs) -> std::process::ExitCode {
             }
         },
     };
-    println!(
-        "longlink bench: {} samples, {} idle, client {}",
-        args.samples,
-        duration(args.idle),
-        client.display()
-    );
-    match run(&client, args.samples, args.idle) {
+    if !args.raw {
+        println!(
+            "longlink bench: {} samples, {} pipelined messages, {} idle, client {}",
+            args.samples,
+            args.messages,
+            duration(args.idle),
+            client.display()
+        );
+    }
+    match run(&client, args.samples, args.messages, args.idle) {
         Ok(r) => {
-            print!("{}", render(&r));
+            print!("{}", if args.raw { render_raw(&r) } else { render(&r) });
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

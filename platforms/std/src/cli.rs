@@ -213,6 +213,12 @@ pub struct BenchArgs {
     /// The client binary to measure (default: this one).
     #[arg(long)]
     pub client: Option<std::path::PathBuf>,
+    /// Messages per pipelined-throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Print one `key=value` line per figure (for scripts/bench.sh).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Where `longlink client` connects.
