@@ -338,6 +338,14 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
     };
     let secure = tls.is_some();
     let started = Instant::now();
+    // Before the first connect: a signal that arrives once the server has
+    // seen us must end the client cleanly, not kill it.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    }) {
+        warn!("no signal handler ({e}); stop with kill -9");
+    }
     let client = match Client::spawn_with(config, tls, None) {
         Ok(c) => c,
         Err(e) => {
@@ -354,12 +362,6 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
         std::time::Duration::from(config.retry_delay),
         config.framing
     );
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    }) {
-        warn!("no signal handler ({e}); stop with kill -9");
-    }
     let link = client.link_arc();
     // Detached: a read blocked on stdin must not hold up the exit.
     let _ = std::thread::Builder::new()
