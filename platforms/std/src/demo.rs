@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use longlink_core::time::Duration as Ms;
-use longlink_core::{Action, Config, Framing, Remote, Transport, BIN_REPLY};
+use longlink_core::{Action, Config, Framing, Remote, Status, Transport, BIN_REPLY};
 
 use crate::check::{request, Expect, Report};
 use crate::client::{Client, ClientEvent, Observed};
@@ -353,6 +353,13 @@ pub fn play(transport: Transport, timing: Timing, mut say: impl FnMut(&str)) -> 
         d.t(Instant::now()),
         Row::Server("lab server STOPPED".into()),
     );
+    // Queue only once the client knows the connection is gone: a message
+    // written into a socket the peer already closed is lost in the kernel,
+    // and no client can tell without acknowledgements in the protocol.
+    let noticed = Instant::now() + Duration::from_secs(2);
+    while client.link().status() == Status::Connected && Instant::now() < noticed {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let queued = b"queued while the server was down";
     let q_at = Instant::now();
     let queued_ok = client.enqueue(queued).is_ok();
