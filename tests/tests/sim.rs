@@ -255,3 +255,22 @@ fn transcript_disconnect_and_reconnect_with_a_queued_message() -> Result<(), Vio
     assert_eq!(h.delivered(), (1, 0));
     Ok(())
 }
+
+#[test]
+fn lines_reply_ending_in_cr_is_dropped_and_counted() -> Result<(), Violation> {
+    // `back x\r\r\n` is the message `back x\r`; its echo cannot be framed
+    // by `Lines` (the peer would strip the `\r`), so it is dropped and
+    // counted, and the next request is still answered.
+    let config = Config {
+        framing: longlink_core::Framing::Lines,
+        ..Config::default()
+    };
+    let mut h = H::new(config, true)?;
+    h.network(0, true)?;
+    run_until(&mut h, 0, true)?;
+    h.read_stream(1_000, b"back x\r\r\nback y\r\n")?;
+    run_until(&mut h, 1_000, true)?;
+    assert_eq!(h.connection().stats().replies_dropped, 1);
+    assert_eq!(h.transcript().last(), Some(&wrote(1_000, b"back y\n")));
+    Ok(())
+}

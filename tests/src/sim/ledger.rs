@@ -231,7 +231,10 @@ impl Ledger {
                 self.time_unsynced += 1;
             }
             if let Some(reply) = reference_reply(&msg, unix) {
-                let unframeable = self.framing == Framing::Lines && reply.contains(&b'\n');
+                // `Lines` cannot carry a `\n`, nor a trailing `\r` (the
+                // receiver would take it for half of a `\r\n`).
+                let unframeable = self.framing == Framing::Lines
+                    && (reply.contains(&b'\n') || reply.last() == Some(&b'\r'));
                 if unframeable || reply.len() + self.framing.overhead() > self.max_frame {
                     self.replies_dropped += 1;
                 } else {
