@@ -503,8 +503,21 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
                     Some(bytes) => {
                         // UDP: the whole datagram (the scratch size check makes
                         // it fit); TCP: as much as fits, the rest next time.
-                        let n = bytes.len().min(scratch.len());
+                        let mut n = bytes.len().min(scratch.len());
                         scratch[..n].copy_from_slice(&bytes[..n]);
+                        if !udp {
+                            // TCP: the frames queued behind it go in the same
+                            // write (one system call for a burst of replies
+                            // rather than one each).
+                            for (frame, _) in c.queued_frames().skip(1) {
+                                let k = frame.len().min(scratch.len() - n);
+                                scratch[n..n + k].copy_from_slice(&frame[..k]);
+                                n += k;
+                                if n == scratch.len() {
+                                    break;
+                                }
+                            }
+                        }
                         n
                     }
                     None => 0,
@@ -538,10 +551,26 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
             let now = clock.now();
             match outcome {
                 Either4::First(Ok(Io::Sent(n))) => {
-                    let _ = self.lock(|c| c.handle_written(now, n));
+                    // A write may span several queued frames: report them to
+                    // the core one at a time, each to the hook as it completes
+                    // (the hook runs unlocked: it may enqueue).
+                    let mut done = 0;
+                    while done < n {
+                        let k = self.lock(|c| {
+                            let k = c.poll_transmit().map_or(0, |rest| rest.len().min(n - done));
+                            if k > 0 {
+                                let _ = c.handle_written(now, k);
+                            }
+                            k
+                        });
+                        if k == 0 {
+                            break;
+                        }
+                        on_event(Event::Sent(&scratch[done..done + k]));
+                        done += k;
+                    }
                     unflushed = !udp;
                     self.room.signal(());
-                    on_event(Event::Sent(&scratch[..n]));
                 }
                 Either4::First(Ok(Io::Flushed)) => unflushed = false,
                 Either4::First(Ok(Io::Received(0))) if !udp => {
