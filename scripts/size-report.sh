@@ -18,6 +18,9 @@
 # (they read ARM ELF files), python3; qemu-system-arm optional.
 set -euo pipefail
 cd "$(dirname "$0")/../platforms/qemu-firmware"
+# The firmware has its own workspace and target dir; a CARGO_TARGET_DIR set
+# for the main workspace would send its builds elsewhere.
+export CARGO_TARGET_DIR="$PWD/target"
 
 TARGET=thumbv7em-none-eabihf
 ELF=target/$TARGET/release/longlink-qemu-firmware
@@ -76,6 +79,8 @@ for k, v in extra.items():
     groups[group(k)] = groups.get(group(k), 0) + v
 delta = {c: prod.get(c, 0) - sec["baseline"].get(c, 0) for c in cols for prod in [sec["product"]]}
 text_delta = delta[".text"]
+if text_delta <= 0:
+    sys.exit("size-report: product is not larger than baseline: a variant did not build as intended")
 goal = 6 * 1024
 
 lines = []

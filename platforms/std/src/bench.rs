@@ -5,10 +5,11 @@
 //!   server has read it (pipe, stdin thread, enqueue wake-up, driver write,
 //!   loopback);
 //! - echo round trip: server writes `back N`, until it has read the reply;
-//!   compared with a bare `std::net` echo loop on the same machine;
+//!   compared with a bare blocking `std::net` echo client (`longlink
+//!   bare-echo`, a separate process like the client) on the same machine;
 //! - echo throughput: the server writes `back N` lines as fast as it can
 //!   while it reads the replies (pipelined), messages per second, against
-//!   the same bare echo loop;
+//!   the same bare client;
 //! - idle CPU: the client's utime+stime from `/proc/<pid>/stat` over an idle
 //!   period with the connection up (heartbeats at the tutorial's 10 s).
 
@@ -124,13 +125,38 @@ fn echo_throughput(stream: &TcpStream, n: usize) -> std::io::Result<f64> {
     Ok(n as f64 / elapsed.as_secs_f64().max(1e-9))
 }
 
-/// The same measurements against a bare `std::net` echo thread: round
-/// trips, then pipelined throughput.
-fn baseline(samples: usize, messages: usize) -> std::io::Result<(Vec<Duration>, f64)> {
+/// The same measurements against the bare client (`longlink bare-echo`), a
+/// separate process like the client, so that both pay the same process and
+/// scheduling costs: round trips, then pipelined throughput.
+fn baseline(
+    exe: &std::path::Path,
+    samples: usize,
+    messages: usize,
+) -> std::io::Result<(Vec<Duration>, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+    let mut child = Command::new(exe)
+        .args(["bare-echo", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = (|| {
         let (s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let rtts = echo_rtts(&s, samples)?;
+        Ok((rtts, echo_throughput(&s, messages)?))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+/// `longlink bare-echo ADDR`: the floor the benchmark compares against. As
+/// little as a blocking echo client can do: read lines, write each back.
+pub fn bare_echo(addr: SocketAddr) -> std::process::ExitCode {
+    let run = || -> std::io::Result<()> {
+        let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         let mut r = BufReader::new(s.try_clone()?);
         let mut w = &s;
@@ -140,13 +166,11 @@ fn baseline(samples: usize, messages: usize) -> std::io::Result<(Vec<Duration>, 
             line.clear();
         }
         Ok(())
-    });
-    let s = TcpStream::connect(addr)?;
-    s.set_nodelay(true)?;
-    let out = echo_rtts(&s, samples).and_then(|rtts| Ok((rtts, echo_throughput(&s, messages)?)));
-    drop(s);
-    let _ = echo.join();
-    out
+    };
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
 }
 
 /// CPU time (user + system) of a process in seconds, from `/proc`.
@@ -176,17 +200,18 @@ pub struct Results {
     pub line_to_wire: Summary,
     /// Echo round trip through the client.
     pub echo: Summary,
-    /// Echo round trip through a bare std::net echo loop.
+    /// Echo round trip through the bare std::net echo client.
     pub baseline: Summary,
     /// Pipelined echo messages per second through the client.
     pub throughput: f64,
-    /// Pipelined echo messages per second through the bare loop.
+    /// Pipelined echo messages per second through the bare client.
     pub baseline_throughput: f64,
     /// CPU seconds used while idle, and the idle time.
     pub idle_cpu: Option<(f64, Duration)>,
 }
 
-/// Runs everything against the client binary at `client`.
+/// Runs everything against the client binary at `client` (which also
+/// provides the bare floor, `longlink bare-echo`).
 pub fn run(
     client: &std::path::Path,
     samples: usize,
@@ -230,7 +255,7 @@ pub fn run(
         }
         let echo = echo_rtts(&stream, samples)?;
         let throughput = echo_throughput(&stream, messages)?;
-        let (baseline, baseline_throughput) = baseline(samples, messages)?;
+        let (baseline, baseline_throughput) = baseline(client, samples, messages)?;
 
         let before = cpu_seconds(child.id());
         std::thread::sleep(idle);
@@ -267,9 +292,9 @@ pub fn render(r: &Results) -> String {
     format!(
         "queued stdin line -> wire:      {}\n\
          echo round trip (back N):      {}\n\
-         bare std::net echo loop:       {}\n\
+         bare std::net echo client:     {}\n\
          echo / bare (medians):         {ratio:.2}x\n\
-         pipelined echo:                {:.0} msg/s (bare loop {:.0} msg/s, {tput:.2}x)\n\
+         pipelined echo:                {:.0} msg/s (bare client {:.0} msg/s, {tput:.2}x)\n\
          idle CPU (connected, hb 10s):  {idle}\n",
         r.line_to_wire, r.echo, r.baseline, r.throughput, r.baseline_throughput
     )

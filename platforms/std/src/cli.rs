@@ -38,6 +38,13 @@ pub enum Command {
     /// Measure idle CPU, queued-line-to-wire latency and echo round trips of
     /// the `longlink client` binary against a loopback server.
     Bench(BenchArgs),
+    /// The benchmark's floor: a minimal blocking `std::net` client that
+    /// connects to ADDR and writes back every line it reads.
+    #[command(hide = true)]
+    BareEcho {
+        /// Where the benchmark listens.
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Message framing, both directions.

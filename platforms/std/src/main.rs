@@ -10,7 +10,9 @@ fn main() -> std::process::ExitCode {
     // The demo and the benchmark print their own report; their log is
     // opt-in with -v.
     let quiet = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => cli.quiet.saturating_add(1),
+        Command::Demo(_) | Command::Bench(_) | Command::BareEcho { .. } => {
+            cli.quiet.saturating_add(1)
+        }
         _ => cli.quiet,
     };
     longlink_std::logger::init(longlink_std::logger::level(quiet, cli.verbose));
@@ -19,5 +21,6 @@ fn main() -> std::process::ExitCode {
         Command::Lab(args) => longlink_std::lab::main(args),
         Command::Demo(args) => longlink_std::demo::main(args),
         Command::Bench(args) => longlink_std::bench::main(args),
+        Command::BareEcho { addr } => longlink_std::bench::bare_echo(*addr),
     }
 }
