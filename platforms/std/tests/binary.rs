@@ -266,3 +266,38 @@ fn bad_arguments_exit_with_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+#[test]
+fn bench_measures_the_client_against_the_bare_echo_client() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--raw",
+            "--samples",
+            "20",
+            "--messages",
+            "200",
+            "--idle",
+            "10ms",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for key in [
+        "wire_p50_us=",
+        "echo_p50_us=",
+        "bare_p50_us=",
+        "echo_msgs_per_s=",
+        "bare_msgs_per_s=",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "{key}{value}");
+    }
+}
