@@ -109,7 +109,9 @@ L.append("")
 L.append("## 3. End to end on loopback\n")
 L.append(open(os.path.join(tmp, "e2e.md")).read().strip() + "\n")
 L.append("## 4. Footprint\n")
-L.append(open(os.path.join(tmp, "size.md")).read().strip() + "\n")
+size = open(os.path.join(tmp, "size.md")).read().strip().splitlines()
+# Its own title is this section's heading.
+L.append("\n".join(l for l in size if not l.startswith("# ")).strip() + "\n")
 with open(out, "w") as f:
     f.write("\n".join(L))
 print(f"wrote {out}", file=sys.stderr)
