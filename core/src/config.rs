@@ -5,7 +5,7 @@
 //! a link reset after 5 consecutive failures, `heart beat` every 10 s, raw
 //! framing over TCP. Everything beyond the tutorial is off by default.
 
-use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::net::SocketAddr;
 
 use crate::framing::Framing;
 use crate::time::Duration;
@@ -22,23 +22,25 @@ pub enum Transport {
     Udp,
 }
 
-/// The server to keep a connection to.
+/// The server to keep a connection to. The driver owns it (the core only
+/// says when to connect, not where): pass it to the driver, which resolves a
+/// host name at every connect attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Remote {
+pub enum Remote<'a> {
     /// An IP address and port.
     Addr(SocketAddr),
     /// A host name and port. The shim resolves the name at every connect
     /// attempt; a failed lookup is a failed connect.
     Host {
         /// The DNS name.
-        name: &'static str,
+        name: &'a str,
         /// The port.
         port: u16,
     },
 }
 
-impl Remote {
+impl Remote<'_> {
     /// The port to connect to.
     pub const fn port(&self) -> u16 {
         match self {
@@ -48,7 +50,7 @@ impl Remote {
     }
 }
 
-impl core::fmt::Display for Remote {
+impl core::fmt::Display for Remote<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Remote::Addr(a) => write!(f, "{a}"),
@@ -77,12 +79,11 @@ pub enum Backoff {
 }
 
 /// The policy of a [`Connection`](crate::Connection).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Where to connect is not here: the driver owns the [`Remote`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
-    /// The server. Default: `127.0.0.1:50798` (the tutorial's lab port on
-    /// loopback; the tutorial's own address is a public test server).
-    pub remote: Remote,
     /// TCP or UDP. Default: TCP.
     pub transport: Transport,
     /// Message framing in both directions. Default: raw, as the tutorial.
@@ -102,8 +103,9 @@ pub struct Config {
     /// Time between heartbeats while connected; `None` disables them.
     /// Tutorial: 10 s (`insertMsg("heart beat"); sys.wait(10000)`).
     pub heartbeat_interval: Option<Duration>,
-    /// The heartbeat message. Tutorial: `heart beat`.
-    pub heartbeat_payload: &'static [u8],
+    /// The heartbeat message, at most [`HEARTBEAT_MAX`] bytes, held in the
+    /// config itself. Tutorial: `heart beat`.
+    pub heartbeat_payload: Payload,
     /// Dead-peer detection: reconnect when nothing was received for this long
     /// on an established connection. Not in the tutorial; default off.
     pub idle_timeout: Option<Duration>,
@@ -120,10 +122,22 @@ pub struct Config {
 /// The tutorial's heartbeat payload.
 pub const TUTORIAL_HEARTBEAT: &[u8] = b"heart beat";
 
+/// The longest heartbeat payload a [`Config`] holds.
+pub const HEARTBEAT_MAX: usize = 32;
+
+/// A heartbeat payload: up to [`HEARTBEAT_MAX`] bytes, stored inline so a
+/// config built at run time (from a command line, from flash) needs no
+/// `'static` buffer.
+pub type Payload = heapless::Vec<u8, HEARTBEAT_MAX, u8>;
+
+/// `bytes` as a [`Payload`], or `None` when longer than [`HEARTBEAT_MAX`].
+pub fn payload(bytes: &[u8]) -> Option<Payload> {
+    Payload::from_slice(bytes).ok()
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            remote: Remote::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50798)),
             transport: Transport::Tcp,
             framing: Framing::Raw,
             network_wait: Duration::from_mins(5),
@@ -131,7 +145,7 @@ impl Default for Config {
             retry_delay: Duration::from_secs(5),
             max_failures: 5,
             heartbeat_interval: Some(Duration::from_secs(10)),
-            heartbeat_payload: TUTORIAL_HEARTBEAT,
+            heartbeat_payload: payload(TUTORIAL_HEARTBEAT).unwrap_or_default(),
             idle_timeout: None,
             connect_timeout: None,
             backoff: Backoff::Fixed,
@@ -154,7 +168,7 @@ pub enum ConfigError {
     /// The queue cannot hold one heartbeat.
     QueueTooSmall,
     /// The receive buffer is too small for the framing (at least 1 byte, 2
-    /// for `Lines`, 3 for `Len16`).
+    /// for `Lines`, 3 for `Len16`; one more over UDP).
     ReceiveBufferTooSmall,
     /// The exponential backoff cap is below `retry_delay`.
     BackoffCapTooSmall,
@@ -199,16 +213,20 @@ impl Config {
                 return Err(ConfigError::BackoffCapTooSmall);
             }
         }
-        let min_rx = match self.framing {
-            Framing::Raw => 1,
-            Framing::Lines => 2,
-            Framing::Len16 => 3,
-        };
+        // Over UDP a datagram that fills the receive buffer may have been
+        // cut by the stack: one byte more tells it apart.
+        let udp = usize::from(self.transport == Transport::Udp);
+        let min_rx = udp
+            + match self.framing {
+                Framing::Raw => 1,
+                Framing::Lines => 2,
+                Framing::Len16 => 3,
+            };
         if rx_capacity < min_rx {
             return Err(ConfigError::ReceiveBufferTooSmall);
         }
         if self.heartbeat_interval.is_some() {
-            let hb = self.heartbeat_payload;
+            let hb = &self.heartbeat_payload;
             let bad = match self.framing {
                 Framing::Raw => hb.is_empty(),
                 Framing::Lines => hb.contains(&b'\n'),
@@ -248,6 +266,7 @@ mod tests {
         assert_eq!(c.max_failures, 5);
         assert_eq!(c.heartbeat_interval, Some(Duration::from_millis(10_000)));
         assert_eq!(c.heartbeat_payload, b"heart beat");
+        assert_eq!(payload(&[0; HEARTBEAT_MAX + 1]), None);
         assert_eq!(c.transport, Transport::Tcp);
         assert_eq!(c.framing, Framing::Raw);
         assert_eq!((c.idle_timeout, c.connect_timeout), (None, None));
@@ -262,29 +281,29 @@ mod tests {
         assert_eq!(
             v(Config {
                 retry_delay: Duration::ZERO,
-                ..ok
+                ..ok.clone()
             }),
             Err(ConfigError::ZeroDuration)
         );
         assert_eq!(
             v(Config {
                 idle_timeout: Some(Duration::ZERO),
-                ..ok
+                ..ok.clone()
             }),
             Err(ConfigError::ZeroDuration)
         );
         assert_eq!(
             v(Config {
                 max_failures: 0,
-                ..ok
+                ..ok.clone()
             }),
             Err(ConfigError::ZeroMaxFailures)
         );
         assert_eq!(
             v(Config {
                 framing: Framing::Lines,
-                heartbeat_payload: b"a\nb",
-                ..ok
+                heartbeat_payload: payload(b"a\nb").unwrap(),
+                ..ok.clone()
             }),
             Err(ConfigError::BadHeartbeat)
         );
@@ -293,7 +312,7 @@ mod tests {
                 backoff: Backoff::Exponential {
                     max: Duration::from_secs(1)
                 },
-                ..ok
+                ..ok.clone()
             }),
             Err(ConfigError::BackoffCapTooSmall)
         );
@@ -303,7 +322,7 @@ mod tests {
         assert_eq!(
             Config {
                 heartbeat_interval: None,
-                ..ok
+                ..ok.clone()
             }
             .validate(0, 64),
             Ok(())
@@ -311,10 +330,16 @@ mod tests {
         assert_eq!(
             Config {
                 framing: Framing::Len16,
-                ..ok
+                ..ok.clone()
             }
             .validate(64, 2),
             Err(ConfigError::ReceiveBufferTooSmall)
         );
+        let udp = Config {
+            transport: Transport::Udp,
+            ..ok.clone()
+        };
+        assert_eq!(udp.validate(64, 1), Err(ConfigError::ReceiveBufferTooSmall));
+        assert_eq!(udp.validate(64, 2), Ok(()));
     }
 }

@@ -1,6 +1,7 @@
 //! The state machine: [`Connection`].
 
 use crate::config::{Backoff, Config, ConfigError, Transport};
+use crate::event::{ConnectFailure, Disconnect, Event, Events, Status};
 use crate::framing::{self, Framing};
 use crate::handler::{Context, Handler, Reply, ReplyOutcome};
 use crate::queue::Queue;
@@ -38,23 +39,6 @@ const RESET_LINK: u8 = 1 << 1;
 const RADIO_OFF: u8 = 1 << 2;
 const RADIO_ON: u8 = 1 << 3;
 const CONNECT: u8 = 1 << 4;
-
-/// Where the connection is, for a status LED or a log (the tutorial's
-/// `netLed`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Status {
-    /// Waiting for the network to come up (no IP yet).
-    WaitingForNetwork,
-    /// The radio is off for a flight-mode cycle.
-    RadioOff,
-    /// A connect attempt is in progress.
-    Connecting,
-    /// Waiting before the next connect attempt.
-    BackingOff,
-    /// Connected to the server.
-    Connected,
-}
 
 /// Counters since the state machine was created. They wrap on overflow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,17 +152,6 @@ error_impls!(
     ImplausibleTime => |_: &ImplausibleTime| "wall-clock time before 2020"
 );
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// In the order of `Status`, so that `status()` compiles to nothing; and
-// `WaitNetwork` first: zero, like the rest of what `new` clears.
-enum State {
-    WaitNetwork,
-    RadioOff,
-    Connecting,
-    Backoff,
-    Connected,
-}
-
 /// The timers. The four phase timers are mutually exclusive (each belongs to
 /// one state), so they share a slot; heartbeat and idle run while connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,11 +233,6 @@ fn deadline(now: Instant, d: Option<Duration>) -> u64 {
 /// the tutorial's protocol); `Q` is the outgoing queue size and `R` the
 /// receive buffer size, in bytes. See the [crate documentation](crate) for
 /// the model and the call order.
-// `repr(C)`, fields in this order: everything `new` sets to zero is one
-// contiguous block (`stats` to `pending`), cleared by one `memclr` call
-// instead of two of different alignments (one library routine less on
-// Cortex-M). The order also leaves no padding on 32-bit targets.
-#[repr(C)]
 pub struct Connection<H, const Q: usize, const R: usize> {
     config: Config,
     timers: Timers,
@@ -283,13 +251,14 @@ pub struct Connection<H, const Q: usize, const R: usize> {
     /// Consecutive failed connects for the backoff exponent (not reset by a
     /// link reset, so backoff keeps growing against a dead server).
     backoff_failures: u16,
-    state: State,
+    state: Status,
     network_up: bool,
     /// A queued heartbeat is not yet fully written.
     heartbeat_queued: bool,
     /// A complete inbound message waits at the start of `rx` for queue room.
     rx_blocked: bool,
     pending: u8,
+    events: Events,
     handler: H,
 }
 
@@ -301,11 +270,12 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         config.validate(Q, R)?;
         let mut c = Connection {
             config,
-            state: State::WaitNetwork,
+            state: Status::WaitingForNetwork,
             network_up: false,
             heartbeat_queued: false,
             rx_blocked: false,
             pending: 0,
+            events: Events::new(),
             failures: 0,
             backoff_failures: 0,
             written: 0,
@@ -337,7 +307,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.network_up = up;
         info!("network {}", if up { "up" } else { "down" });
         if up {
-            if self.state == State::WaitNetwork {
+            if self.state == Status::WaitingForNetwork {
                 self.start_connect(now);
             }
         } else {
@@ -348,12 +318,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             // cannot make attempts closer together than that. The retry timer
             // moves on to the network wait if the network is still down.
             match self.state {
-                State::Connected => self.drop_connection(now),
-                State::Connecting => {
+                Status::Connected => self.drop_connection(now, Disconnect::NetworkLost),
+                Status::Connecting => {
+                    // Not a failure of the server: not counted.
+                    self.event(Event::ConnectFailed(ConnectFailure::NetworkLost));
                     self.close_socket();
                     self.enter_backoff(now);
                 }
-                State::Backoff | State::WaitNetwork | State::RadioOff => {}
+                Status::BackingOff | Status::WaitingForNetwork | Status::RadioOff => {}
             }
         }
     }
@@ -362,8 +334,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     pub fn handle_connected(&mut self, now: Instant) -> Result<(), Error> {
         let now = self.advance(now);
         self.expect_connecting()?;
-        info!("connected to {}", self.config.remote);
-        self.state = State::Connected;
+        info!("connected");
+        self.event(Event::Connected);
+        self.state = Status::Connected;
         self.failures = 0;
         self.backoff_failures = 0;
         self.written = 0;
@@ -388,19 +361,23 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     pub fn handle_connect_failed(&mut self, now: Instant) -> Result<(), Error> {
         let now = self.advance(now);
         self.expect_connecting()?;
-        self.connect_failed(now);
+        self.connect_failed(now, ConnectFailure::Failed);
         Ok(())
     }
 
     /// `len` bytes were read into the start of
     /// [`receive_buffer`](Self::receive_buffer).
     ///
-    /// With UDP, each call is one datagram. With TCP, `len == 0` is not end of
-    /// stream (report that with [`handle_closed`](Self::handle_closed)) and
-    /// does nothing.
+    /// With UDP, each call is one datagram, read into the whole `R`-byte
+    /// buffer: one that fills it (`len == R`) may have been cut short by the
+    /// stack, so it is rejected and counted in [`Stats::frames_rejected`],
+    /// never handled. The largest datagram handled is therefore `R - 1`
+    /// bytes, on every stack. With TCP, `len == 0` is not end of stream
+    /// (report that with [`handle_closed`](Self::handle_closed)) and does
+    /// nothing.
     pub fn handle_received(&mut self, now: Instant, len: usize) -> Result<(), Error> {
         let now = self.advance(now);
-        if self.state != State::Connected {
+        if self.state != Status::Connected {
             return Err(Error::InvalidState);
         }
         if len > self.receive_capacity() {
@@ -411,6 +388,12 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             return Ok(());
         }
         self.note_received(now, len);
+        if udp && len == R {
+            // A datagram that fills the buffer may have been cut by the
+            // stack: never handled as a message, whole or not.
+            self.reject_frame(now);
+            return Ok(());
+        }
         // What was in the buffer before this read held no complete frame.
         let scanned = self.rx_len;
         self.rx_len += len;
@@ -432,19 +415,17 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// whose bytes are already in a buffer of their own.
     ///
     /// Returns how many bytes were taken; the caller keeps the rest and offers
-    /// it again later. Over UDP a datagram is taken whole or not at all (not
-    /// while a reply waits for queue room); a datagram larger than the
-    /// receive buffer can never be taken, so it is consumed, dropped and
-    /// counted in [`Stats::frames_rejected`]. A driver that reads datagrams
-    /// into a buffer one byte larger than the receive buffer reports a
-    /// truncated one the same way.
+    /// it again later. Over UDP `data` is one datagram, taken whole or not at
+    /// all (not while a reply waits for queue room); one of `R` bytes or more
+    /// can never be taken (see [`handle_received`](Self::handle_received)),
+    /// so it is consumed, dropped and counted in [`Stats::frames_rejected`].
     pub fn handle_received_bytes(&mut self, now: Instant, data: &[u8]) -> Result<usize, Error> {
         let now = self.advance(now);
-        if self.state != State::Connected {
+        if self.state != Status::Connected {
             return Err(Error::InvalidState);
         }
         let udp = self.config.transport == Transport::Udp;
-        if udp && data.len() > R {
+        if udp && data.len() >= R {
             // Still a sign of life from the server.
             self.note_received(now, data.len());
             self.reject_frame(now);
@@ -463,40 +444,41 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// `len` bytes of [`poll_transmit`](Self::poll_transmit) were written.
     ///
     /// A partial write is normal: the rest is offered again by the next
-    /// `poll_transmit`. Over UDP a datagram is written whole or not at all:
-    /// any other length is [`Error::InvalidLength`].
+    /// `poll_transmit`. Over TCP the write may span several queued messages;
+    /// each one leaves the queue once its last byte is written. Over UDP a
+    /// datagram is written whole or not at all: any length other than 0 or
+    /// the datagram's is [`Error::InvalidLength`].
     pub fn handle_written(&mut self, now: Instant, len: usize) -> Result<(), Error> {
         let now = self.advance(now);
-        if self.state != State::Connected {
+        if self.state != Status::Connected {
             return Err(Error::InvalidState);
         }
-        let Some((frame_len, heartbeat)) = self.queue.header() else {
-            return if len == 0 {
-                Ok(())
-            } else {
-                Err(Error::InvalidLength)
-            };
-        };
-        let rest = frame_len - self.written;
+        let offered = self.poll_transmit().map_or(0, <[u8]>::len);
         // A datagram goes out whole: its rest would be a second datagram.
-        let udp_partial = self.config.transport == Transport::Udp && len != 0 && len != rest;
-        if len > rest || udp_partial {
+        let udp_partial = self.config.transport == Transport::Udp && len != 0 && len != offered;
+        if len > offered || udp_partial {
             return Err(Error::InvalidLength);
         }
-        self.written += len;
         self.stats.bytes_out = self.stats.bytes_out.wrapping_add(len as u64);
-        if self.written == frame_len {
-            self.written = 0;
-            self.queue.drop_front(frame_len);
+        let mut left = self.written + len;
+        let mut freed = false;
+        while let Some((frame_len, heartbeat)) = self.queue.header() {
+            if left < frame_len {
+                break;
+            }
+            left -= frame_len;
+            self.queue.drop_front();
+            freed = true;
             self.stats.messages_out = self.stats.messages_out.wrapping_add(1);
             if heartbeat {
                 self.heartbeat_queued = false;
                 self.stats.heartbeats_sent = self.stats.heartbeats_sent.wrapping_add(1);
             }
-            if self.rx_blocked {
-                // Queue room freed: the waiting message may fit now.
-                self.process_rx(now, 0);
-            }
+        }
+        self.written = left;
+        if freed && self.rx_blocked {
+            // Queue room freed: the waiting message may fit now.
+            self.process_rx(now, 0);
         }
         Ok(())
     }
@@ -505,14 +487,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     pub fn handle_closed(&mut self, now: Instant) -> Result<(), Error> {
         let now = self.advance(now);
         debug!("closed by peer");
-        self.connection_lost(now)
+        self.connection_lost(now, Disconnect::PeerClosed)
     }
 
     /// A send or receive on the socket failed.
     pub fn handle_io_error(&mut self, now: Instant) -> Result<(), Error> {
         let now = self.advance(now);
         debug!("socket error");
-        self.connection_lost(now)
+        self.connection_lost(now, Disconnect::IoError)
     }
 
     /// Time passed: runs every timer due at `now`.
@@ -562,7 +544,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let slot = self.config.heartbeat_slot();
         let reserve = if self.heartbeat_queued { 0 } else { slot };
         let max = Q.saturating_sub(slot + crate::queue::HEADER);
-        let pushed = self.push(message, max, reserve, false);
+        let pushed = push(&mut self.queue, self.config.framing, message, max, reserve, false);
         if pushed == Err(QueueError::Full) {
             self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
         }
@@ -590,20 +572,34 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         Some(action)
     }
 
-    /// Bytes to write to the socket now: the unwritten rest of the message at
-    /// the head of the queue. Report what the socket took with
+    /// Bytes to write to the socket now. Over TCP: everything queued that
+    /// is not written yet, messages back to back, so one write can carry a
+    /// burst. Over UDP: the head message, one whole datagram.
+    ///
+    /// Report what the socket took with
     /// [`handle_written`](Self::handle_written); if it took nothing (would
-    /// block), just try again when it is writable. Over UDP, this is always a
-    /// whole datagram.
+    /// block), just try again when it is writable.
     #[must_use]
-    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
-    #[inline(never)]
     pub fn poll_transmit(&self) -> Option<&[u8]> {
-        if self.state != State::Connected {
+        if self.state != Status::Connected {
             return None;
         }
+        let bytes = if self.config.transport == Transport::Udp {
+            self.queue.front()?.0
+        } else {
+            self.queue.bytes()
+        };
         // `written` < the head's length, by `handle_written`.
-        self.queue.front().and_then(|(f, _)| f.get(self.written..))
+        bytes.get(self.written..).filter(|rest| !rest.is_empty())
+    }
+
+    /// The next [`Event`] (see its docs for the order); `None` when there is
+    /// nothing new.
+    /// Call until `None` after every `handle_*` call (with
+    /// [`poll_action`](Self::poll_action)), and forward them to the
+    /// application instead of working out what changed.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop(self.state)
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
@@ -640,13 +636,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// The connection's status, for a network LED.
     #[must_use]
     pub fn status(&self) -> Status {
-        match self.state {
-            State::WaitNetwork => Status::WaitingForNetwork,
-            State::RadioOff => Status::RadioOff,
-            State::Backoff => Status::BackingOff,
-            State::Connecting => Status::Connecting,
-            State::Connected => Status::Connected,
-        }
+        self.state
     }
 
     /// Counters since creation.
@@ -696,7 +686,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 
     /// The queued frames (framing applied), head first, and whether each is
-    /// a heartbeat. For inspection and tests.
+    /// a heartbeat. For inspection and tests: a driver sends
+    /// [`poll_transmit`](Self::poll_transmit).
     pub fn queued_frames(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
         self.queue.iter()
     }
@@ -729,13 +720,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match (timer, self.state) {
-            (Timer::Phase, State::WaitNetwork) => {
+            (Timer::Phase, Status::WaitingForNetwork) => {
                 warn!("no network after {}: radio off", self.config.network_wait);
                 self.stats.radio_cycles = self.stats.radio_cycles.wrapping_add(1);
+                self.event(Event::RadioCycle);
                 self.pending |= RADIO_OFF;
-                self.enter(now, State::RadioOff, Some(self.config.radio_off));
+                self.enter(now, Status::RadioOff, Some(self.config.radio_off));
             }
-            (Timer::Phase, State::RadioOff) => {
+            (Timer::Phase, Status::RadioOff) => {
                 self.pending |= RADIO_ON;
                 if self.network_up {
                     self.start_connect(now);
@@ -743,31 +735,31 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                     self.enter_wait_network(now);
                 }
             }
-            (Timer::Phase, State::Backoff) => {
+            (Timer::Phase, Status::BackingOff) => {
                 if self.network_up {
                     self.start_connect(now);
                 } else {
                     self.enter_wait_network(now);
                 }
             }
-            (Timer::Phase, State::Connecting) => {
+            (Timer::Phase, Status::Connecting) => {
                 warn!("connect timed out");
                 self.stats.connect_timeouts = self.stats.connect_timeouts.wrapping_add(1);
-                self.connect_failed(now);
+                self.connect_failed(now, ConnectFailure::TimedOut);
             }
             // Only ever armed with a heartbeat interval.
-            (Timer::Heartbeat, State::Connected) => {
+            (Timer::Heartbeat, Status::Connected) => {
                 self.queue_heartbeat();
                 self.timers
                     .set(Timer::Heartbeat, now, self.config.heartbeat_interval);
             }
-            (Timer::Idle, State::Connected) => {
+            (Timer::Idle, Status::Connected) => {
                 warn!(
                     "nothing received for {:?}: reconnecting",
                     self.config.idle_timeout
                 );
                 self.stats.idle_timeouts = self.stats.idle_timeouts.wrapping_add(1);
-                self.drop_connection(now);
+                self.drop_connection(now, Disconnect::IdleTimeout);
             }
             // Timers are disarmed on every state change; a stray one is
             // harmless.
@@ -776,21 +768,21 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 
     fn expect_connecting(&self) -> Result<(), Error> {
-        if self.state == State::Connecting && self.pending & CONNECT == 0 {
+        if self.state == Status::Connecting && self.pending & CONNECT == 0 {
             Ok(())
         } else {
             Err(Error::InvalidState)
         }
     }
 
-    fn connection_lost(&mut self, now: Instant) -> Result<(), Error> {
+    fn connection_lost(&mut self, now: Instant, why: Disconnect) -> Result<(), Error> {
         match self.state {
-            State::Connected => {
-                self.drop_connection(now);
+            Status::Connected => {
+                self.drop_connection(now, why);
                 Ok(())
             }
-            State::Connecting if self.pending & CONNECT == 0 => {
-                self.connect_failed(now);
+            Status::Connecting if self.pending & CONNECT == 0 => {
+                self.connect_failed(now, ConnectFailure::Failed);
                 Ok(())
             }
             _ => Err(Error::InvalidState),
@@ -800,14 +792,15 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
     #[inline(never)]
     fn start_connect(&mut self, now: Instant) {
-        debug!("connecting to {}", self.config.remote);
+        debug!("connecting");
         self.pending |= CONNECT;
         self.stats.connect_attempts = self.stats.connect_attempts.wrapping_add(1);
-        self.enter(now, State::Connecting, self.config.connect_timeout);
+        self.enter(now, Status::Connecting, self.config.connect_timeout);
     }
 
-    fn connect_failed(&mut self, now: Instant) {
+    fn connect_failed(&mut self, now: Instant, why: ConnectFailure) {
         self.stats.connect_failures = self.stats.connect_failures.wrapping_add(1);
+        self.event(Event::ConnectFailed(why));
         self.failures += 1;
         self.backoff_failures = self.backoff_failures.saturating_add(1);
         info!(
@@ -819,6 +812,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             warn!("{} connect failures: resetting the link", self.failures);
             self.pending |= RESET_LINK;
             self.stats.link_resets = self.stats.link_resets.wrapping_add(1);
+            self.event(Event::LinkReset);
             self.failures = 0;
         }
         self.enter_backoff(now);
@@ -828,8 +822,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// (the tutorial waits 5 s after every close, not only after failures).
     // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
     #[inline(never)]
-    fn drop_connection(&mut self, now: Instant) {
+    fn drop_connection(&mut self, now: Instant, why: Disconnect) {
         self.stats.disconnects = self.stats.disconnects.wrapping_add(1);
+        self.event(Event::Disconnected(why));
         self.close_socket();
         self.enter_backoff(now);
     }
@@ -851,16 +846,16 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn enter_backoff(&mut self, now: Instant) {
         let delay = self.retry_delay();
         debug!("next attempt in {}", delay);
-        self.enter(now, State::Backoff, Some(delay));
+        self.enter(now, Status::BackingOff, Some(delay));
     }
 
     fn enter_wait_network(&mut self, now: Instant) {
-        self.enter(now, State::WaitNetwork, Some(self.config.network_wait));
+        self.enter(now, Status::WaitingForNetwork, Some(self.config.network_wait));
     }
 
     /// Moves to `state`, a state other than `Connected`, with its phase timer
     /// due `after` from now; heartbeat and idle stop.
-    fn enter(&mut self, now: Instant, state: State, after: Option<Duration>) {
+    fn enter(&mut self, now: Instant, state: Status, after: Option<Duration>) {
         self.state = state;
         self.timers = Timers::phase(now, after);
     }
@@ -875,7 +870,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 let span = ceiling.as_millis() - base.as_millis();
                 // Stateless jitter: a hash of the seed and the attempt number
                 // is as good as a generator's next draw, and needs no state.
-                let draw = splitmix(
+                let draw = crate::rng::splitmix64(
                     self.config.seed ^ u64::from(self.stats.connect_attempts).rotate_left(32),
                 );
                 // Scale the draw's top 32 bits onto [0, span]: uniform enough,
@@ -905,7 +900,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
         // The reserve guarantees room; the config check guarantees it frames.
         if self
-            .push(self.config.heartbeat_payload, usize::MAX, 0, true)
+            .push_heartbeat()
             .is_err()
         {
             self.stats.heartbeats_skipped = self.stats.heartbeats_skipped.wrapping_add(1);
@@ -914,43 +909,16 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.heartbeat_queued = true;
     }
 
-    /// Frames `message` into the queue (a frame of at most `max` bytes),
-    /// leaving `reserve` bytes free. The one framing writer for messages and
-    /// heartbeats alike.
-    fn push(
-        &mut self,
-        message: &[u8],
-        max: usize,
-        reserve: usize,
-        heartbeat: bool,
-    ) -> Result<(), QueueError> {
-        let framing = self.config.framing;
-        // Only checks the message here: `wrap` writes the prefix.
-        let p = framing
-            .prefix(message, &mut [0; 2])
-            .map_err(|_| QueueError::Unframeable)?;
-        let len = message.len() + framing.overhead();
-        if len > max {
-            return Err(QueueError::TooLarge);
-        }
-        let slot = self
-            .queue
-            .reserve_exact(len, reserve)
-            .map_err(|_| QueueError::Full)?;
-        // `slot` is exactly prefix + message + suffix long: the `get` cannot
-        // miss, and leaves no panic path behind.
-        if let Some(body) = slot.get_mut(p..p + message.len()) {
-            body.copy_from_slice(message);
-        }
-        framing.wrap(slot);
-        self.queue.commit(len, heartbeat);
-        Ok(())
+    /// Frames the configured heartbeat into the queue; the reserve kept for
+    /// it guarantees room, the config check that it frames.
+    fn push_heartbeat(&mut self) -> Result<(), QueueError> {
+        let payload = &self.config.heartbeat_payload;
+        push(&mut self.queue, self.config.framing, payload, usize::MAX, 0, true)
     }
-
     // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
     #[inline(never)]
     fn receive_capacity(&self) -> usize {
-        if self.state != State::Connected || self.rx_blocked {
+        if self.state != Status::Connected || self.rx_blocked {
             0
         } else if self.config.transport == Transport::Udp {
             // A datagram is read whole into an empty buffer.
@@ -1009,10 +977,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn reject_frame(&mut self, now: Instant) {
         warn!("bad frame from the server");
         self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
+        self.event(Event::FrameRejected);
         if self.config.transport == Transport::Udp {
             self.rx_len = 0;
         } else {
-            self.drop_connection(now);
+            self.drop_connection(now, Disconnect::BadFrame);
         }
     }
 
@@ -1092,20 +1061,45 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn drop_reply(&mut self) {
         warn!("reply dropped: it cannot fit the queue or the framing");
         self.stats.replies_dropped = self.stats.replies_dropped.wrapping_add(1);
+        self.event(Event::ReplyDropped);
     }
+
+    /// Marks `event` for [`poll_event`](Self::poll_event).
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
+/// Frames `message` into `queue` (a frame of at most `max` bytes), leaving
+/// `reserve` bytes free. The one framing writer for messages and heartbeats
+/// alike.
+fn push<const Q: usize>(
+    queue: &mut Queue<Q>,
+    framing: Framing,
+    message: &[u8],
+    max: usize,
+    reserve: usize,
+    heartbeat: bool,
+) -> Result<(), QueueError> {
+    // Only checks the message here: `wrap` writes the prefix.
+    let p = framing
+        .prefix(message, &mut [0; 2])
+        .map_err(|_| QueueError::Unframeable)?;
+    let len = message.len() + framing.overhead();
+    if len > max {
+        return Err(QueueError::TooLarge);
+    }
+    let slot = queue
+        .reserve_exact(len, reserve)
+        .map_err(|_| QueueError::Full)?;
+    slot[p..p + message.len()].copy_from_slice(message);
+    framing.wrap(slot);
+    queue.commit(len, heartbeat);
+    Ok(())
 }
 
 /// `wall_offset` before any wall clock was supplied.
 const NO_WALL_CLOCK: i64 = i64::MIN;
-
-/// The splitmix64 finaliser: a well-mixed hash of a 64-bit value (zero
-/// included). Not cryptographic; it only spreads reconnects.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 #[cfg(test)]
 mod tests;

@@ -205,34 +205,9 @@ pub fn decode_after(
     }
 }
 
-/// The position of the first `\n`: byte by byte on 16/32-bit targets,
-/// where flash is scarce and a word holds only 4 bytes (the word search
-/// below costs ~70 B more on Cortex-M4).
-#[cfg(not(target_pointer_width = "64"))]
+/// The position of the first `\n`.
 pub(crate) fn find_newline(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
-}
-
-/// The position of the first `\n`, eight bytes at a time.
-#[cfg(target_pointer_width = "64")]
-pub(crate) fn find_newline(buf: &[u8]) -> Option<usize> {
-    const W: usize = core::mem::size_of::<usize>();
-    const LO: usize = usize::MAX / 0xFF; // 0x0101...01
-    const HI: usize = LO << 7; // 0x8080...80
-    const NL: usize = LO * b'\n' as usize;
-    let mut at = 0;
-    // Skip the whole words without a newline...
-    while let Some(word) = buf.get(at..).and_then(<[u8]>::first_chunk::<W>) {
-        let x = usize::from_le_bytes(*word) ^ NL;
-        // The classic "has a zero byte" test: exact whether any byte is zero.
-        if x.wrapping_sub(LO) & !x & HI != 0 {
-            break;
-        }
-        at += W;
-    }
-    // ...then search bytewise the word that has it, or the tail.
-    let i = buf.get(at..)?.iter().position(|&b| b == b'\n')?;
-    Some(at + i)
 }
 
 #[cfg(test)]

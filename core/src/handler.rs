@@ -195,15 +195,10 @@ impl Handler for TestProtocol {
         cx: &Context,
         reply: &mut Reply<'_>,
     ) -> Result<(), ReplyFull> {
-        // The first four bytes as one word: a word compare per command
-        // rather than `memcmp` calls or byte-by-byte slice patterns.
-        const BACK: u32 = u32::from_le_bytes(*b"back");
-        const TIME: u32 = u32::from_le_bytes(*b"time");
-        let head = message.first_chunk().map(|w| u32::from_le_bytes(*w));
-        match (head, message.len()) {
-            (Some(BACK), _) => reply.write(message),
-            (None, 3) if message == b"bin" => reply.write(&BIN_REPLY),
-            (Some(TIME), 4) => match cx.unix_time_ms {
+        match message {
+            [b'b', b'a', b'c', b'k', ..] => reply.write(message),
+            b"bin" => reply.write(&BIN_REPLY),
+            b"time" => match cx.unix_time_ms {
                 Some(ms) => write_decimal(ms, 1000, reply),
                 None => {
                     // Counted on the call that returns Ok only: a retried

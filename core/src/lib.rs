@@ -143,16 +143,22 @@ mod fmt;
 
 mod config;
 mod connection;
+mod event;
 pub mod framing;
 mod handler;
 mod queue;
+pub mod rng;
 pub mod sntp;
 pub mod time;
 
-pub use config::{Backoff, Config, ConfigError, Remote, Transport, TUTORIAL_HEARTBEAT};
-pub use connection::{
-    Action, Connection, Error, ImplausibleTime, QueueError, Stats, Status, MIN_PLAUSIBLE_UNIX_MS,
+pub use config::{
+    payload, Backoff, Config, ConfigError, Payload, Remote, Transport, HEARTBEAT_MAX,
+    TUTORIAL_HEARTBEAT,
 };
+pub use connection::{
+    Action, Connection, Error, ImplausibleTime, QueueError, Stats, MIN_PLAUSIBLE_UNIX_MS,
+};
+pub use event::{ConnectFailure, Disconnect, Event, Status};
 pub use framing::Framing;
 pub use handler::{Context, Handler, Reply, ReplyFull, TestProtocol, BIN_REPLY};
 

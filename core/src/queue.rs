@@ -1,22 +1,28 @@
 //! The outgoing queue: whole framed messages in one caller-sized byte buffer.
 //!
-//! Messages are stored back to back, each behind a 4-byte header (length and
-//! a heartbeat tag), so the frame at the head is always one contiguous slice
-//! that can be handed to a socket as it is. Space freed at the front is
-//! reclaimed by sliding the live bytes down ("compaction"), only when a new
-//! message would not fit otherwise; no ring wrap-around, no second copy.
+//! One buffer of `N` bytes holds two regions that grow towards each other:
+//!
+//! ```text
+//! 0      head                 tail          index                N
+//! |  free  | frame frame frame |    free    | entry entry entry |
+//!            oldest ... newest                newest ... oldest
+//! ```
+//!
+//! The frames are stored back to back, so everything queued is one
+//! contiguous slice that a socket can take in one write ([`Queue::bytes`]).
+//! The index holds one 4-byte entry per frame (its length and a heartbeat
+//! tag), newest at the lowest address. Space freed at the front of either
+//! region is reclaimed by sliding both regions back to the buffer's ends
+//! ("compaction"), only when a new message would not fit otherwise; no ring
+//! wrap-around, no second copy.
 //!
 //! A message leaves the queue only when the socket took its last byte
 //! ([`Queue::drop_front`]): the state machine tracks how much of the head was
 //! written, and starts again from zero on a new connection.
-//!
-//! Slices are taken with `get`/`get_mut` and `first_chunk` rather than
-//! indexing: the bookkeeping keeps every range in bounds, and the checked
-//! forms fold into the `None`/`Full` paths that exist anyway instead of
-//! leaving a panic call behind each one (code size on microcontrollers).
 
-/// Per-message header: little-endian `u32`, low 31 bits the frame length,
-/// top bit set for a heartbeat.
+/// Queue bytes each message costs besides its frame: its index entry, a
+/// little-endian `u32` (low 31 bits the frame length, top bit set for a
+/// heartbeat).
 pub(crate) const HEADER: usize = 4;
 const HEARTBEAT_BIT: u32 = 1 << 31;
 
@@ -26,9 +32,12 @@ pub(crate) struct Full;
 
 pub(crate) struct Queue<const N: usize> {
     buf: [u8; N],
+    /// Frames: `buf[head..tail]`.
     head: usize,
     tail: usize,
-    count: usize,
+    /// Index entries: `buf[index..top]`, the oldest at `top - HEADER`.
+    index: usize,
+    top: usize,
 }
 
 impl<const N: usize> Queue<N> {
@@ -37,75 +46,67 @@ impl<const N: usize> Queue<N> {
             buf: [0; N],
             head: 0,
             tail: 0,
-            count: 0,
+            index: N,
+            top: N,
         }
     }
 
-    /// Bytes in use, headers included.
+    /// Bytes in use, index entries included.
     pub(crate) fn used(&self) -> usize {
-        self.tail - self.head
+        self.tail - self.head + self.top - self.index
     }
 
     /// Number of queued messages.
     pub(crate) fn len(&self) -> usize {
-        self.count
+        (self.top - self.index) / HEADER
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.count == 0
+        self.top == self.index
     }
 
     /// The largest frame that could be added now while leaving `reserve`
-    /// bytes free, compaction allowed; `None` when not even a header fits.
+    /// bytes free, compaction allowed; `None` when not even an index entry
+    /// fits.
     pub(crate) fn room(&self, reserve: usize) -> Option<usize> {
         N.checked_sub(reserve)?
             .checked_sub(self.used())?
             .checked_sub(HEADER)
     }
 
-    /// Slides live bytes to the front of the buffer.
-    pub(crate) fn compact(&mut self) {
-        if self.head > 0 {
-            slide_down(&mut self.buf, self.head, self.tail);
-            self.tail -= self.head;
-            self.head = 0;
-        }
+    /// The free bytes between the regions, less one index entry, limited to
+    /// the room: where a new frame can be written without compacting.
+    fn gap(&self, reserve: usize) -> Option<usize> {
+        let physical = (self.index - self.tail).checked_sub(HEADER)?;
+        Some(physical.min(self.room(reserve)?))
     }
 
-    /// Whether [`compact`](Self::compact) would make [`spare`](Self::spare) larger.
+    /// Slides the frames to the start of the buffer and the index to its end.
+    pub(crate) fn compact(&mut self) {
+        slide_down(&mut self.buf, self.head, self.tail);
+        self.tail -= self.head;
+        self.head = 0;
+        slide_up(&mut self.buf, self.index, self.top);
+        self.index += N - self.top;
+        self.top = N;
+    }
+
+    /// Whether [`compact`](Self::compact) would make [`spare`](Self::spare)
+    /// larger.
     pub(crate) fn compaction_helps(&self, reserve: usize) -> bool {
-        // The spare end (`N - tail - HEADER`) is shorter than the room
-        // (`N - reserve - (tail - head) - HEADER`) exactly when
-        // `head > reserve`.
-        self.head > reserve && self.room(reserve).is_some()
+        match (self.gap(reserve), self.room(reserve)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(gap), Some(room)) => gap < room,
+        }
     }
 
     /// The bytes a new frame can be written into, without compacting; `None`
     /// when there is no room for even an empty frame. Follow with
     /// [`commit`](Self::commit).
     pub(crate) fn spare(&mut self, reserve: usize) -> Option<&mut [u8]> {
-        let room = self.room(reserve)?;
-        // The free end of the buffer, limited to the room; `None` when not
-        // even a header fits there.
-        let start = self.tail + HEADER;
-        self.buf.get_mut(start..N.min(start + room))
-    }
-
-    /// Makes the first `len` bytes of [`spare`](Self::spare) a queued frame.
-    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
-    #[inline(never)]
-    pub(crate) fn commit(&mut self, len: usize, heartbeat: bool) {
-        debug_assert!(self.tail + HEADER + len <= N);
-        let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
-        // Frames are bounded by N; the length field holds 31 bits.
-        let header = (len as u32 & !HEARTBEAT_BIT) | tag;
-        if let Some(at) = self.buf.get_mut(self.tail..) {
-            if let Some(h) = at.first_chunk_mut::<HEADER>() {
-                *h = header.to_le_bytes();
-            }
-        }
-        self.tail += HEADER + len;
-        self.count += 1;
+        let gap = self.gap(reserve)?;
+        self.buf.get_mut(self.tail..self.tail + gap)
     }
 
     /// Reserves room for a frame of exactly `len` bytes (compacting if that
@@ -114,61 +115,78 @@ impl<const N: usize> Queue<N> {
         if self.room(reserve).is_none_or(|room| len > room) {
             return Err(Full);
         }
-        // It fits: at the free end of the buffer, or after compaction.
-        if self.tail + HEADER + len > N {
+        if self.gap(reserve).is_none_or(|gap| len > gap) {
             self.compact();
         }
-        let start = self.tail + HEADER;
-        self.buf.get_mut(start..start + len).ok_or(Full)
+        self.buf.get_mut(self.tail..self.tail + len).ok_or(Full)
+    }
+
+    /// Makes the first `len` bytes of [`spare`](Self::spare) (or of
+    /// [`reserve_exact`](Self::reserve_exact)) a queued frame.
+    pub(crate) fn commit(&mut self, len: usize, heartbeat: bool) {
+        debug_assert!(self.tail + len + HEADER <= self.index);
+        let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
+        // Frames are bounded by N; the length field holds 31 bits.
+        let entry = (len as u32 & !HEARTBEAT_BIT) | tag;
+        self.index -= HEADER;
+        if let Some(e) = self.buf.get_mut(self.index..self.index + HEADER) {
+            e.copy_from_slice(&entry.to_le_bytes());
+        }
+        self.tail += len;
+    }
+
+    /// The index entry `i` places from the oldest: frame length and whether
+    /// it is a heartbeat.
+    fn entry(&self, i: usize) -> Option<(usize, bool)> {
+        let at = self.top.checked_sub((i + 1) * HEADER)?;
+        if at < self.index {
+            return None;
+        }
+        let e = u32::from_le_bytes(*self.buf.get(at..)?.first_chunk::<HEADER>()?);
+        Some(((e & !HEARTBEAT_BIT) as usize, e & HEARTBEAT_BIT != 0))
     }
 
     /// The head frame's length and whether it is a heartbeat.
     pub(crate) fn header(&self) -> Option<(usize, bool)> {
-        if self.count == 0 {
-            return None;
-        }
-        let h = u32::from_le_bytes(*self.buf.get(self.head..)?.first_chunk::<HEADER>()?);
-        Some(((h & !HEARTBEAT_BIT) as usize, h & HEARTBEAT_BIT != 0))
+        self.entry(0)
+    }
+
+    /// Every queued frame, back to back, head first.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.buf.get(self.head..self.tail).unwrap_or_default()
     }
 
     /// The frame at the head and whether it is a heartbeat.
     pub(crate) fn front(&self) -> Option<(&[u8], bool)> {
         let (len, hb) = self.header()?;
-        let start = self.head + HEADER;
-        Some((self.buf.get(start..start + len)?, hb))
+        Some((self.bytes().get(..len)?, hb))
     }
 
-    /// Removes the head frame; returns whether it was a heartbeat.
-    #[cfg(test)]
-    pub(crate) fn pop_front(&mut self) -> Option<bool> {
+    /// Removes the head frame; returns its length and whether it was a
+    /// heartbeat.
+    pub(crate) fn drop_front(&mut self) -> Option<(usize, bool)> {
         let (len, hb) = self.header()?;
-        self.drop_front(len);
-        Some(hb)
-    }
-
-    /// Removes the head frame, `len` bytes long (from [`header`](Self::header),
-    /// which the caller has already read).
-    pub(crate) fn drop_front(&mut self, len: usize) {
-        self.head += HEADER + len;
-        self.count -= 1;
-        if self.count == 0 {
-            self.head = 0;
-            self.tail = 0;
+        self.head += len;
+        self.top -= HEADER;
+        if self.is_empty() {
+            *self = Queue {
+                buf: self.buf,
+                ..Queue::new()
+            };
         }
+        Some((len, hb))
     }
 
     /// Iterates over the queued frames, head first.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
         let mut at = self.head;
+        let mut i = 0;
         core::iter::from_fn(move || {
-            if at >= self.tail {
-                return None;
-            }
-            let h = u32::from_le_bytes(*self.buf.get(at..)?.first_chunk::<HEADER>()?);
-            let len = (h & !HEARTBEAT_BIT) as usize;
-            let frame = self.buf.get(at + HEADER..at + HEADER + len)?;
-            at += HEADER + len;
-            Some((frame, h & HEARTBEAT_BIT != 0))
+            let (len, hb) = self.entry(i)?;
+            let frame = self.buf.get(at..at + len)?;
+            at += len;
+            i += 1;
+            Some((frame, hb))
         })
     }
 }
@@ -181,20 +199,32 @@ impl<const N: usize> Queue<N> {
 /// one use. Compactions move little: the queue and receive buffer are
 /// mostly drained when they happen.
 pub(crate) fn slide_down(buf: &mut [u8], from: usize, to: usize) {
-    if from == 0 || to <= from {
+    if from == 0 || to <= from || to > buf.len() {
         return;
     }
     let mut done = 0;
     while done < to - from {
         let n = from.min(to - from - done);
-        let Some((dst, src)) = buf.split_at_mut_checked(from + done) else {
-            return;
-        };
-        match (dst.get_mut(done..done + n), src.get(..n)) {
-            (Some(dst), Some(src)) => dst.copy_from_slice(src),
-            _ => return,
-        }
+        let (dst, src) = buf.split_at_mut(from + done);
+        dst[done..done + n].copy_from_slice(&src[..n]);
         done += n;
+    }
+}
+
+/// Moves `buf[from..to]` to the end of `buf`: [`slide_down`] mirrored, in
+/// pieces of at most the distance moved, last piece first.
+fn slide_up(buf: &mut [u8], from: usize, to: usize) {
+    let end = buf.len();
+    if to >= end || to <= from {
+        return;
+    }
+    let shift = end - to;
+    let mut left = to - from;
+    while left > 0 {
+        let n = shift.min(left);
+        let (src, dst) = buf.split_at_mut(from + left);
+        dst[shift - n..shift].copy_from_slice(&src[from + left - n..]);
+        left -= n;
     }
 }
 
@@ -208,6 +238,10 @@ mod tests {
         Ok(())
     }
 
+    fn pop<const N: usize>(q: &mut Queue<N>) -> Option<bool> {
+        q.drop_front().map(|(_, hb)| hb)
+    }
+
     #[test]
     fn fifo_order_and_tags() {
         let mut q = Queue::<64>::new();
@@ -216,23 +250,26 @@ mod tests {
         q.commit(2, true);
         push(&mut q, b"three", 0).unwrap();
         assert_eq!(q.len(), 3);
+        assert_eq!(q.bytes(), b"onehbthree", "frames are contiguous");
         assert_eq!(q.front(), Some((&b"one"[..], false)));
-        assert_eq!(q.pop_front(), Some(false));
+        assert_eq!(pop(&mut q), Some(false));
         assert_eq!(q.front(), Some((&b"hb"[..], true)));
-        assert_eq!(q.pop_front(), Some(true));
-        assert_eq!(q.pop_front(), Some(false));
-        assert_eq!(q.pop_front(), None);
+        assert_eq!(q.bytes(), b"hbthree");
+        assert_eq!(pop(&mut q), Some(true));
+        assert_eq!(pop(&mut q), Some(false));
+        assert_eq!(pop(&mut q), None);
         assert!(q.is_empty());
         assert_eq!(q.used(), 0);
+        assert_eq!(q.bytes(), b"");
     }
 
     #[test]
     fn full_is_an_error_and_reserve_is_kept() {
         let mut q = Queue::<16>::new();
-        // 16 bytes hold one header and 12 bytes of frame.
+        // 16 bytes hold one index entry and 12 bytes of frame.
         assert_eq!(push(&mut q, &[1; 13], 0), Err(Full));
         assert_eq!(push(&mut q, &[1; 9], 3), Ok(()));
-        assert_eq!(q.room(0), None, "13 bytes used, a header does not fit in 3");
+        assert_eq!(q.room(0), None, "13 bytes used, an entry does not fit in 3");
         assert_eq!(push(&mut q, b"", 0), Err(Full));
         assert!(q.spare(0).is_none());
         assert_eq!(q.len(), 1, "a failed push changes nothing");
@@ -240,55 +277,77 @@ mod tests {
 
     #[test]
     fn compaction_reuses_space_freed_at_the_front() {
-        let mut q = Queue::<24>::new();
+        let mut q = Queue::<28>::new();
         push(&mut q, &[1; 8], 0).unwrap(); // 12 bytes
-        push(&mut q, &[2; 4], 0).unwrap(); // 8 bytes, tail = 20
-        q.pop_front();
+        push(&mut q, &[2; 4], 0).unwrap(); // 8 bytes: 20 used, gap 8
+        pop(&mut q);
         assert!(q.compaction_helps(0));
-        // Needs 4 + 8 = 12 bytes: only possible after sliding [2;4] down.
+        // Needs 8 + 4 = 12 bytes: only possible after sliding both regions.
         push(&mut q, &[3; 8], 0).unwrap();
-        let frames: [_; 2] = core::array::from_fn(|_| {
-            let f = q.front().unwrap().0[0];
-            q.pop_front();
-            f
-        });
-        assert_eq!(frames, [2, 3]);
+        assert_eq!(q.bytes(), [[2; 4].as_slice(), &[3; 8]].concat());
+        assert_eq!(pop(&mut q), Some(false));
+        assert_eq!(q.front(), Some((&[3u8; 8][..], false)));
     }
 
+    /// A model: a list of frames. Every operation on the queue must agree
+    /// with it, and the gap/compaction helpers with their definitions.
     #[test]
-    fn spare_and_compaction_match_their_definitions() {
-        // The definitions, spelled out: the free end of the buffer, limited
-        // to the room; compaction helps when it would make that larger.
-        fn spare_len<const N: usize>(q: &Queue<N>, reserve: usize) -> Option<usize> {
-            let physical = N.checked_sub(q.tail)?.checked_sub(HEADER)?;
-            Some(physical.min(q.room(reserve)?))
-        }
+    fn matches_a_list_of_frames() {
         let mut q = Queue::<40>::new();
+        let mut model: [([u8; 9], usize, bool); 16] = [([0; 9], 0, false); 16];
+        let mut n = 0;
         let mut rng = 0x2545_f491_u32;
-        for step in 0..2000 {
+        for step in 0..5000 {
             rng ^= rng << 13;
             rng ^= rng >> 17;
             rng ^= rng << 5;
             if rng.is_multiple_of(3) {
-                q.pop_front();
+                let got = q.drop_front();
+                if n == 0 {
+                    assert_eq!(got, None);
+                } else {
+                    assert_eq!(got, Some((model[0].1, model[0].2)), "step {step}");
+                    model.copy_within(1..n, 0);
+                    n -= 1;
+                }
             } else {
-                let _ = push(&mut q, &[step as u8; 9][..(rng as usize >> 8) % 10], 0);
+                let len = (rng as usize >> 8) % 10;
+                let hb = rng & 0x10 != 0;
+                let frame = [step as u8; 9];
+                let fits = q.room(0).is_some_and(|room| len <= room);
+                let pushed = q.reserve_exact(len, 0).map(|s| {
+                    s.copy_from_slice(&frame[..len]);
+                });
+                assert_eq!(pushed.is_ok(), fits, "step {step}");
+                if pushed.is_ok() {
+                    q.commit(len, hb);
+                    model[n] = (frame, len, hb);
+                    n += 1;
+                }
             }
-            for reserve in 0..48 {
-                let spare = spare_len(&q, reserve);
-                assert_eq!(q.spare(reserve).map(|s| s.len()), spare, "step {step}");
-                let helps = match (spare, q.room(reserve)) {
-                    (_, None) => false,
-                    (None, Some(_)) => true,
-                    (Some(spare), Some(room)) => spare < room,
-                };
-                assert_eq!(q.compaction_helps(reserve), helps, "step {step}");
+            assert_eq!(q.len(), n);
+            let used: usize = model[..n].iter().map(|m| m.1 + HEADER).sum();
+            assert_eq!(q.used(), used, "step {step}");
+            let mut all = [0u8; 40];
+            let mut k = 0;
+            for (i, (frame, hb)) in q.iter().enumerate() {
+                assert_eq!((frame, hb), (&model[i].0[..model[i].1], model[i].2));
+                all[k..k + frame.len()].copy_from_slice(frame);
+                k += frame.len();
+            }
+            assert_eq!(q.bytes(), &all[..k], "step {step}");
+            for reserve in 0..44 {
+                let helps = q.compaction_helps(reserve);
+                let spare = q.spare(reserve).map(|s| s.len());
+                let room = q.room(reserve);
+                assert!(spare <= room, "step {step}");
+                assert_eq!(helps, room.is_some() && spare != room, "step {step}");
             }
         }
     }
 
     #[test]
-    fn slide_down_is_copy_within() {
+    fn slides_are_copy_within() {
         for len in 0..24 {
             for from in 0..=len {
                 for to in from..=len {
@@ -296,22 +355,14 @@ mod tests {
                     let mut b = a;
                     slide_down(&mut a[..len], from, to);
                     b[..len].copy_within(from..to, 0);
-                    assert_eq!(a, b, "len {len} from {from} to {to}");
+                    assert_eq!(a, b, "down: len {len} from {from} to {to}");
+                    let mut a: [u8; 24] = core::array::from_fn(|i| i as u8);
+                    let mut b = a;
+                    slide_up(&mut a[..len], from, to);
+                    b[..len].copy_within(from..to, len - (to - from));
+                    assert_eq!(a, b, "up: len {len} from {from} to {to}");
                 }
             }
         }
-    }
-
-    #[test]
-    fn iter_sees_every_frame_in_order() {
-        let mut q = Queue::<64>::new();
-        for m in [&b"a"[..], b"bb", b"ccc"] {
-            push(&mut q, m, 0).unwrap();
-        }
-        let mut lens = [0; 3];
-        for (i, (f, _)) in q.iter().enumerate() {
-            lens[i] = f.len();
-        }
-        assert_eq!(lens, [1, 2, 3]);
     }
 }

@@ -230,7 +230,7 @@ impl SntpClient {
             return false;
         }
         self.requests = self.requests.wrapping_add(1);
-        let nonce = splitmix(self.seed ^ u64::from(self.requests).rotate_left(17));
+        let nonce = crate::rng::splitmix64(self.seed ^ u64::from(self.requests).rotate_left(17));
         encode_request(nonce, out);
         self.outstanding = Some((nonce, now));
         self.deadline = now + self.config.timeout;
@@ -291,15 +291,6 @@ impl SntpClient {
     pub fn is_synced(&self) -> bool {
         self.synced
     }
-}
-
-/// The splitmix64 finaliser: spreads the seed so consecutive nonces share no
-/// visible pattern. Not cryptographic.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

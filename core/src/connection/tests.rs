@@ -5,7 +5,7 @@ extern crate std;
 use std::vec::Vec;
 
 use super::*;
-use crate::{Remote, TestProtocol};
+use crate::{payload, ConnectFailure, Disconnect, Event, Remote, Status, TestProtocol};
 
 const S: u64 = 1000;
 
@@ -154,17 +154,13 @@ fn transport_is_only_a_config_choice() {
 }
 
 #[test]
-fn connect_goes_to_the_configured_remote() {
+fn a_remote_displays_as_host_and_port() {
     let remote = Remote::Host {
         name: "lab.example",
         port: 50798,
     };
-    let t = T::<TestProtocol, 256, 64>::new(Config {
-        remote,
-        ..Config::default()
-    });
-    assert_eq!(t.c.config().remote, remote);
-    assert_eq!(std::format!("{}", t.c.config().remote), "lab.example:50798");
+    assert_eq!(std::format!("{remote}"), "lab.example:50798");
+    assert_eq!(remote.port(), 50798);
 }
 
 // 3. Connect failures, retry delay, link reset ---------------------------------
@@ -872,17 +868,6 @@ fn deadline_is_never_in_the_past() {
 }
 
 #[test]
-fn size_of_state_machine() {
-    let fixed = core::mem::size_of::<Connection<(), 0, 0>>();
-    let tutorial = core::mem::size_of::<Connection<TestProtocol, 256, 256>>();
-    std::println!(
-        "size_of Connection<(), 0, 0> (fixed overhead) = {fixed} B; \
-         Connection<TestProtocol, 256, 256> = {tutorial} B"
-    );
-    assert!(tutorial >= fixed + 512);
-}
-
-#[test]
 fn the_end_of_time_does_not_hang_the_timers() {
     let mut t = connected();
     t.c.handle_timeout(Instant::from_millis(u64::MAX));
@@ -895,4 +880,248 @@ fn the_end_of_time_does_not_hang_the_timers() {
         None,
         "a retry beyond the end of time never fires"
     );
+}
+
+// Events ------------------------------------------------------------------------
+
+impl<H: Handler, const Q: usize, const R: usize> T<H, Q, R> {
+    fn events(&mut self) -> Vec<Event> {
+        core::iter::from_fn(|| self.c.poll_event()).collect()
+    }
+}
+
+#[test]
+fn events_say_what_happened_and_why_in_order() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config::default());
+    assert_eq!(t.events(), [Event::Status(Status::WaitingForNetwork)]);
+    assert_eq!(t.events(), [], "each event is reported once");
+    t.c.handle_network(t.now, true);
+    assert_eq!(t.events(), [Event::Status(Status::Connecting)]);
+    t.actions();
+    for i in 1..=5u64 {
+        t.c.handle_connect_failed(t.now).unwrap();
+        let mut expected = std::vec![Event::ConnectFailed(ConnectFailure::Failed)];
+        if i == 5 {
+            expected.push(Event::LinkReset);
+        }
+        expected.push(Event::Status(Status::BackingOff));
+        assert_eq!(t.events(), expected, "failure {i}");
+        t.at(i * 5 * S);
+        assert_eq!(t.events(), [Event::Status(Status::Connecting)]);
+        t.actions();
+    }
+    t.c.handle_connected(t.now).unwrap();
+    assert_eq!(
+        t.events(),
+        [Event::Connected, Event::Status(Status::Connected)]
+    );
+    t.c.handle_closed(t.now).unwrap();
+    assert_eq!(
+        t.events(),
+        [
+            Event::Disconnected(Disconnect::PeerClosed),
+            Event::Status(Status::BackingOff)
+        ]
+    );
+    // Network loss while connecting: reported, not counted as a failure.
+    t.at(30 * S);
+    t.actions();
+    t.c.handle_network(t.now, false);
+    // Connecting was never polled and the status is back to the last one
+    // reported: no status event (level-triggered).
+    assert_eq!(
+        t.events(),
+        [Event::ConnectFailed(ConnectFailure::NetworkLost)]
+    );
+    assert_eq!(t.c.status(), Status::BackingOff);
+    assert_eq!(t.c.consecutive_failures(), 0);
+}
+
+#[test]
+fn idle_timeout_and_radio_cycle_are_events() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..Config::default()
+    });
+    t.at(300 * S);
+    assert_eq!(
+        t.events(),
+        [Event::RadioCycle, Event::Status(Status::RadioOff)]
+    );
+    t.c.handle_network(t.now, true);
+    t.at(320 * S);
+    t.connect();
+    t.events();
+    t.at(350 * S);
+    assert_eq!(
+        t.events(),
+        [
+            Event::Disconnected(Disconnect::IdleTimeout),
+            Event::Status(Status::BackingOff)
+        ]
+    );
+}
+
+#[test]
+fn events_of_one_kind_between_polls_are_reported_once_and_counted() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        transport: Transport::Udp,
+        ..Config::default()
+    });
+    t.events();
+    t.c.handle_network(t.now, true);
+    t.actions();
+    t.c.handle_connected(t.now).unwrap();
+    // Twelve oversized datagrams, never polled in between.
+    for _ in 0..12 {
+        t.c.handle_received_bytes(t.now, &[b'x'; 100]).unwrap();
+    }
+    assert_eq!(
+        t.events(),
+        [
+            Event::Connected,
+            Event::FrameRejected,
+            Event::Status(Status::Connected)
+        ]
+    );
+    assert_eq!(t.c.stats().frames_rejected, 12);
+}
+
+#[test]
+fn a_late_call_reports_the_due_timer_and_rearms_from_now() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        idle_timeout: Some(Duration::from_secs(30)),
+        connect_timeout: Some(Duration::from_secs(2)),
+        ..Config::default()
+    });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.events();
+    // The idle timeout was due at 30 s; the retry delay runs from the late
+    // call, not from when the timer was due.
+    t.at(43 * S);
+    assert_eq!(
+        t.events(),
+        [
+            Event::Disconnected(Disconnect::IdleTimeout),
+            Event::Status(Status::BackingOff)
+        ]
+    );
+    assert_eq!(t.deadline(), 48 * S);
+    t.at(48 * S);
+    t.actions();
+    t.at(50 * S);
+    assert_eq!(
+        t.events(),
+        [
+            Event::ConnectFailed(ConnectFailure::TimedOut),
+            Event::Status(Status::BackingOff)
+        ]
+    );
+}
+
+// Transmit view and datagram intake --------------------------------------------
+
+#[test]
+fn tcp_transmit_offers_every_queued_message_in_one_slice() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        framing: Framing::Lines,
+        ..Config::default()
+    });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.c.enqueue(b"one").unwrap();
+    t.c.enqueue(b"two").unwrap();
+    assert_eq!(t.c.poll_transmit(), Some(&b"heart beat\none\ntwo\n"[..]));
+    // A write that ends inside the second message: the heartbeat leaves the
+    // queue, `one` is half written.
+    t.c.handle_written(t.now, 13).unwrap();
+    assert_eq!(t.c.queued(), 2);
+    assert_eq!(t.c.stats().heartbeats_sent, 1);
+    assert_eq!(t.c.stats().messages_out, 1);
+    assert_eq!(t.c.poll_transmit(), Some(&b"e\ntwo\n"[..]));
+    assert_eq!(t.c.handle_written(t.now, 7), Err(Error::InvalidLength));
+    t.c.handle_written(t.now, 6).unwrap();
+    assert_eq!((t.c.queued(), t.c.stats().messages_out), (0, 3));
+    assert_eq!(t.c.poll_transmit(), None);
+    assert_eq!(t.c.stats().bytes_out, 19);
+}
+
+#[test]
+fn a_message_cut_by_a_disconnect_goes_again_whole() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        heartbeat_interval: None,
+        ..Config::default()
+    });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    t.c.enqueue(b"abc").unwrap();
+    t.c.enqueue(b"def").unwrap();
+    t.c.handle_written(t.now, 4).unwrap(); // "abc" and "d"
+    t.c.handle_io_error(t.now).unwrap();
+    t.at(5 * S);
+    t.connect();
+    assert_eq!(t.c.poll_transmit(), Some(&b"def"[..]));
+}
+
+#[test]
+fn udp_transmit_is_one_datagram_at_a_time() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        transport: Transport::Udp,
+        ..Config::default()
+    });
+    t.c.handle_network(t.now, true);
+    t.actions();
+    t.c.handle_connected(t.now).unwrap();
+    t.c.enqueue(b"one").unwrap();
+    assert_eq!(t.c.poll_transmit(), Some(&b"heart beat"[..]));
+    assert_eq!(t.c.handle_written(t.now, 4), Err(Error::InvalidLength));
+    assert_eq!(t.c.handle_written(t.now, 13), Err(Error::InvalidLength));
+    t.c.handle_written(t.now, 10).unwrap();
+    assert_eq!(t.c.poll_transmit(), Some(&b"one"[..]));
+}
+
+#[test]
+fn a_udp_datagram_that_fills_the_buffer_is_rejected_never_truncated() {
+    let mut t = T::<TestProtocol, 256, 16>::new(Config {
+        transport: Transport::Udp,
+        ..Config::default()
+    });
+    t.c.handle_network(t.now, true);
+    t.actions();
+    t.c.handle_connected(t.now).unwrap();
+    t.flush();
+    t.events();
+    // 15 bytes fit: answered.
+    let echo = b"back 0123456789";
+    t.c.receive_buffer()[..15].copy_from_slice(echo);
+    t.c.handle_received(t.now, 15).unwrap();
+    assert_eq!(t.flush(), echo);
+    // 16 bytes fill the buffer: the stack may have cut a longer one.
+    t.c.receive_buffer()[..16].copy_from_slice(b"back 0123456789A");
+    t.c.handle_received(t.now, 16).unwrap();
+    assert_eq!(t.flush(), b"");
+    assert_eq!(t.c.stats().frames_rejected, 1);
+    assert_eq!(t.events(), [Event::FrameRejected]);
+    // The same from a driver's own buffer, at and beyond the size.
+    assert_eq!(t.c.handle_received_bytes(t.now, &[b'b'; 16]), Ok(16));
+    assert_eq!(t.c.handle_received_bytes(t.now, &[b'b'; 99]), Ok(99));
+    assert_eq!(t.c.handle_received_bytes(t.now, b"back 1"), Ok(6));
+    assert_eq!(t.flush(), b"back 1");
+    assert_eq!(t.c.stats().frames_rejected, 3);
+    assert_eq!(t.c.status(), Status::Connected, "UDP stays up");
+}
+
+#[test]
+fn a_heartbeat_payload_is_held_by_value() {
+    let text = std::string::String::from("ping");
+    let config = Config {
+        heartbeat_payload: payload(text.as_bytes()).unwrap(),
+        ..Config::default()
+    };
+    drop(text);
+    let mut t = T::<TestProtocol, 256, 64>::new(config);
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"ping");
 }
