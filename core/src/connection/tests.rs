@@ -1010,6 +1010,7 @@ fn a_late_call_reports_the_due_timer_and_rearms_from_now() {
     assert_eq!(t.deadline(), 48 * S);
     t.at(48 * S);
     t.actions();
+    assert_eq!(t.events(), [Event::Status(Status::Connecting)]);
     t.at(50 * S);
     assert_eq!(
         t.events(),
