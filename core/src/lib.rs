@@ -143,6 +143,7 @@ mod fmt;
 
 mod config;
 mod connection;
+pub mod driver;
 mod event;
 pub mod framing;
 mod handler;

@@ -9,7 +9,8 @@
 //! so every timer of the state machine fires in one of those and the model
 //! can say exactly which.
 //!
-//! `PROPTEST_CASES=<n>` scales the run (default 256 per test).
+//! `PROPTEST_CASES=<n>` scales the run (proptest's own setting; 256 per
+//! test by default).
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a failed unwrap is a failed test, with its location"
@@ -107,7 +108,7 @@ fn config() -> impl Strategy<Value = Config> {
                 retry_delay,
                 max_failures,
                 heartbeat_interval,
-                heartbeat_payload,
+                heartbeat_payload: longlink_core::payload(heartbeat_payload).unwrap(),
                 idle_timeout,
                 connect_timeout,
                 backoff: match cap {
@@ -274,7 +275,7 @@ macro_rules! check {
 
 impl<const Q: usize, const R: usize> Model<Q, R> {
     fn new(cfg: Config) -> Self {
-        let c = Connection::new(cfg, TestProtocol::default(), Instant::ZERO).unwrap();
+        let c = Connection::new(cfg.clone(), TestProtocol::default(), Instant::ZERO).unwrap();
         Model {
             c,
             cfg,
@@ -357,7 +358,7 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
     fn advance(&mut self, to: u64, e: &mut Expected, hb: &mut u64, idle: &mut u32) {
         let to = to.max(self.now);
         self.now = to;
-        let cfg = self.cfg;
+        let cfg = self.cfg.clone();
         match self.phase {
             Phase::WaitNet { since } => {
                 if to >= since + cfg.network_wait.as_millis() {
@@ -457,7 +458,7 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
         let mut connects_expected = 0u32;
         let mut received_data = false;
         let mut may_reject = false;
-        let cfg = self.cfg;
+        let cfg = self.cfg.clone();
         let t = self.t();
 
         match op {
@@ -850,14 +851,15 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
 
     fn write(&mut self, kind: &WriteKind) -> Result<(), TestCaseError> {
         let t = self.t();
-        let head = self
+        let udp = self.cfg.transport == Transport::Udp;
+        let frames: Vec<(Vec<u8>, bool)> = self
             .c
             .queued_frames()
-            .next()
-            .map(|(f, hb)| (f.to_vec(), hb));
+            .map(|(f, hb)| (f.to_vec(), hb))
+            .collect();
         let Some(rest) = self.c.poll_transmit().map(<[u8]>::to_vec) else {
             check!(
-                !self.connected() || head.is_none(),
+                !self.connected() || frames.is_empty(),
                 "nothing to transmit while connected with {} queued",
                 self.c.queued()
             );
@@ -874,17 +876,20 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
             return Ok(());
         };
         check!(self.connected(), "transmit offered while not connected");
-        let Some((frame, hb)) = head else {
-            return Err(TestCaseError::fail("transmit without a queued frame"));
+        check!(!frames.is_empty(), "transmit without a queued frame");
+        // Over UDP the head datagram; over TCP every queued frame back to
+        // back. Either way resumed exactly where this connection stopped; a
+        // new connection starts the head frame again from its first byte.
+        let offered: Vec<u8> = if udp {
+            frames[0].0.clone()
+        } else {
+            frames.iter().flat_map(|(f, _)| f.iter().copied()).collect()
         };
-        // Resume exactly where this connection stopped; a new connection
-        // starts the frame again from its first byte.
         check!(
-            rest == frame[self.partial..],
-            "transmit {rest:?} is not the unwritten rest of {frame:?} at {}",
+            rest == offered[self.partial..],
+            "transmit {rest:?} is not the unwritten rest of {offered:?} at {}",
             self.partial
         );
-        let udp = self.cfg.transport == Transport::Udp;
         let n = match kind {
             WriteKind::All => rest.len(),
             WriteKind::Part(_) if udp => rest.len(),
@@ -899,12 +904,15 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
         check!(r == Ok(()), "handle_written({n}): {r:?}");
         self.bytes_out += n as u64;
         self.partial += n;
-        if self.partial == frame.len() {
-            self.partial = 0;
+        for (frame, hb) in &frames {
+            if self.partial < frame.len() {
+                break;
+            }
+            self.partial -= frame.len();
             self.frames_out += 1;
-            if hb {
+            if *hb {
                 self.heartbeats_out += 1;
-            } else if payload(self.cfg.framing, &frame).starts_with(b"APP") {
+            } else if payload(self.cfg.framing, frame).starts_with(b"APP") {
                 let expected = self.apps.pop_front();
                 check!(
                     expected.as_deref() == Some(&frame[..]),
@@ -936,7 +944,7 @@ impl<const Q: usize, const R: usize> Model<Q, R> {
 }
 
 fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut m = Model::<Q, R>::new(cfg);
+    let mut m = Model::<Q, R>::new(cfg.clone());
     check!(
         m.c.poll_timeout() == Some(Instant::from_millis(cfg.network_wait.as_millis())),
         "first deadline"
@@ -947,15 +955,7 @@ fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), Te
     Ok(())
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(256)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// Small buffers: a full queue, backpressure and rejected frames are common.
     #[test]

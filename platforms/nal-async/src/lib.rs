@@ -25,15 +25,26 @@
 //!   wall clock for the `time` command).
 //! - [`Modem`]: network-ready events, link reset, radio off/on. [`AlwaysUp`]
 //!   is the no-op for links that are always up (Ethernet, Wi-Fi, desktop).
-//! - An event hook, `FnMut(Event<'_>)`: status changes (a network LED, like
-//!   the tutorial's `netLed`), actions, bytes sent and received.
+//! - The server, a [`Remote`]: an address, or a host name resolved at every
+//!   connect attempt.
+//! - An event hook, `FnMut(Event<'_>)`: the core's decisions and their
+//!   reasons (status for a network LED like the tutorial's `netLed`,
+//!   connected, disconnected and why, link reset...), stack errors, bytes
+//!   sent and received. The same [`Event`] type as `longlink-nal`'s.
 //!
 //! ## What the stack must provide
 //!
 //! Stacks disagree on edge cases, so the driver leans on the core's timers
-//! rather than on error codes: set [`Config::connect_timeout`] on stacks that
-//! never report a refused connect, and [`Config::idle_timeout`] to notice a
-//! dead peer on stacks that keep accepting sends after a FIN. Every socket is
+//! rather than on error codes: set
+//! [`Config::connect_timeout`](longlink_core::Config::connect_timeout) on
+//! stacks that never time out a connect (embassy-net without
+//! `TcpClient::set_timeout` waits for ever on a silent server), and
+//! [`Config::idle_timeout`](longlink_core::Config::idle_timeout) to notice a
+//! silently dead link (embassy-net notices one only while it has
+//! unacknowledged data and a `set_timeout`). The idle timeout reconnects
+//! whenever the server says nothing for that long: against a server that
+//! only listens (the tutorial's), pick it above the heartbeat interval and
+//! expect a reconnect per interval unless the server answers heartbeats. Every socket is
 //! dropped on `Close` and a fresh one opened for the next attempt. A TCP read
 //! of `Ok(0)` is end of stream (the `embedded-io-async` contract); a write of
 //! `Ok(0)` and every error end the connection (the core retries after
@@ -56,8 +67,11 @@
 //! Reads and writes go through one caller-supplied scratch buffer, so the
 //! connection is never borrowed across an `.await` (the application can
 //! enqueue at any time). Any size works for TCP (smaller means more, shorter
-//! writes and reads); UDP needs `max(R + 1, Q)` bytes, so a whole datagram
-//! always fits and an oversized one is recognised rather than truncated.
+//! writes and reads); UDP needs `max(R, Q)` bytes, so a whole datagram
+//! always fits. A datagram that fills the core's `R`-byte receive buffer may
+//! have been cut by the stack: the core rejects and counts it
+//! ([`Stats::frames_rejected`](longlink_core::Stats::frames_rejected)),
+//! exactly as with `longlink-nal`.
 //!
 //! ## Example
 //!
@@ -65,13 +79,20 @@
 //! `tcp` is a `TcpClient` and the clock wraps `embassy_time`):
 //!
 //! ```
-//! use longlink_core::{time::Instant, Config, Connection, TestProtocol};
+//! use core::net::SocketAddr;
+//! use longlink_core::{time::Duration, Config, Connection, Event as CoreEvent, Remote, TestProtocol};
 //! use longlink_nal_async::{AlwaysUp, Clock, Event, Longlink, Net, NoopRawMutex};
 //!
-//! async fn keep_alive<T: embedded_nal_async::TcpConnect, C: Clock>(tcp: T, clock: C) {
-//!     // 512-byte outgoing queue, 256-byte receive buffer; tutorial defaults.
+//! async fn keep_alive<T: embedded_nal_async::TcpConnect, C: Clock>(tcp: T, clock: C, server: SocketAddr) {
+//!     // 512-byte outgoing queue, 256-byte receive buffer; tutorial timings,
+//!     // plus the timeouts a stack that never gives up needs (embassy-net).
+//!     let config = Config {
+//!         connect_timeout: Some(Duration::from_secs(10)),
+//!         idle_timeout: Some(Duration::from_secs(60)),
+//!         ..Config::default() // `transport: Transport::Udp` for UDP (with `Net::udp`)
+//!     };
 //!     let conn: Connection<TestProtocol, 512, 256> =
-//!         match Connection::new(Config::default(), TestProtocol::default(), clock.now()) {
+//!         match Connection::new(config, TestProtocol::default(), clock.now()) {
 //!             Ok(c) => c,
 //!             Err(_) => return, // the config does not fit these sizes
 //!         };
@@ -84,16 +105,19 @@
 //!     };
 //!     let run = link.run(
 //!         Net::tcp(tcp),
+//!         Remote::Addr(server),
 //!         &clock,
 //!         &mut modem,
 //!         &mut scratch,
 //!         |event| {
-//!             if let Event::Status(status) = event {
+//!             if let Event::Core(CoreEvent::Status(status)) = event {
 //!                 let _ = status; // drive the network LED here
 //!             }
 //!         },
 //!     );
 //!     embassy_futures::join::join(run, app).await;
+//!     // From any task: link.stats() (counters), link.status(),
+//!     // link.set_wall_clock(now, unix_ms) after an SNTP sync.
 //! }
 //! ```
 //!
@@ -116,14 +140,15 @@ use embedded_io_async::{Read, Write};
 use embedded_nal_async::{AddrType, ConnectedUdp, Dns, TcpConnect, UdpStack};
 use longlink_core::time::Instant;
 use longlink_core::{
-    Action, Config, Connection, Handler, QueueError, Remote, Stats, Status, Transport,
+    Action, Connection, Handler, ImplausibleTime, QueueError, Remote, Stats, Status, Transport,
 };
 
 pub use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex, RawMutex};
 pub use longlink_core;
+pub use longlink_core::driver::{Event, Op};
 
-mod placeholders;
-pub use placeholders::{NoDns, NoTcp, NoUdp, Unreachable};
+mod unsupported;
+pub use unsupported::{NoDns, NoTcp, NoUdp, Unreachable};
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -138,9 +163,13 @@ pub trait Clock {
     async fn sleep_until(&self, at: Instant);
 
     /// The wall clock, in milliseconds since the Unix epoch, if known (an
-    /// RTC, SNTP, the host's clock). Read at every wake-up and fed to
+    /// RTC, the host's clock). Read after every wake-up, before what woke the
+    /// driver is handed to the core (so a `time` request that arrives right
+    /// after the clock was set is answered with it), and fed to
     /// [`Connection::handle_wall_clock`]; until it returns a plausible value
-    /// the `time` command goes unanswered. Default: unknown.
+    /// the `time` command goes unanswered. Default: unknown. A reading that
+    /// arrives by itself (an SNTP task) goes in with
+    /// [`Longlink::set_wall_clock`] instead.
     fn unix_time_ms(&self) -> Option<u64> {
         None
     }
@@ -159,7 +188,9 @@ impl<C: Clock + ?Sized> Clock for &C {
 }
 
 /// The modem (or whatever brings the network up): the tutorial's
-/// `IP_READY_IND` event, `link.shut()` and `net.switchFly()`.
+/// `IP_READY_IND` event, `link.shut()` and `net.switchFly()`. The same as
+/// `longlink-nal`'s `Modem` with `async` (and the network state awaited
+/// rather than polled).
 #[allow(async_fn_in_trait)]
 pub trait Modem {
     /// Resolves with the network state (`true`: has an IP address) as soon as
@@ -171,11 +202,8 @@ pub trait Modem {
     /// resulting network changes through [`network_change`](Self::network_change).
     async fn reset_link(&mut self);
 
-    /// Turns the radio off (flight mode on).
-    async fn radio_off(&mut self);
-
-    /// Turns the radio on (flight mode off).
-    async fn radio_on(&mut self);
+    /// Flight mode off (`true`) or on (`false`).
+    async fn set_radio(&mut self, on: bool);
 }
 
 /// A link that is always up (Ethernet, Wi-Fi managed elsewhere, a desktop):
@@ -193,12 +221,12 @@ impl Modem for AlwaysUp {
         }
     }
     async fn reset_link(&mut self) {}
-    async fn radio_off(&mut self) {}
-    async fn radio_on(&mut self) {}
+    async fn set_radio(&mut self, _: bool) {}
 }
 
 /// The network stacks the driver may use. Which one is used follows
-/// [`Config::transport`] and [`Config::remote`].
+/// [`Config::transport`](longlink_core::Config::transport) and the
+/// [`Remote`] given to [`Longlink::run`].
 #[derive(Clone, Copy, Debug)]
 pub struct Net<T, U, D> {
     /// TCP.
@@ -242,47 +270,12 @@ impl<S: TcpConnect + UdpStack + Dns + Clone> Net<S, S, S> {
     }
 }
 
-/// What happened, for logs and a status LED. Delivered to the hook given to
-/// [`Longlink::run`], never while the connection is locked (the hook may call
-/// [`Longlink::stats`] or [`Longlink::enqueue`]).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Event<'a> {
-    /// The status changed (also reported once at start).
-    Status(Status),
-    /// The driver is about to carry out this action.
-    Action(Action),
-    /// A connect attempt succeeded.
-    Connected {
-        /// The server's address (after name resolution).
-        remote: SocketAddr,
-    },
-    /// A connect attempt (or its name lookup) failed.
-    ConnectFailed {
-        /// The stack's error.
-        error: &'a dyn Debug,
-    },
-    /// These bytes were written to the socket.
-    Sent(&'a [u8]),
-    /// These bytes were read from the socket (one datagram over UDP).
-    Received(&'a [u8]),
-    /// The peer closed the TCP connection.
-    Closed,
-    /// A read, write or flush failed; the connection is dropped.
-    IoError {
-        /// The stack's error.
-        error: &'a dyn Debug,
-    },
-    /// A datagram larger than the receive buffer arrived and was discarded.
-    DatagramTooLarge,
-}
-
 /// [`Longlink::run`] cannot start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RunError {
     /// The scratch buffer is empty, or too small for UDP (which needs
-    /// `max(R + 1, Q)` bytes).
+    /// `max(R, Q)` bytes).
     ScratchTooSmall,
 }
 
@@ -365,6 +358,14 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
         self.lock(|c| c.status())
     }
 
+    /// Feeds a wall-clock reading (Unix milliseconds at `now`) from an
+    /// SNTP task or an RTC, and wakes the run loop.
+    pub fn set_wall_clock(&self, now: Instant, unix_ms: u64) -> Result<(), ImplausibleTime> {
+        self.lock(|c| c.handle_wall_clock(now, unix_ms))?;
+        self.wake.signal(());
+        Ok(())
+    }
+
     /// The connection's counters.
     pub fn stats(&self) -> Stats {
         self.lock(|c| *c.stats())
@@ -375,22 +376,25 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
         self.lock(|c| c.queued())
     }
 
-    /// Drives the connection forever: connects, reconnects, sends, receives,
-    /// cycles the radio. Returns only if it cannot start (see [`RunError`]);
-    /// to stop it, drop the future (for example in a `select` with a
-    /// shutdown signal). It may be called again later: the new run treats
-    /// the old run's connection as lost with the network, and reconnects
-    /// (queued messages are kept).
+    /// Drives the connection to `remote` forever: connects, reconnects,
+    /// sends, receives, cycles the radio. Returns only if it cannot start
+    /// (see [`RunError`]); to stop it, drop the future (for example in a
+    /// `select` with a shutdown signal). It may be called again later: the
+    /// new run treats the old run's connection as lost with the network, and
+    /// reconnects (queued messages are kept).
     ///
     /// `scratch` carries every read and write (see the crate docs for its
-    /// size). `on_event` sees every [`Event`].
+    /// size). `on_event` sees every [`Event`]: the core's decisions, the
+    /// stack's errors, the bytes on the socket; it runs unlocked, so it may
+    /// call [`stats`](Self::stats) or [`try_enqueue`](Self::try_enqueue).
     pub async fn run<T, U, D, C, Mo, F>(
         &self,
         net: Net<T, U, D>,
+        remote: Remote<'_>,
         clock: &C,
         modem: &mut Mo,
         scratch: &mut [u8],
-        mut on_event: F,
+        on_event: F,
     ) -> Result<Infallible, RunError>
     where
         T: TcpConnect,
@@ -400,15 +404,22 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
         Mo: Modem,
         F: FnMut(Event<'_>),
     {
-        let config: Config = self.lock(|c| *c.config());
-        let udp = config.transport == Transport::Udp;
-        if scratch.is_empty() || (udp && scratch.len() < Q.max(R + 1)) {
+        let udp = self.lock(|c| c.config().transport == Transport::Udp);
+        if scratch.is_empty() || (udp && scratch.len() < Q.max(R)) {
             return Err(RunError::ScratchTooSmall);
         }
-        let mut socket: Option<Socket<T::Connection<'_>, U::Connected>> = None;
-        let mut network = false;
-        let mut unflushed = false;
-        let mut status = None;
+        let mut run = Run {
+            link: self,
+            net: &net,
+            remote,
+            clock,
+            modem,
+            scratch,
+            on_event,
+            socket: None,
+            network: false,
+            unflushed: false,
+        };
         // This run starts with no socket and believes the network down until
         // the modem says otherwise; the core must start from the same belief.
         // After an earlier run was dropped, the core may still think it is
@@ -416,188 +427,225 @@ impl<M: RawMutex, H: Handler, const Q: usize, const R: usize> Longlink<M, H, Q, 
         // that the network is up: it would then wait on a connection that
         // does not exist and never hear of a network loss. Telling it "down"
         // (a no-op on a fresh core) makes a restart a clean reconnect.
-        self.lock(|c| c.handle_network(clock.now(), false));
-
+        run.core(|c, now| c.handle_network(now, false));
         loop {
-            let now = clock.now();
-            let wall = clock.unix_time_ms();
-            self.wake.reset();
-            let (action, new_status) = self.lock(|c| {
-                if let Some(ms) = wall {
-                    // An implausible reading (an unset RTC) is simply not used.
-                    let _ = c.handle_wall_clock(now, ms);
-                }
-                c.handle_timeout(now);
-                (c.poll_action(), c.status())
-            });
-            if status != Some(new_status) {
-                status = Some(new_status);
-                on_event(Event::Status(new_status));
-            }
-
-            if let Some(action) = action {
-                on_event(Event::Action(action));
-                match action {
-                    Action::Close => {
-                        socket = None;
-                        unflushed = false;
-                    }
-                    Action::ResetLink => modem.reset_link().await,
-                    Action::RadioOff => modem.radio_off().await,
-                    Action::RadioOn => modem.radio_on().await,
-                    Action::Connect { transport } => {
-                        socket = None;
-                        unflushed = false;
-                        let deadline = self.lock(|c| c.poll_timeout());
-                        // A queued message must not abort a connect in progress,
-                        // so `wake` is not watched here; the connect timeout and
-                        // a lost network are.
-                        let outcome = select3(
-                            open(&net, config.remote, transport, &mut on_event),
-                            sleep(clock, deadline),
-                            modem.network_change(network),
-                        )
-                        .await;
-                        let now = clock.now();
-                        match outcome {
-                            Either3::First(Some(s)) => {
-                                if self.lock(|c| c.handle_connected(now)).is_ok() {
-                                    socket = Some(s);
-                                }
-                            }
-                            Either3::First(None) => {
-                                let _ = self.lock(|c| c.handle_connect_failed(now));
-                            }
-                            // The core times the attempt out at the top of the loop.
-                            Either3::Second(()) => {}
-                            Either3::Third(up) => {
-                                network = up;
-                                self.lock(|c| c.handle_network(now, up));
-                            }
-                        }
-                    }
-                }
-                continue;
-            }
-
-            let Some(sock) = socket.as_mut() else {
-                let deadline = self.lock(|c| c.poll_timeout());
-                let outcome = select3(
-                    sleep(clock, deadline),
-                    self.wake.wait(),
-                    modem.network_change(network),
-                )
-                .await;
-                if let Either3::Third(up) = outcome {
-                    network = up;
-                    let now = clock.now();
-                    self.lock(|c| c.handle_network(now, up));
-                }
-                continue;
-            };
-
-            // Copy what to send (or size what to read) under the lock; the
-            // I/O itself runs unlocked.
-            let (deadline, tx, rx) = self.lock(|c| {
-                let tx = match c.poll_transmit() {
-                    Some(bytes) => {
-                        // UDP: the whole datagram (the scratch size check makes
-                        // it fit); TCP: as much as fits, the rest next time.
-                        let mut n = bytes.len().min(scratch.len());
-                        scratch[..n].copy_from_slice(&bytes[..n]);
-                        if !udp {
-                            // TCP: the frames queued behind it go in the same
-                            // write (one system call for a burst of replies
-                            // rather than one each).
-                            for (frame, _) in c.queued_frames().skip(1) {
-                                let k = frame.len().min(scratch.len() - n);
-                                scratch[n..n + k].copy_from_slice(&frame[..k]);
-                                n += k;
-                                if n == scratch.len() {
-                                    break;
-                                }
-                            }
-                        }
-                        n
-                    }
-                    None => 0,
-                };
-                let room = c.receive_buffer().len();
-                // UDP reads one byte more than fits, to tell an oversized
-                // datagram from one that exactly fits.
-                let rx = if udp && room > 0 { room + 1 } else { room };
-                (c.poll_timeout(), tx, rx.min(scratch.len()))
-            });
-
-            let io = async {
-                if tx > 0 {
-                    sock.send(&scratch[..tx]).await.map(Io::Sent)
-                } else if unflushed {
-                    sock.flush().await.map(|()| Io::Flushed)
-                } else if rx > 0 {
-                    sock.receive(&mut scratch[..rx]).await.map(Io::Received)
-                } else {
-                    // Backpressure: the core wants nothing read now.
-                    pending().await
-                }
-            };
-            let outcome = select4(
-                io,
-                sleep(clock, deadline),
-                self.wake.wait(),
-                modem.network_change(network),
-            )
-            .await;
-            let now = clock.now();
-            match outcome {
-                Either4::First(Ok(Io::Sent(n))) => {
-                    // A write may span several queued frames: report them to
-                    // the core one at a time, each to the hook as it completes
-                    // (the hook runs unlocked: it may enqueue).
-                    let mut done = 0;
-                    while done < n {
-                        let k = self.lock(|c| {
-                            let k = c.poll_transmit().map_or(0, |rest| rest.len().min(n - done));
-                            if k > 0 {
-                                let _ = c.handle_written(now, k);
-                            }
-                            k
-                        });
-                        if k == 0 {
-                            break;
-                        }
-                        on_event(Event::Sent(&scratch[done..done + k]));
-                        done += k;
-                    }
-                    unflushed = !udp;
-                    self.room.signal(());
-                }
-                Either4::First(Ok(Io::Flushed)) => unflushed = false,
-                Either4::First(Ok(Io::Received(0))) if !udp => {
-                    on_event(Event::Closed);
-                    let _ = self.lock(|c| c.handle_closed(now));
-                }
-                Either4::First(Ok(Io::Received(n))) if n == rx && udp => {
-                    on_event(Event::DatagramTooLarge);
-                }
-                Either4::First(Ok(Io::Received(n))) => {
-                    on_event(Event::Received(&scratch[..n]));
-                    // `n` is within the room measured above and only this loop
-                    // changes it, so the core takes all of it.
-                    let _ = self.lock(|c| c.handle_received_bytes(now, &scratch[..n]));
-                }
-                Either4::First(Err(error)) => {
-                    on_event(Event::IoError { error: &error });
-                    let _ = self.lock(|c| c.handle_io_error(now));
-                }
-                Either4::Second(()) | Either4::Third(()) => {}
-                Either4::Fourth(up) => {
-                    network = up;
-                    self.lock(|c| c.handle_network(now, up));
-                }
+            match run.core(|c, _| c.poll_action()) {
+                Some(action) => run.act(action).await,
+                None if run.socket.is_some() => run.io().await,
+                None => run.idle().await,
             }
         }
     }
+}
+
+/// One [`Longlink::run`]: the borrowed parts and the socket.
+struct Run<'a, 'n, M: RawMutex, H, const Q: usize, const R: usize, T, U, D, C, Mo, F>
+where
+    T: TcpConnect + 'n,
+    U: UdpStack + 'n,
+{
+    link: &'a Longlink<M, H, Q, R>,
+    net: &'n Net<T, U, D>,
+    remote: Remote<'a>,
+    clock: &'a C,
+    modem: &'a mut Mo,
+    scratch: &'a mut [u8],
+    on_event: F,
+    socket: Option<Socket<T::Connection<'n>, U::Connected>>,
+    /// The network state last reported by the modem.
+    network: bool,
+    /// TCP bytes written since the last flush.
+    unflushed: bool,
+}
+
+impl<M, H, const Q: usize, const R: usize, T, U, D, C, Mo, F> Run<'_, '_, M, H, Q, R, T, U, D, C, Mo, F>
+where
+    M: RawMutex,
+    H: Handler,
+    T: TcpConnect,
+    U: UdpStack,
+    D: Dns,
+    C: Clock,
+    Mo: Modem,
+    F: FnMut(Event<'_>),
+{
+    /// Runs `f` on the core at the current time, with the wall clock read
+    /// just before, then forwards the events it produced (unlocked).
+    fn core<X>(&mut self, f: impl FnOnce(&mut Connection<H, Q, R>, Instant) -> X) -> X {
+        with_core(self.link, self.clock, &mut self.on_event, f)
+    }
+
+    fn network_changed(&mut self, up: bool) {
+        self.network = up;
+        self.core(|c, now| c.handle_network(now, up));
+    }
+
+    /// Carries out an action from the core.
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Close => self.close(),
+            Action::ResetLink => self.modem.reset_link().await,
+            Action::RadioOff => self.modem.set_radio(false).await,
+            Action::RadioOn => self.modem.set_radio(true).await,
+            Action::Connect { transport } => self.open(transport).await,
+        }
+    }
+
+    fn close(&mut self) {
+        self.socket = None;
+        self.unflushed = false;
+    }
+
+    /// One connect attempt, until it succeeds, fails, times out (the core's
+    /// deadline) or the network goes away.
+    async fn open(&mut self, transport: Transport) {
+        self.close();
+        let deadline = self.link.lock(|c| c.poll_timeout());
+        // A queued message must not abort a connect in progress, so `wake`
+        // is not watched here; the connect timeout and a lost network are.
+        let outcome = select3(
+            connect(self.net, self.remote, transport, &mut self.on_event),
+            sleep(self.clock, deadline),
+            self.modem.network_change(self.network),
+        )
+        .await;
+        match outcome {
+            Either3::First(Some(socket)) => {
+                if self.core(|c, now| c.handle_connected(now)).is_ok() {
+                    self.socket = Some(socket);
+                }
+            }
+            Either3::First(None) => {
+                let _ = self.core(|c, now| c.handle_connect_failed(now));
+            }
+            // The core times the attempt out when the loop looks next.
+            Either3::Second(()) => {}
+            Either3::Third(up) => self.network_changed(up),
+        }
+    }
+
+    /// No socket: wait for a deadline, a queued message or the network.
+    async fn idle(&mut self) {
+        let deadline = self.link.lock(|c| c.poll_timeout());
+        let outcome = select3(
+            sleep(self.clock, deadline),
+            self.link.wake.wait(),
+            self.modem.network_change(self.network),
+        )
+        .await;
+        if let Either3::Third(up) = outcome {
+            self.network_changed(up);
+        }
+    }
+
+    /// One socket operation: write what is queued, else flush, else read;
+    /// or whatever comes first of a deadline, a queued message, the network.
+    async fn io(&mut self) {
+        let udp = self.link.lock(|c| c.config().transport == Transport::Udp);
+        // Copy what to send (or size what to read) under the lock; the I/O
+        // itself runs unlocked.
+        let scratch = &mut *self.scratch;
+        self.link.wake.reset();
+        let (deadline, tx, rx) = self.link.lock(|c| {
+            // TCP: everything queued, as much as fits; UDP: one datagram
+            // (the scratch size check makes it fit).
+            let tx = c.poll_transmit().map_or(0, |bytes| {
+                let n = bytes.len().min(scratch.len());
+                scratch[..n].copy_from_slice(&bytes[..n]);
+                n
+            });
+            (c.poll_timeout(), tx, c.receive_room().min(scratch.len()))
+        });
+        let Some(sock) = self.socket.as_mut() else {
+            return;
+        };
+        let unflushed = self.unflushed;
+        let io = async {
+            if tx > 0 {
+                sock.send(&scratch[..tx]).await.map(Io::Sent)
+            } else if unflushed {
+                sock.flush().await.map(|()| Io::Flushed)
+            } else if rx > 0 {
+                sock.receive(&mut scratch[..rx]).await.map(Io::Received)
+            } else {
+                // Backpressure: the core wants nothing read now.
+                pending().await
+            }
+        };
+        let outcome = select4(
+            io,
+            sleep(self.clock, deadline),
+            self.link.wake.wait(),
+            self.modem.network_change(self.network),
+        )
+        .await;
+        match outcome {
+            Either4::First(Ok(Io::Sent(n))) => {
+                (self.on_event)(Event::Sent(&self.scratch[..n]));
+                let accepted = self.core(|c, now| c.handle_written(now, n));
+                debug_assert!(accepted.is_ok());
+                self.unflushed = !udp;
+                self.link.room.signal(());
+            }
+            Either4::First(Ok(Io::Flushed)) => self.unflushed = false,
+            Either4::First(Ok(Io::Received(0))) if !udp => {
+                let _ = self.core(|c, now| c.handle_closed(now));
+            }
+            Either4::First(Ok(Io::Received(n))) => {
+                let data = &self.scratch[..n];
+                (self.on_event)(Event::Received(data));
+                // `n` is within the room measured above and only this loop
+                // changes it, so the core takes all of it (over UDP one that
+                // fills the buffer is rejected by the core, counted).
+                let taken = with_core(self.link, self.clock, &mut self.on_event, |c, now| {
+                    c.handle_received_bytes(now, data)
+                });
+                debug_assert_eq!(taken, Ok(n));
+            }
+            Either4::First(Err(error)) => {
+                (self.on_event)(Event::StackError {
+                    op: error.op,
+                    error: &error.error,
+                });
+                let _ = self.core(|c, now| c.handle_io_error(now));
+            }
+            Either4::Second(()) | Either4::Third(()) => {}
+            Either4::Fourth(up) => self.network_changed(up),
+        }
+    }
+}
+
+/// Runs `f` on the core at the current time, with the wall clock read just
+/// before, then forwards the events it produced (unlocked).
+fn with_core<M: RawMutex, H: Handler, const Q: usize, const R: usize, X>(
+    link: &Longlink<M, H, Q, R>,
+    clock: &impl Clock,
+    on_event: &mut impl FnMut(Event<'_>),
+    f: impl FnOnce(&mut Connection<H, Q, R>, Instant) -> X,
+) -> X {
+    let now = clock.now();
+    let wall = clock.unix_time_ms();
+    let mut events = heapless::Vec::<longlink_core::Event, 8>::new();
+    let out = link.lock(|c| {
+        if let Some(ms) = wall {
+            // An implausible reading (an unset RTC) is simply not used.
+            let _ = c.handle_wall_clock(now, ms);
+        }
+        // Also runs the timers due now.
+        c.handle_timeout(now);
+        let out = f(c, now);
+        // At most one of each kind is pending: eight fit.
+        while let Some(e) = c.poll_event() {
+            if events.push(e).is_err() {
+                break;
+            }
+        }
+        out
+    });
+    for e in events {
+        on_event(Event::Core(e));
+    }
+    out
 }
 
 async fn sleep<C: Clock>(clock: &C, deadline: Option<Instant>) {
@@ -619,67 +667,78 @@ enum Socket<T, U> {
     Udp(U),
 }
 
-/// A TCP or UDP error, for [`Event`].
+/// A TCP or UDP error, for [`Event::StackError`].
 #[derive(Debug)]
 enum SocketError<A, B> {
     Tcp(A),
     Udp(B),
+    /// The socket refused a write without an error (`Ok(0)`): treated as a
+    /// broken connection, since retrying would spin.
+    WriteZero,
 }
 
-/// The socket refused a write without an error (`Ok(0)`): treated as a
-/// broken connection, since retrying would spin.
-#[derive(Debug)]
-struct WriteZero;
+/// A failed socket operation.
+struct Failed<A, B> {
+    op: Op,
+    error: SocketError<A, B>,
+}
+
+type Failure<T, U> = Failed<<T as embedded_io_async::ErrorType>::Error, <U as ConnectedUdp>::Error>;
 
 impl<T, U> Socket<T, U>
 where
     T: Read + Write,
     U: ConnectedUdp,
 {
-    async fn send(
-        &mut self,
-        data: &[u8],
-    ) -> Result<usize, SocketError<T::Error, Result<U::Error, WriteZero>>> {
+    async fn send(&mut self, data: &[u8]) -> Result<usize, Failure<T, U>> {
+        let fail = |error| Failed {
+            op: Op::Send,
+            error,
+        };
         match self {
             Socket::Tcp(s) => match s.write(data).await {
-                Ok(0) => Err(SocketError::Udp(Err(WriteZero))),
+                Ok(0) => Err(fail(SocketError::WriteZero)),
                 Ok(n) => Ok(n),
-                Err(e) => Err(SocketError::Tcp(e)),
+                Err(e) => Err(fail(SocketError::Tcp(e))),
             },
             Socket::Udp(s) => s
                 .send(data)
                 .await
                 .map(|()| data.len())
-                .map_err(|e| SocketError::Udp(Ok(e))),
+                .map_err(|e| fail(SocketError::Udp(e))),
         }
     }
 
-    async fn flush(&mut self) -> Result<(), SocketError<T::Error, Result<U::Error, WriteZero>>> {
+    async fn flush(&mut self) -> Result<(), Failure<T, U>> {
         match self {
-            Socket::Tcp(s) => s.flush().await.map_err(SocketError::Tcp),
+            Socket::Tcp(s) => s.flush().await.map_err(|e| Failed {
+                op: Op::Send,
+                error: SocketError::Tcp(e),
+            }),
             Socket::Udp(_) => Ok(()),
         }
     }
 
-    async fn receive(
-        &mut self,
-        buf: &mut [u8],
-    ) -> Result<usize, SocketError<T::Error, Result<U::Error, WriteZero>>> {
+    async fn receive(&mut self, buf: &mut [u8]) -> Result<usize, Failure<T, U>> {
+        let fail = |error| Failed {
+            op: Op::Receive,
+            error,
+        };
         match self {
-            Socket::Tcp(s) => s.read(buf).await.map_err(SocketError::Tcp),
+            Socket::Tcp(s) => s.read(buf).await.map_err(|e| fail(SocketError::Tcp(e))),
             Socket::Udp(s) => s
                 .receive_into(buf)
                 .await
-                .map_err(|e| SocketError::Udp(Ok(e))),
+                .map_err(|e| fail(SocketError::Udp(e))),
         }
     }
 }
 
 /// Resolves (if needed) and connects. `None` is a failed attempt, already
 /// reported to `on_event`.
-async fn open<'n, T, U, D, F>(
+async fn connect<'n, T, U, D, F>(
     net: &'n Net<T, U, D>,
-    remote: Remote,
+    remote: Remote<'_>,
     transport: Transport,
     on_event: &mut F,
 ) -> Option<Socket<T::Connection<'n>, U::Connected>>
@@ -695,18 +754,22 @@ where
         {
             Ok(ip) => SocketAddr::new(ip, port),
             Err(error) => {
-                on_event(Event::ConnectFailed { error: &error });
+                on_event(Event::StackError {
+                    op: Op::Resolve,
+                    error: &error,
+                });
                 return None;
             }
         },
     };
+    on_event(Event::Connecting(addr));
     let socket = match transport {
         Transport::Tcp => net
             .tcp
             .connect(addr)
             .await
             .map(Socket::Tcp)
-            .map_err(SocketError::Tcp),
+            .map_err(SocketError::<_, U::Error>::Tcp),
         Transport::Udp => net
             .udp
             .connect(addr)
@@ -715,12 +778,12 @@ where
             .map_err(SocketError::Udp),
     };
     match socket {
-        Ok(s) => {
-            on_event(Event::Connected { remote: addr });
-            Some(s)
-        }
+        Ok(s) => Some(s),
         Err(error) => {
-            on_event(Event::ConnectFailed { error: &error });
+            on_event(Event::StackError {
+                op: Op::Connect,
+                error: &error,
+            });
             None
         }
     }

@@ -5,11 +5,12 @@
 //! `UdpClientStack`, and `Dns` when the server is a host name).
 //!
 //! The state machine in `longlink-core` decides everything (when to connect,
-//! retry, reset the link, send a heartbeat, what to answer). This crate is
-//! the thin loop around it: it reads your [`Clock`], asks your [`Modem`]
-//! whether the network is up, carries out the core's actions on the stack
-//! and the modem, moves bytes between the socket and the core, and tells
-//! you when it next needs to run.
+//! retry, reset the link, send a heartbeat, what to answer, which datagram
+//! to reject). This crate is the thin loop around it: it reads your
+//! [`Clock`], asks your [`Modem`] whether the network is up, carries out the
+//! core's actions on the stack and the modem, moves bytes between the socket
+//! and the core, forwards the core's events to your hook, and tells you when
+//! it next needs to run.
 //!
 //! ## The loop
 //!
@@ -20,26 +21,36 @@
 //! [`Driver::enqueue`] and call `poll` right after: the message goes out in
 //! that call, not at the next timer.
 //!
+//! **A stack that needs polling of its own** (smoltcp-nal's
+//! `NetworkStack::poll`, which moves frames between smoltcp and the NIC) is
+//! polled by your loop, not by this driver: call it before every
+//! `Driver::poll`, and at least as often as smoltcp asks
+//! (`Interface::poll_delay`), which is usually sooner than the driver's
+//! deadline.
+//!
 //! - `nb::WouldBlock`, a partial TCP send and a send of 0 bytes are not errors:
-//!   the unsent rest stays at the head of the core's queue and goes out on a
-//!   later `poll`. A message leaves the queue only once fully written.
+//!   the unsent rest stays queued and goes out on a later `poll`. Over TCP one
+//!   send carries everything queued (the core's transmit view spans
+//!   messages). A message leaves the queue only once fully written.
 //! - A send or receive error closes the socket; the core reconnects after its
 //!   retry delay. A refused connect counts towards the link reset
 //!   ([`Modem::reset_link`]).
-//! - A `Connect` that stays `WouldBlock` (a stack that never reports a refused
-//!   connect) is ended by the core's `connect_timeout`; a dead peer that a
-//!   stack never reports is found by heartbeats failing or the core's
-//!   `idle_timeout`. Set both when your stack is not [`Quirks::CONFORMANT`].
+//! - A connect that a stack never reports as refused is ended by the core's
+//!   `connect_timeout`; a dead peer that a stack never reports is found by
+//!   the core's `idle_timeout`. Set both unless your stack is
+//!   [`Quirks::CONFORMANT`] (see the README's per-stack table).
 //!
 //! ## Stacks disagree: [`Quirks`]
 //!
 //! Implementations of the same traits differ on edge cases: `std-embedded-nal`
 //! returns `Ok(0)` from a TCP receive at end of stream (as the trait docs
-//! imply), `smoltcp-nal` returns `Ok(0)` when there is no data yet and
-//! reports an empty UDP receive as an error. Pick the matching [`Quirks`];
-//! everything else (a fresh socket for every connect, no trust in a refused
-//! connect being reported, sends accepted after the peer's FIN) the driver
-//! handles the same way on every stack.
+//! imply), `smoltcp-nal` returns `Ok(0)` when there is no data yet, sends a
+//! fresh SYN for every `connect()` on a socket the server refused, and reports
+//! a full UDP transmit buffer, an empty UDP receive and an oversized datagram
+//! as errors. [`Quirks`] says which reading applies; everything else (a fresh
+//! socket for every connect, no trust in a refused connect being reported,
+//! sends accepted after the peer's FIN) the driver handles the same way on
+//! every stack.
 //!
 //! ## Wall clock for `time`
 //!
@@ -52,8 +63,8 @@
 //!
 //! ```
 //! use core::net::{Ipv4Addr, SocketAddr};
-//! use longlink_core::{time::Instant, Config, Remote, TestProtocol};
-//! use longlink_nal::{AlwaysUp, Driver, Quirks};
+//! use longlink_core::{time::Instant, Config, Event as CoreEvent, Remote, Status, TestProtocol, Transport};
+//! use longlink_nal::{AlwaysUp, Driver, Event, Quirks};
 //! # use embedded_nal::{nb, TcpClientStack, TcpErrorKind, UdpClientStack};
 //! # use core::net::SocketAddr as Sa;
 //! # /// A stack whose connects never complete: enough to compile the loop.
@@ -82,25 +93,33 @@
 //! # let mut sleep_until = |_deadline: Option<Instant>| {};
 //! # let stack = MyStack;
 //!
+//! let server = Remote::Addr(SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 50798)));
 //! let config = Config {
-//!     remote: Remote::Addr(SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 50798))),
-//!     ..Config::default() // the tutorial's timings
+//!     transport: Transport::Tcp, // or Transport::Udp: nothing else changes
+//!     ..Config::default()        // the tutorial's timings
 //! };
 //! // The clock: milliseconds since boot from a hardware timer.
 //! let clock = move || { ticks += 10; Instant::from_millis(ticks) };
 //! // 512-byte outgoing queue, 256-byte receive buffer.
 //! let mut link: Driver<_, _, _, TestProtocol, 512, 256> =
-//!     Driver::new(stack, clock, AlwaysUp, config, TestProtocol::default())
+//!     Driver::new(stack, clock, AlwaysUp, server, config, TestProtocol::default())
 //!         .unwrap()
-//!         .quirks(Quirks::CONFORMANT);
+//!         .quirks(Quirks::CONFORMANT)
+//!         .on_event(|event| {
+//!             if let Event::Core(CoreEvent::Status(status)) = event {
+//!                 let _led_on = status == Status::Connected; // the tutorial's netLed
+//!             }
+//!         });
 //!
 //! link.enqueue(b"hello").unwrap(); // kept until written, across reconnects
+//! link.set_wall_clock(1_732_492_800_000).unwrap(); // from an RTC: `time` is answered
 //! for _ in 0..3 {
 //!     let next = link.poll(); // does the work possible now
 //!     // feed the watchdog here, then sleep until `next` or the network IRQ
 //!     sleep_until(next);
 //! }
-//! assert_eq!(link.connection().stats().connect_attempts, 1);
+//! let stats = link.connection().stats(); // counters: connects, messages, bytes...
+//! assert_eq!(stats.connect_attempts, 1);
 //! ```
 //!
 //! ## Features
@@ -111,8 +130,9 @@
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use embedded_nal::{nb, AddrType, Dns, TcpClientStack, UdpClientStack};
+use embedded_nal::{nb, AddrType, Dns, TcpClientStack, TcpError, TcpErrorKind, UdpClientStack};
 pub use longlink_core;
+pub use longlink_core::driver::{Event, Op};
 use longlink_core::sntp::{SntpClient, SntpConfig, PACKET_LEN};
 use longlink_core::time::Instant;
 use longlink_core::{
@@ -138,10 +158,12 @@ impl<F: FnMut() -> Instant> Clock for F {
 }
 
 /// The modem (or whatever owns the data link): network state, link reset,
-/// flight mode, and the status hook for a network LED.
+/// flight mode. The same as `longlink-nal-async`'s `Modem`, less `async`
+/// (and the network state is polled here, awaited there).
 ///
 /// Every method has a no-op default, so an always-up link (Ethernet, Wi-Fi,
 /// a desktop) implements only what it needs; [`AlwaysUp`] implements nothing.
+/// A status LED follows the [`Event`]s instead (see [`Driver::on_event`]).
 pub trait Modem {
     /// Whether the network is up (an IP address is assigned), read at every
     /// [`Driver::poll`]. The tutorial: `socket.isReady()`.
@@ -158,12 +180,6 @@ pub trait Modem {
     fn set_radio(&mut self, on: bool) {
         let _ = on;
     }
-
-    /// The connection's status changed (and once on the first poll): drive a
-    /// network LED, as the tutorial's `netLed`.
-    fn on_status(&mut self, status: Status) {
-        let _ = status;
-    }
 }
 
 /// A link that is always up and has no radio to cycle.
@@ -179,7 +195,7 @@ impl Modem for AlwaysUp {}
 pub trait Resolver<S> {
     /// Looks `host` up. `WouldBlock` means "still resolving, ask again on
     /// the next poll"; any error is a failed connect attempt.
-    fn resolve(&mut self, stack: &mut S, host: &str) -> nb::Result<core::net::IpAddr, ()>;
+    fn resolve(&mut self, stack: &mut S, host: &str) -> nb::Result<IpAddr, ()>;
 }
 
 /// No name resolution: a [`Remote::Host`] fails every connect attempt. The
@@ -188,7 +204,7 @@ pub trait Resolver<S> {
 pub struct NoDns;
 
 impl<S> Resolver<S> for NoDns {
-    fn resolve(&mut self, _: &mut S, _: &str) -> nb::Result<core::net::IpAddr, ()> {
+    fn resolve(&mut self, _: &mut S, _: &str) -> nb::Result<IpAddr, ()> {
         Err(nb::Error::Other(()))
     }
 }
@@ -198,7 +214,7 @@ impl<S> Resolver<S> for NoDns {
 pub struct StackDns;
 
 impl<S: Dns> Resolver<S> for StackDns {
-    fn resolve(&mut self, stack: &mut S, host: &str) -> nb::Result<core::net::IpAddr, ()> {
+    fn resolve(&mut self, stack: &mut S, host: &str) -> nb::Result<IpAddr, ()> {
         stack
             .get_host_by_name(host, AddrType::Either)
             .map_err(|e| e.map(drop))
@@ -239,10 +255,43 @@ pub enum ZeroRead {
     /// End of stream: the peer closed (`std-embedded-nal`, and what the
     /// trait's docs imply, since "no data" is `WouldBlock`).
     EndOfStream,
-    /// No data yet (`smoltcp-nal` 0.7). The peer's close is then only seen
-    /// through a send error, the heartbeat, or the core's `idle_timeout`:
-    /// set one.
+    /// No data yet (`smoltcp-nal` 0.7, which reports the peer's FIN and RST
+    /// as a receive error of kind `PipeClosed` instead).
     NoData,
+}
+
+/// How the driver learns that a TCP connect that returned `WouldBlock` has
+/// completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConnectProgress {
+    /// Call `connect()` again on every poll until it returns `Ok` or an
+    /// error, as embedded-nal documents. Right for stacks on which a repeated
+    /// `connect()` is idempotent and a refusal is an error.
+    RepeatConnect,
+    /// Call `connect()` once per attempt and watch for completion with a
+    /// zero-length `send`, which succeeds once the connection is
+    /// established. For `smoltcp-nal` 0.7: there a `connect()` on a socket
+    /// the server refused silently starts a new connection (a fresh SYN from
+    /// a new port), so repeating it floods a refusing server. The refusal is
+    /// never reported; the core's `connect_timeout` ends the attempt.
+    ProbeWithEmptySend,
+}
+
+/// What an error from a UDP `send` means on this stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum UdpSendError {
+    /// The socket failed: close and reconnect (a full buffer is
+    /// `WouldBlock` on such stacks).
+    Fatal,
+    /// Possibly a full transmit buffer (`smoltcp-nal` 0.7:
+    /// `UdpWriteFailure(BufferFull)`): the datagram stays queued and goes
+    /// out once the stack has sent what it holds. Closing would throw away
+    /// what the socket buffered. A datagram larger than the socket's
+    /// payload buffer can then never be sent: size the buffer for the
+    /// largest one.
+    Backpressure,
 }
 
 /// What an error from a UDP `receive` means on this stack.
@@ -252,23 +301,31 @@ pub enum UdpReceiveError {
     /// A real failure (`std-embedded-nal`: an ICMP port unreachable shows up
     /// as `ECONNREFUSED`): close and reconnect.
     Fatal,
-    /// Possibly just "nothing received" (`smoltcp-nal` 0.7): ignored. A dead
-    /// server is then found by send errors or the core's `idle_timeout`.
+    /// Possibly just "nothing received" (`smoltcp-nal` 0.7: `Exhausted`, and
+    /// `Truncated` for a datagram larger than the receive buffer, which the
+    /// stack has then dropped unseen): ignored. A dead server is then found
+    /// by the core's `idle_timeout`.
     NoData,
 }
 
 /// How a stack departs from the letter of the embedded-nal traits.
 ///
-/// Only the cases where a wrong guess would break the connection are here.
-/// Everything else is handled the same on every stack: a fresh socket for
-/// every connect (`smoltcp-nal` cannot reuse one after a FIN), a connect
-/// that never completes is ended by the core's `connect_timeout` rather than
-/// by waiting for an error some stacks never report.
+/// Only the cases where a wrong guess would break the connection or lose
+/// data are here; each value is checked against the real stack in the
+/// project's tests (`tests/tests/real_smoltcp.rs` for smoltcp-nal,
+/// `nal_tcp.rs`/`nal_udp.rs` for std-embedded-nal). Everything else is
+/// handled the same on every stack: a fresh socket for every connect, a
+/// receive error of kind `PipeClosed` read as the peer's close, a TCP send of
+/// `Ok(0)` read as a full buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Quirks {
     /// What `Ok(0)` from a TCP receive means.
     pub tcp_zero_read: ZeroRead,
+    /// How a pending TCP connect is followed.
+    pub connect_progress: ConnectProgress,
+    /// What an error from a UDP send means.
+    pub udp_send_error: UdpSendError,
     /// What an error from a UDP receive means.
     pub udp_receive_error: UdpReceiveError,
 }
@@ -278,14 +335,19 @@ impl Quirks {
     /// modem AT-command drivers. The default.
     pub const CONFORMANT: Quirks = Quirks {
         tcp_zero_read: ZeroRead::EndOfStream,
+        connect_progress: ConnectProgress::RepeatConnect,
+        udp_send_error: UdpSendError::Fatal,
         udp_receive_error: UdpReceiveError::Fatal,
     };
 
     /// `smoltcp-nal` 0.7 (smoltcp 0.12). Pair with the core's
-    /// `connect_timeout` and `idle_timeout`: this stack reports neither a
-    /// refused connect nor the peer's close.
+    /// `connect_timeout` (a refused connect is never reported) and
+    /// `idle_timeout` (nor is a silently dead link). The peer's close is
+    /// reported at once.
     pub const SMOLTCP_NAL: Quirks = Quirks {
         tcp_zero_read: ZeroRead::NoData,
+        connect_progress: ConnectProgress::ProbeWithEmptySend,
+        udp_send_error: UdpSendError::Backpressure,
         udp_receive_error: UdpReceiveError::NoData,
     };
 }
@@ -303,9 +365,7 @@ impl Default for Quirks {
 /// deadline it then returns is "now", so the caller comes straight back.
 const BUDGET: usize = 16;
 
-/// The socket and where it is in its life. The server's address lives in
-/// [`Driver::remote`], not in the variants: one copy, written once per
-/// attempt, keeps a 28-byte `SocketAddr` from moving with every state change.
+/// The socket and where it is in its life.
 enum Link<T, U> {
     None,
     /// Waiting for the resolver.
@@ -316,28 +376,27 @@ enum Link<T, U> {
     Udp(U),
 }
 
-/// What one socket read brought ([`Driver::receive`]).
-enum Read {
-    /// Nothing to report: no data, or a stack's way of saying so.
-    Nothing,
-    /// Bytes from the server in the core's receive buffer.
-    Data(usize),
-    /// A datagram from elsewhere, discarded.
-    Dropped,
-    /// End of stream.
-    Closed,
-    /// The socket failed.
-    Error,
-}
+/// The event hook of a driver that was given none.
+fn ignore(_: Event<'_>) {}
 
 /// The embedded-nal driver: one [`Connection`] on one stack.
 ///
 /// `S` is the stack, `C` the [`Clock`], `M` the [`Modem`], `H` the message
 /// [`Handler`], `Q`/`R` the queue and receive buffer sizes, `D` the
-/// [`Resolver`] and `W` the [`WallClock`] source. See the
+/// [`Resolver`], `W` the [`WallClock`] source and `E` the event hook. See the
 /// [crate documentation](crate) for the loop.
-pub struct Driver<S, C, M, H, const Q: usize, const R: usize, D = NoDns, W = NoWallClock>
-where
+pub struct Driver<
+    'r,
+    S,
+    C,
+    M,
+    H,
+    const Q: usize,
+    const R: usize,
+    D = NoDns,
+    W = NoWallClock,
+    E = fn(Event<'_>),
+> where
     S: TcpClientStack + UdpClientStack,
 {
     stack: S,
@@ -345,28 +404,31 @@ where
     modem: M,
     resolver: D,
     wall: W,
+    on_event: E,
     quirks: Quirks,
+    remote: Remote<'r>,
     link: Link<<S as TcpClientStack>::TcpSocket, <S as UdpClientStack>::UdpSocket>,
     /// The server's address for the current connect attempt (resolved).
-    remote: SocketAddr,
-    reported: Option<Status>,
+    addr: SocketAddr,
     conn: Connection<H, Q, R>,
 }
 
-impl<S, C, M, H, const Q: usize, const R: usize> Driver<S, C, M, H, Q, R>
+impl<'r, S, C, M, H, const Q: usize, const R: usize> Driver<'r, S, C, M, H, Q, R>
 where
     S: TcpClientStack + UdpClientStack,
     C: Clock,
     M: Modem,
     H: Handler,
 {
-    /// A driver with [`Quirks::CONFORMANT`], no DNS and no wall-clock source.
+    /// A driver for `remote` with [`Quirks::CONFORMANT`], no DNS, no
+    /// wall-clock source and no event hook.
     ///
     /// Fails when `config` does not suit the buffer sizes `Q` and `R`.
     pub fn new(
         stack: S,
         mut clock: C,
         modem: M,
+        remote: Remote<'r>,
         config: Config,
         handler: H,
     ) -> Result<Self, ConfigError> {
@@ -377,16 +439,17 @@ where
             modem,
             resolver: NoDns,
             wall: NoWallClock,
+            on_event: ignore,
             quirks: Quirks::CONFORMANT,
+            remote,
             link: Link::None,
-            remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            reported: None,
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             conn: Connection::new(config, handler, now)?,
         })
     }
 }
 
-impl<S, C, M, H, const Q: usize, const R: usize, D, W> Driver<S, C, M, H, Q, R, D, W>
+impl<'r, S, C, M, H, const Q: usize, const R: usize, D, W, E> Driver<'r, S, C, M, H, Q, R, D, W, E>
 where
     S: TcpClientStack + UdpClientStack,
     C: Clock,
@@ -394,6 +457,7 @@ where
     H: Handler,
     D: Resolver<S>,
     W: WallClock<S>,
+    E: FnMut(Event<'_>),
 {
     /// Sets how this stack reads edge cases (see [`Quirks`]).
     #[must_use]
@@ -404,34 +468,104 @@ where
 
     /// Resolves [`Remote::Host`] with `resolver` ([`StackDns`] for the
     /// stack's own `Dns`).
-    pub fn with_resolver<D2: Resolver<S>>(self, resolver: D2) -> Driver<S, C, M, H, Q, R, D2, W> {
+    pub fn with_resolver<D2: Resolver<S>>(
+        self,
+        resolver: D2,
+    ) -> Driver<'r, S, C, M, H, Q, R, D2, W, E> {
+        let Driver {
+            stack,
+            clock,
+            modem,
+            wall,
+            on_event,
+            quirks,
+            remote,
+            link,
+            addr,
+            conn,
+            ..
+        } = self;
         Driver {
-            stack: self.stack,
-            clock: self.clock,
-            modem: self.modem,
+            stack,
+            clock,
+            modem,
             resolver,
-            wall: self.wall,
-            quirks: self.quirks,
-            link: self.link,
-            remote: self.remote,
-            reported: self.reported,
-            conn: self.conn,
+            wall,
+            on_event,
+            quirks,
+            remote,
+            link,
+            addr,
+            conn,
         }
     }
 
     /// Polls `wall` (for example [`Sntp`]) for wall-clock readings.
-    pub fn with_wall_clock<W2: WallClock<S>>(self, wall: W2) -> Driver<S, C, M, H, Q, R, D, W2> {
+    pub fn with_wall_clock<W2: WallClock<S>>(
+        self,
+        wall: W2,
+    ) -> Driver<'r, S, C, M, H, Q, R, D, W2, E> {
+        let Driver {
+            stack,
+            clock,
+            modem,
+            resolver,
+            on_event,
+            quirks,
+            remote,
+            link,
+            addr,
+            conn,
+            ..
+        } = self;
         Driver {
-            stack: self.stack,
-            clock: self.clock,
-            modem: self.modem,
-            resolver: self.resolver,
+            stack,
+            clock,
+            modem,
+            resolver,
             wall,
-            quirks: self.quirks,
-            link: self.link,
-            remote: self.remote,
-            reported: self.reported,
-            conn: self.conn,
+            on_event,
+            quirks,
+            remote,
+            link,
+            addr,
+            conn,
+        }
+    }
+
+    /// Hands every [`Event`] to `on_event`: the core's decisions (status for
+    /// a network LED, connected, disconnected and why, link reset...), the
+    /// stack's errors and the bytes that crossed the socket. Called from
+    /// [`poll`](Self::poll).
+    pub fn on_event<E2: FnMut(Event<'_>)>(
+        self,
+        on_event: E2,
+    ) -> Driver<'r, S, C, M, H, Q, R, D, W, E2> {
+        let Driver {
+            stack,
+            clock,
+            modem,
+            resolver,
+            wall,
+            quirks,
+            remote,
+            link,
+            addr,
+            conn,
+            ..
+        } = self;
+        Driver {
+            stack,
+            clock,
+            modem,
+            resolver,
+            wall,
+            on_event,
+            quirks,
+            remote,
+            link,
+            addr,
+            conn,
         }
     }
 
@@ -453,18 +587,17 @@ where
         }
         let mut busy = true;
         for _ in 0..BUDGET {
-            if !self.step(now) {
+            let progress = self.step(now);
+            self.forward_events();
+            if !progress {
                 busy = false;
                 break;
             }
             now = self.clock.now();
         }
-        self.report_status();
         if busy {
             return Some(now);
         }
-        // A plain match: the iterator form (`flatten().min()`) costs ~100 B
-        // more on Cortex-M.
         match (self.conn.poll_timeout(), self.wall.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -478,18 +611,20 @@ where
     }
 
     /// Feeds a wall-clock reading from elsewhere (an RTC, the modem's network
-    /// time): Unix milliseconds, now.
+    /// time): Unix milliseconds, now. `time` is answered with it from the
+    /// next message on.
     pub fn set_wall_clock(&mut self, unix_ms: u64) -> Result<(), ImplausibleTime> {
         let now = self.clock.now();
         self.conn.handle_wall_clock(now, unix_ms)
     }
 
-    /// The state machine (stats, status, queued messages).
+    /// The state machine: [`stats`](Connection::stats),
+    /// [`status`](Connection::status), queued messages.
     pub fn connection(&self) -> &Connection<H, Q, R> {
         &self.conn
     }
 
-    /// The state machine, mutably (enqueue, the handler).
+    /// The state machine, mutably (the handler, enqueue).
     pub fn connection_mut(&mut self) -> &mut Connection<H, Q, R> {
         &mut self.conn
     }
@@ -500,7 +635,8 @@ where
         self.conn.status()
     }
 
-    /// The stack, for work of your own between polls.
+    /// The stack, for work of your own between polls (smoltcp-nal's
+    /// `poll`).
     pub fn stack_mut(&mut self) -> &mut S {
         &mut self.stack
     }
@@ -525,6 +661,12 @@ where
         progress
     }
 
+    fn forward_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            (self.on_event)(Event::Core(event));
+        }
+    }
+
     fn run_actions(&mut self, now: Instant) -> bool {
         let mut any = false;
         while let Some(action) = self.conn.poll_action() {
@@ -545,102 +687,169 @@ where
         any
     }
 
-    /// Moves a connect attempt on: resolve, open, connect. Reports the
-    /// outcome to the core.
+    /// Moves a connect attempt on: resolve, open, connect, then follow the
+    /// pending connect as the quirks say. Reports the outcome to the core.
     fn advance_connect(&mut self, now: Instant) -> bool {
-        // A fresh TCP socket's first connect try counts as progress even
-        // when it would block.
-        let mut fresh = false;
         if let Link::Resolving = self.link {
-            // Written straight into `self.remote`: a `SocketAddr` is 28 bytes
-            // to copy on a 32-bit MCU.
-            match &self.conn.config().remote {
-                Remote::Addr(a) => self.remote = *a,
+            match self.remote {
+                Remote::Addr(a) => self.addr = a,
                 Remote::Host { name, port } => match self.resolver.resolve(&mut self.stack, name) {
-                    Ok(ip) => self.remote = SocketAddr::new(ip, *port),
+                    Ok(ip) => self.addr = SocketAddr::new(ip, port),
                     Err(nb::Error::WouldBlock) => return false,
-                    Err(nb::Error::Other(())) => return self.connect_failed(now),
-                },
-            }
-            self.link = Link::None;
-            match self.conn.config().transport {
-                Transport::Tcp => match TcpClientStack::socket(&mut self.stack) {
-                    // The first try happens right below.
-                    Ok(sock) => self.link = Link::Connecting(sock),
-                    Err(_) => return self.connect_failed(now),
-                },
-                Transport::Udp => {
-                    let Ok(mut sock) = UdpClientStack::socket(&mut self.stack) else {
-                        return self.connect_failed(now);
-                    };
-                    if UdpClientStack::connect(&mut self.stack, &mut sock, self.remote).is_err() {
-                        let _ = UdpClientStack::close(&mut self.stack, sock);
+                    Err(nb::Error::Other(())) => {
+                        (self.on_event)(Event::StackError {
+                            op: Op::Resolve,
+                            error: &"no address",
+                        });
                         return self.connect_failed(now);
                     }
-                    self.link = Link::Udp(sock);
-                    let _ = self.conn.handle_connected(now);
-                    return true;
-                }
+                },
             }
-            fresh = true;
+            (self.on_event)(Event::Connecting(self.addr));
+            return self.open(now);
         }
         let Link::Connecting(sock) = &mut self.link else {
             return false;
         };
-        match TcpClientStack::connect(&mut self.stack, sock, self.remote) {
-            Ok(()) => {
-                if let Link::Connecting(sock) = core::mem::replace(&mut self.link, Link::None) {
-                    self.link = Link::Tcp(sock);
+        let done = match self.quirks.connect_progress {
+            ConnectProgress::RepeatConnect => {
+                match TcpClientStack::connect(&mut self.stack, sock, self.addr) {
+                    Ok(()) => Ok(true),
+                    Err(nb::Error::WouldBlock) => Ok(false),
+                    Err(nb::Error::Other(e)) => Err(e),
                 }
-                let _ = self.conn.handle_connected(now);
-                true
             }
-            Err(nb::Error::WouldBlock) => fresh,
-            Err(nb::Error::Other(_)) => {
+            // Any error is "not yet": the refusal is never reported, the
+            // core's connect timeout ends the attempt.
+            ConnectProgress::ProbeWithEmptySend => {
+                Ok(TcpClientStack::send(&mut self.stack, sock, &[]).is_ok())
+            }
+        };
+        match done {
+            Ok(true) => self.tcp_connected(now),
+            Ok(false) => false,
+            Err(error) => {
+                (self.on_event)(Event::StackError {
+                    op: Op::Connect,
+                    error: &error,
+                });
                 self.close();
                 self.connect_failed(now)
             }
         }
     }
 
+    /// Opens a socket to the resolved address and makes the one `connect()`
+    /// call of this attempt. Always progress.
+    fn open(&mut self, now: Instant) -> bool {
+        self.link = Link::None;
+        match self.conn.config().transport {
+            Transport::Tcp => {
+                let mut sock = match TcpClientStack::socket(&mut self.stack) {
+                    Ok(sock) => sock,
+                    Err(error) => return self.open_failed(now, &error),
+                };
+                match TcpClientStack::connect(&mut self.stack, &mut sock, self.addr) {
+                    Ok(()) => {
+                        self.link = Link::Connecting(sock);
+                        self.tcp_connected(now)
+                    }
+                    Err(nb::Error::WouldBlock) => {
+                        self.link = Link::Connecting(sock);
+                        true
+                    }
+                    Err(nb::Error::Other(error)) => {
+                        let _ = TcpClientStack::close(&mut self.stack, sock);
+                        self.open_failed(now, &error)
+                    }
+                }
+            }
+            Transport::Udp => {
+                let mut sock = match UdpClientStack::socket(&mut self.stack) {
+                    Ok(sock) => sock,
+                    Err(error) => return self.open_failed(now, &error),
+                };
+                if let Err(error) = UdpClientStack::connect(&mut self.stack, &mut sock, self.addr)
+                {
+                    let _ = UdpClientStack::close(&mut self.stack, sock);
+                    return self.open_failed(now, &error);
+                }
+                self.link = Link::Udp(sock);
+                let accepted = self.conn.handle_connected(now);
+                debug_assert!(accepted.is_ok());
+                true
+            }
+        }
+    }
+
+    fn open_failed(&mut self, now: Instant, error: &dyn core::fmt::Debug) -> bool {
+        (self.on_event)(Event::StackError {
+            op: Op::Connect,
+            error,
+        });
+        self.connect_failed(now)
+    }
+
+    /// The pending TCP connect completed. Always progress.
+    fn tcp_connected(&mut self, now: Instant) -> bool {
+        if let Link::Connecting(sock) = core::mem::replace(&mut self.link, Link::None) {
+            self.link = Link::Tcp(sock);
+        }
+        let accepted = self.conn.handle_connected(now);
+        debug_assert!(accepted.is_ok());
+        true
+    }
+
     /// The connect attempt failed; the link is already closed. Always
     /// progress.
     fn connect_failed(&mut self, now: Instant) -> bool {
         self.link = Link::None;
-        let _ = self.conn.handle_connect_failed(now);
+        let accepted = self.conn.handle_connect_failed(now);
+        debug_assert!(accepted.is_ok());
         true
     }
 
-    /// Offers queued bytes to the socket until it would block.
+    /// Offers the core's transmit view to the socket until it would block.
     fn transmit(&mut self, now: Instant) -> bool {
         let mut any = false;
         loop {
             let Some(bytes) = self.conn.poll_transmit() else {
                 return any;
             };
-            let len = bytes.len();
             let sent = match &mut self.link {
                 Link::Tcp(sock) => match TcpClientStack::send(&mut self.stack, sock, bytes) {
-                    // A full send buffer may show as Ok(0) rather than
-                    // WouldBlock; either way, nothing lost, try later.
+                    // A full send buffer shows as Ok(0) on some stacks
+                    // (smoltcp-nal), WouldBlock on others: try later.
                     Ok(0) | Err(nb::Error::WouldBlock) => return any,
-                    Ok(n) => Ok(n.min(len)),
-                    Err(nb::Error::Other(_)) => Err(()),
+                    Ok(n) => Ok(n.min(bytes.len())),
+                    Err(nb::Error::Other(e)) => Err(StackError::Tcp(e)),
                 },
                 Link::Udp(sock) => match UdpClientStack::send(&mut self.stack, sock, bytes) {
-                    Ok(()) => Ok(len),
+                    Ok(()) => Ok(bytes.len()),
                     Err(nb::Error::WouldBlock) => return any,
-                    Err(nb::Error::Other(_)) => Err(()),
+                    Err(nb::Error::Other(_))
+                        if self.quirks.udp_send_error == UdpSendError::Backpressure =>
+                    {
+                        return any
+                    }
+                    Err(nb::Error::Other(e)) => Err(StackError::Udp(e)),
                 },
                 _ => return any,
             };
             any = true;
             match sent {
                 Ok(n) => {
-                    let _ = self.conn.handle_written(now, n);
+                    (self.on_event)(Event::Sent(&bytes[..n]));
+                    let accepted = self.conn.handle_written(now, n);
+                    debug_assert!(accepted.is_ok());
                 }
-                Err(()) => {
-                    let _ = self.conn.handle_io_error(now);
+                Err(error) => {
+                    (self.on_event)(Event::StackError {
+                        op: Op::Send,
+                        error: &error,
+                    });
+                    let accepted = self.conn.handle_io_error(now);
+                    debug_assert!(accepted.is_ok());
                     return true;
                 }
             }
@@ -654,8 +863,6 @@ where
         if buf.is_empty() {
             return false;
         }
-        // What the read brought, first; then one call into the core per
-        // kind (fewer inlined call sites than one per stack and case).
         let read = match &mut self.link {
             Link::Tcp(sock) => match TcpClientStack::receive(&mut self.stack, sock, buf) {
                 Ok(0) => match quirks.tcp_zero_read {
@@ -664,39 +871,45 @@ where
                 },
                 Ok(n) => Read::Data(n),
                 Err(nb::Error::WouldBlock) => Read::Nothing,
-                Err(nb::Error::Other(_)) => Read::Error,
+                Err(nb::Error::Other(e)) if e.kind() == TcpErrorKind::PipeClosed => Read::Closed,
+                Err(nb::Error::Other(e)) => Read::Error(StackError::Tcp(e)),
             },
             Link::Udp(sock) => match UdpClientStack::receive(&mut self.stack, sock, buf) {
-                Ok((n, from)) if same_endpoint(&from, &self.remote) => Read::Data(n),
+                Ok((n, from)) if same_endpoint(&from, &self.addr) => Read::Data(n),
                 // A datagram from elsewhere is dropped, but it was taken off
                 // the socket: look again.
-                Ok(_) => Read::Dropped,
+                Ok(_) => Read::Foreign,
                 Err(nb::Error::WouldBlock) => Read::Nothing,
-                Err(nb::Error::Other(_)) => match quirks.udp_receive_error {
-                    UdpReceiveError::Fatal => Read::Error,
+                Err(nb::Error::Other(e)) => match quirks.udp_receive_error {
+                    UdpReceiveError::Fatal => Read::Error(StackError::Udp(e)),
                     UdpReceiveError::NoData => Read::Nothing,
                 },
             },
             _ => Read::Nothing,
         };
-        match read {
+        let accepted = match read {
             Read::Nothing => return false,
+            Read::Foreign => return true,
             Read::Data(n) => {
-                let _ = self.conn.handle_received(now, n);
+                let n = n.min(self.conn.receive_room());
+                if let Some(data) = self.conn.receive_buffer().get(..n) {
+                    (self.on_event)(Event::Received(data));
+                }
+                self.conn.handle_received(now, n)
             }
-            Read::Closed => {
-                let _ = self.conn.handle_closed(now);
+            Read::Closed => self.conn.handle_closed(now),
+            Read::Error(error) => {
+                (self.on_event)(Event::StackError {
+                    op: Op::Receive,
+                    error: &error,
+                });
+                self.conn.handle_io_error(now)
             }
-            Read::Error => {
-                let _ = self.conn.handle_io_error(now);
-            }
-            Read::Dropped => {}
-        }
+        };
+        debug_assert!(accepted.is_ok());
         true
     }
 
-    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
-    #[inline(never)]
     fn close(&mut self) {
         match core::mem::replace(&mut self.link, Link::None) {
             Link::Connecting(sock) | Link::Tcp(sock) => {
@@ -708,28 +921,33 @@ where
             Link::None | Link::Resolving => {}
         }
     }
+}
 
-    fn report_status(&mut self) {
-        let status = self.conn.status();
-        if self.reported != Some(status) {
-            self.reported = Some(status);
-            self.modem.on_status(status);
-        }
-    }
+/// What one socket read brought ([`Driver::receive`]).
+enum Read<A, B> {
+    /// Nothing to report: no data, or a stack's way of saying so.
+    Nothing,
+    /// Bytes from the server in the core's receive buffer.
+    Data(usize),
+    /// A datagram from elsewhere, discarded.
+    Foreign,
+    /// End of stream.
+    Closed,
+    /// The socket failed.
+    Error(StackError<A, B>),
+}
+
+/// A TCP or UDP stack error, for [`Event::StackError`].
+#[derive(Debug)]
+enum StackError<A, B> {
+    Tcp(A),
+    Udp(B),
 }
 
 /// Whether a datagram's source is the server, comparing IPv4-mapped IPv6
 /// and IPv4 forms as equal (stacks differ in which one they report).
 fn same_endpoint(a: &SocketAddr, b: &SocketAddr) -> bool {
-    // Equal canonical forms is equal IPv4-mapped IPv6 forms; comparing those
-    // as `u128` is two word compares, where `IpAddr == IpAddr` links memcmp.
-    fn mapped(ip: IpAddr) -> u128 {
-        match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
-            IpAddr::V6(v6) => v6.to_bits(),
-        }
-    }
-    a.port() == b.port() && mapped(a.ip()) == mapped(b.ip())
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 // --------------------------------------------------------------------- SNTP

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use longlink_core::{Backoff, Config, Framing, Remote, Transport};
+use longlink_core::{payload, Backoff, Config, Framing, Transport, HEARTBEAT_MAX};
+
+use crate::client::Server;
 
 /// Keep a TCP/UDP long connection alive, test one, or watch the whole story.
 #[derive(Debug, Parser)]
@@ -108,8 +110,8 @@ pub struct ClientArgs {
     /// Heartbeat interval, or "off".
     #[arg(long, default_value = "10s", value_parser = parse_opt_duration)]
     pub heartbeat: Toggle,
-    /// Heartbeat message.
-    #[arg(long, default_value = "heart beat")]
+    /// Heartbeat message (at most 32 bytes).
+    #[arg(long, default_value = "heart beat", value_parser = parse_payload)]
     pub heartbeat_payload: String,
     /// Pause after a failed connect or a lost connection.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -242,16 +244,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// The core's remote. A name is leaked once, as the core keeps
-    /// `&'static str` (the process keeps one target for its whole life).
-    pub fn remote(&self) -> Remote {
-        match self.host.parse::<IpAddr>() {
-            Ok(ip) => Remote::Addr(SocketAddr::new(ip, self.port)),
-            Err(_) => Remote::Host {
-                name: Box::leak(self.host.clone().into_boxed_str()),
-                port: self.port,
-            },
-        }
+    /// The server to connect to.
+    pub fn server(&self) -> Server {
+        Server::new(&self.host, self.port)
     }
 }
 
@@ -293,6 +288,17 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
         host: host.to_string(),
         port,
     })
+}
+
+/// A heartbeat payload: at most [`HEARTBEAT_MAX`] bytes.
+pub fn parse_payload(s: &str) -> Result<String, String> {
+    if s.len() > HEARTBEAT_MAX {
+        return Err(format!(
+            "{} bytes: a heartbeat is at most {HEARTBEAT_MAX} bytes",
+            s.len()
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
@@ -365,7 +371,6 @@ impl ClientArgs {
     /// The core's config for these options.
     pub fn config(&self) -> Config {
         Config {
-            remote: self.url.remote(),
             transport: self.url.transport,
             framing: self.framing.into(),
             network_wait: ms(self.network_wait),
@@ -373,12 +378,8 @@ impl ClientArgs {
             retry_delay: ms(self.retry_delay),
             max_failures: self.max_failures,
             heartbeat_interval: self.heartbeat.0.map(ms),
-            heartbeat_payload: Box::leak(
-                self.heartbeat_payload
-                    .clone()
-                    .into_bytes()
-                    .into_boxed_slice(),
-            ),
+            // `parse_payload` checked the length.
+            heartbeat_payload: payload(self.heartbeat_payload.as_bytes()).unwrap_or_default(),
             idle_timeout: self.idle_timeout.0.map(ms),
             connect_timeout: self.connect_timeout.0.map(ms),
             backoff: match self.backoff {
@@ -408,20 +409,14 @@ mod tests {
     fn urls() {
         let t = parse_url("tcp://127.0.0.1:50798").unwrap();
         assert_eq!(t.transport, Transport::Tcp);
-        assert_eq!(t.remote(), Remote::Addr("127.0.0.1:50798".parse().unwrap()));
+        assert_eq!(t.server(), Server::Addr("127.0.0.1:50798".parse().unwrap()));
         let t = parse_url("udp://[::1]:9").unwrap();
         assert_eq!((t.transport, t.host.as_str()), (Transport::Udp, "::1"));
         assert!(!t.tls);
         let t = parse_url("tls://example.com:443").unwrap();
         assert_eq!((t.transport, t.tls, t.port), (Transport::Tcp, true, 443));
         let t = parse_url("TCP://example.invalid:1/").unwrap();
-        assert!(matches!(
-            t.remote(),
-            Remote::Host {
-                name: "example.invalid",
-                port: 1
-            }
-        ));
+        assert_eq!(t.server(), Server::Host("example.invalid".into(), 1));
         for bad in [
             "127.0.0.1:5",
             "http://a:1",

@@ -18,7 +18,8 @@ use embassy_futures::select::{select, Either};
 use embassy_sync::signal::Signal;
 use log::{debug, info, warn};
 use longlink_core::{
-    Action, Config, ConfigError, Connection, QueueError, Stats, Status, TestProtocol,
+    Config, ConfigError, Connection, Disconnect, Event as CoreEvent, QueueError, Remote, Stats,
+    TestProtocol,
 };
 use longlink_nal_async::{
     AlwaysUp, Clock, CriticalSectionRawMutex, Event, Longlink, Net, RunError,
@@ -39,28 +40,54 @@ pub const RX: usize = 16 * 1024;
 /// The shared connection of the desktop client.
 pub type Link = Longlink<CriticalSectionRawMutex, TestProtocol, QUEUE, RX>;
 
-/// What the client did, with the time it happened, for the demo, tests and
-/// benchmarks (the log gets the same events as text).
+/// The server, owned: the driver borrows it as a [`Remote`] for each run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Server {
+    /// An address.
+    Addr(SocketAddr),
+    /// A host name, resolved at every connect attempt, and a port.
+    Host(String, u16),
+}
+
+impl Server {
+    /// `host` as an address if it is one, else as a name.
+    pub fn new(host: &str, port: u16) -> Server {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Server::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Server::Host(host.to_owned(), port),
+        }
+    }
+
+    /// The driver's view of it.
+    pub fn remote(&self) -> Remote<'_> {
+        match self {
+            Server::Addr(a) => Remote::Addr(*a),
+            Server::Host(name, port) => Remote::Host { name, port: *port },
+        }
+    }
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.remote().fmt(f)
+    }
+}
+
+/// What the client did, for the demo, tests and benchmarks (the log gets the
+/// same events as text): the driver's [`Event`]s, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
-    /// Status change.
-    Status(Status),
-    /// An action about to be carried out.
-    Action(Action),
-    /// Connected to this address.
-    Connected(SocketAddr),
-    /// A connect attempt failed.
-    ConnectFailed(String),
+    /// A decision of the state machine (status, connected, disconnected
+    /// and why, link reset...).
+    Core(CoreEvent),
+    /// A connect attempt to this address starts.
+    Connecting(SocketAddr),
+    /// The stack reported an error (the operation and the error).
+    StackError(String),
     /// Bytes written.
     Sent(Vec<u8>),
     /// Bytes read.
     Received(Vec<u8>),
-    /// The server closed the connection.
-    Closed,
-    /// A socket error ended the connection.
-    IoError(String),
-    /// An oversized datagram was dropped.
-    DatagramTooLarge,
 }
 
 /// An [`Observed`] event and when it happened.
@@ -113,26 +140,30 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts a client with `config` on a thread of its own. Every event is
-    /// logged, and also sent to `observer` if given.
+    /// Starts a client of `server` with `config` on a thread of its own.
+    /// Every event is logged, and also sent to `observer` if given.
     pub fn spawn(
+        server: Server,
         config: Config,
         observer: Option<Sender<ClientEvent>>,
     ) -> Result<Client, SpawnError> {
-        Self::spawn_with(config, None, observer)
+        Self::spawn_with(server, config, None, observer)
     }
 
     /// Like [`spawn`](Self::spawn), over TLS (TCP only: the config's
     /// transport must be TCP). Handshake failures are failed connects.
     pub fn spawn_tls(
+        server: Server,
         config: Config,
         tls: TlsSetup,
         observer: Option<Sender<ClientEvent>>,
     ) -> Result<Client, SpawnError> {
-        Self::spawn_with(config, Some(tls), observer)
+        Self::spawn_with(server, config, Some(tls), observer)
     }
 
-    fn spawn_with(
+    /// [`spawn`](Self::spawn) or [`spawn_tls`](Self::spawn_tls).
+    pub fn spawn_with(
+        server: Server,
         config: Config,
         tls: Option<TlsSetup>,
         observer: Option<Sender<ClientEvent>>,
@@ -147,7 +178,7 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("longlink".into())
             .spawn(move || match tls {
-                None => drive(&l, &s, &clock, Net::all(Stack::default()), observer),
+                None => drive(&l, &s, &clock, Net::all(Stack::default()), &server, observer),
                 Some(t) => {
                     let tcp = TlsConnector::new(Stack::default(), t.config, t.server_name)
                         .with_handshake_timeout(t.handshake_timeout);
@@ -156,7 +187,7 @@ impl Client {
                         udp: Stack::default(),
                         dns: Stack::default(),
                     };
-                    drive(&l, &s, &clock, net, observer)
+                    drive(&l, &s, &clock, net, &server, observer)
                 }
             })
             .map_err(SpawnError::Thread)?;
@@ -207,6 +238,7 @@ fn drive<T, U, D>(
     stop: &Signal<CriticalSectionRawMutex, ()>,
     clock: &StdClock,
     net: Net<T, U, D>,
+    server: &Server,
     observer: Option<Sender<ClientEvent>>,
 ) -> Result<(), RunError>
 where
@@ -214,7 +246,7 @@ where
     U: embedded_nal_async::UdpStack,
     D: embedded_nal_async::Dns,
 {
-    let mut scratch = vec![0u8; QUEUE.max(RX + 1)];
+    let mut scratch = vec![0u8; QUEUE.max(RX)];
     let mut modem = AlwaysUp;
     let hook = |event: Event<'_>| {
         log_event(&event);
@@ -226,7 +258,7 @@ where
         }
     };
     async_io::block_on(async {
-        let run = link.run(net, clock, &mut modem, &mut scratch, hook);
+        let run = link.run(net, server.remote(), clock, &mut modem, &mut scratch, hook);
         match select(run, stop.wait()).await {
             Either::First(Err(e)) => Err(e),
             Either::First(Ok(never)) => match never {},
@@ -237,34 +269,32 @@ where
 
 fn observe(event: &Event<'_>) -> Observed {
     match event {
-        Event::Status(s) => Observed::Status(*s),
-        Event::Action(a) => Observed::Action(*a),
-        Event::Connected { remote } => Observed::Connected(*remote),
-        Event::ConnectFailed { error } => Observed::ConnectFailed(format!("{error:?}")),
+        Event::Core(e) => Observed::Core(*e),
+        Event::Connecting(a) => Observed::Connecting(*a),
+        Event::StackError { op, error } => Observed::StackError(format!("{op}: {error:?}")),
         Event::Sent(b) => Observed::Sent(b.to_vec()),
         Event::Received(b) => Observed::Received(b.to_vec()),
-        Event::Closed => Observed::Closed,
-        Event::IoError { error } => Observed::IoError(format!("{error:?}")),
-        // `Event` is non-exhaustive; DatagramTooLarge and anything newer.
-        _ => Observed::DatagramTooLarge,
+        // `Event` is non-exhaustive.
+        other => Observed::StackError(format!("{other:?}")),
     }
 }
 
-/// What the log shows. The core logs its own decisions (network, connect,
-/// failure counts, link resets, timeouts) under the target `longlink`; this
-/// adds what only the driver sees.
+/// What the log shows. The core logs its own decisions under the target
+/// `longlink`; this adds the reasons and what only the driver sees.
 fn log_event(event: &Event<'_>) {
     match event {
-        Event::Status(s) => debug!("status: {s:?}"),
-        Event::Action(Action::Connect { transport }) => debug!("connecting ({transport:?})"),
-        Event::Action(a) => debug!("action: {a:?}"),
-        Event::Connected { remote } => debug!("socket open to {remote}"),
-        Event::ConnectFailed { error } => info!("connect failed: {error:?}"),
+        Event::Core(CoreEvent::Status(s)) => debug!("status: {s:?}"),
+        Event::Core(CoreEvent::Disconnected(Disconnect::PeerClosed)) => {
+            info!("closed by the server")
+        }
+        Event::Core(CoreEvent::FrameRejected) => {
+            warn!("frame rejected (larger than {RX} bytes, or cut off)")
+        }
+        Event::Core(e) => info!("{e:?}"),
+        Event::Connecting(a) => debug!("connecting to {a}"),
+        Event::StackError { op, error } => info!("{op} failed: {error:?}"),
         Event::Sent(b) => info!("sent {} bytes: {}", b.len(), text_and_hex(b, 96)),
         Event::Received(b) => info!("received {} bytes: {}", b.len(), text_and_hex(b, 96)),
-        Event::Closed => info!("closed by the server"),
-        Event::IoError { error } => info!("socket error: {error:?}"),
-        Event::DatagramTooLarge => warn!("datagram larger than {RX} bytes dropped"),
         _ => debug!("{event:?}"),
     }
 }
@@ -346,7 +376,8 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
     }) {
         warn!("no signal handler ({e}); stop with kill -9");
     }
-    let client = match Client::spawn_with(config, tls, None) {
+    let server = args.url.server();
+    let client = match Client::spawn_with(server.clone(), config.clone(), tls, None) {
         Ok(c) => c,
         Err(e) => {
             log::error!("{e}");
@@ -357,7 +388,7 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
         "longlink client: {:?}{} to {} (heartbeat {:?}, retry {:?}, framing {:?})",
         config.transport,
         if secure { " + TLS" } else { "" },
-        config.remote,
+        server,
         config.heartbeat_interval.map(std::time::Duration::from),
         std::time::Duration::from(config.retry_delay),
         config.framing

@@ -12,10 +12,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use longlink_core::time::Duration as Ms;
-use longlink_core::{Action, Config, Framing, Remote, Status, Transport, BIN_REPLY};
+use longlink_core::{Config, Disconnect, Event as CoreEvent, Framing, Status, Transport, BIN_REPLY};
 
 use crate::check::{request, Expect, Report};
-use crate::client::{Client, ClientEvent, Observed};
+use crate::client::{Client, ClientEvent, Observed, Server};
 use crate::lab::{Lab, LabEvent};
 use crate::text::{duration, escape};
 
@@ -176,25 +176,27 @@ impl Demo {
         while let Ok(ev) = self.client_events.try_recv() {
             let t = self.t(ev.at);
             match ev.what {
-                Observed::ConnectFailed(_) => {
+                Observed::Core(CoreEvent::ConnectFailed(_)) => {
                     failures += 1;
                     self.failures += 1;
                     let n = self.failures;
                     self.chart
                         .push(t, Row::Client(format!("connect failed ({n})")));
                 }
-                Observed::Action(Action::Connect { .. }) => {
+                Observed::Connecting(_) => {
                     self.chart.push(t, Row::Client("connecting".into()));
                 }
-                Observed::Action(Action::ResetLink) => {
+                Observed::Core(CoreEvent::LinkReset) => {
                     resets += 1;
                     self.chart
                         .push(t, Row::Client("link reset (link.shut())".into()));
                 }
-                Observed::Closed => self.chart.push(t, Row::Client("server closed".into())),
-                Observed::IoError(e) => {
-                    self.chart.push(t, Row::Client(format!("socket error {e}")))
+                Observed::Core(CoreEvent::Disconnected(Disconnect::PeerClosed)) => {
+                    self.chart.push(t, Row::Client("server closed".into()))
                 }
+                Observed::Core(CoreEvent::Disconnected(why)) => self
+                    .chart
+                    .push(t, Row::Client(format!("disconnected ({why:?})"))),
                 _ => {}
             }
         }
@@ -252,7 +254,6 @@ pub fn play(transport: Transport, timing: Timing, mut say: impl FnMut(&str)) -> 
         Row::Server(format!("listening on {addr} ({transport:?})")),
     );
     let config = Config {
-        remote: Remote::Addr(addr),
         transport,
         heartbeat_interval: Some(Ms::from(timing.heartbeat)),
         retry_delay: Ms::from(timing.retry),
@@ -265,7 +266,7 @@ pub fn play(transport: Transport, timing: Timing, mut say: impl FnMut(&str)) -> 
         duration(timing.retry),
         timing.max_failures
     ));
-    let client = match Client::spawn(config, Some(tx)) {
+    let client = match Client::spawn(Server::Addr(addr), config, Some(tx)) {
         Ok(c) => c,
         Err(e) => {
             d.report.add("client starts", false, e.to_string());

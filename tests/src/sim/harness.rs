@@ -57,7 +57,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
     /// A state machine created at time 0; `transcript` records every action
     /// and every byte moved.
     pub fn new(cfg: Config, transcript: bool) -> Result<Self, Violation> {
-        let conn = Connection::new(cfg, TestProtocol::default(), Instant::ZERO)
+        let conn = Connection::new(cfg.clone(), TestProtocol::default(), Instant::ZERO)
             .map_err(|e| Violation::new(0, format!("config refused: {e}")))?;
         let hb_slot = if cfg.heartbeat_interval.is_some() {
             HEADER + cfg.heartbeat_payload.len() + cfg.framing.overhead()
@@ -66,16 +66,16 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         };
         let h = Harness {
             conn,
-            cfg,
-            oracle: Oracle::new(cfg, 0),
+            oracle: Oracle::new(cfg.clone(), 0),
             ledger: Ledger::new(
                 cfg.framing,
                 cfg.transport,
                 Q,
                 R,
-                cfg.heartbeat_payload,
+                &cfg.heartbeat_payload,
                 hb_slot,
             ),
+            cfg,
             socket: Socket::Closed,
             actions: Vec::new(),
             stats: Stats::default(),

@@ -54,7 +54,7 @@ pub(crate) struct Ledger {
     r: usize,
     /// Largest frame a reply may have and still fit the queue some day.
     max_frame: usize,
-    hb_payload: &'static [u8],
+    hb_payload: Vec<u8>,
     /// App messages enqueued and not yet written whole.
     pub(crate) apps: VecDeque<Vec<u8>>,
     /// Replies owed (to handled messages), not yet written whole.
@@ -94,7 +94,7 @@ impl Ledger {
         transport: Transport,
         q: usize,
         r: usize,
-        hb_payload: &'static [u8],
+        hb_payload: &[u8],
         hb_slot: usize,
     ) -> Self {
         Ledger {
@@ -102,7 +102,7 @@ impl Ledger {
             transport,
             r,
             max_frame: q.saturating_sub(hb_slot + HEADER),
-            hb_payload,
+            hb_payload: hb_payload.to_vec(),
             apps: VecDeque::new(),
             replies: VecDeque::new(),
             mirror: Vec::new(),
@@ -158,6 +158,12 @@ impl Ledger {
     /// One datagram the state machine took (already truncated to the buffer).
     pub(crate) fn delivered_datagram(&mut self, d: &[u8]) {
         self.bytes_in += d.len() as u64;
+        if d.len() >= self.r {
+            // Fills the receive buffer: it may have been cut by the stack,
+            // so the state machine must reject it whole, whatever it holds.
+            self.bad = true;
+            return;
+        }
         match self.framing {
             Framing::Raw => self.inbox.push_back((d.to_vec(), d.len())),
             Framing::Lines | Framing::Len16 => {
@@ -257,7 +263,7 @@ impl Ledger {
         match class {
             Class::App => self.apps.front().map(Vec::as_slice),
             Class::Reply => self.replies.front().map(Vec::as_slice),
-            Class::Heartbeat => Some(self.hb_payload),
+            Class::Heartbeat => Some(&self.hb_payload[..]),
         }
     }
 
@@ -403,7 +409,7 @@ impl Ledger {
             let expected = match class {
                 Class::Heartbeat => {
                     hbs += 1;
-                    Some(self.hb_payload)
+                    Some(&self.hb_payload[..])
                 }
                 Class::App => apps.next().map(Vec::as_slice),
                 Class::Reply => replies.next().map(Vec::as_slice),

@@ -79,12 +79,12 @@ impl std::error::Error for Violation {}
 /// A small deterministic generator (splitmix64): the simulator's only
 /// source of randomness.
 #[derive(Clone, Debug)]
-pub struct Rng(SplitMix64);
+pub struct Rng(longlink_core::rng::SplitMix64);
 
 impl Rng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng(SplitMix64(seed ^ 0x5EED_1EAF_0DD5_EED5))
+        Rng(longlink_core::rng::SplitMix64(seed ^ 0x5EED_1EAF_0DD5_EED5))
     }
 
     /// The next 64 random bits.

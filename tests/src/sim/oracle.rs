@@ -145,7 +145,7 @@ impl Oracle {
         self.call = Call::default();
         self.now = self.now.max(now);
         let now = self.now;
-        let cfg = self.cfg;
+        let cfg = self.cfg.clone();
         match self.phase {
             Phase::WaitNet { since } if now >= since + cfg.network_wait.as_millis() => {
                 self.call.radio_off = true;
