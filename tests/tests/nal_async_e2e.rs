@@ -18,6 +18,7 @@ use longlink_core::{Config, Connection, Framing, Remote, Status, TestProtocol, T
 use longlink_nal_async::{Clock, CriticalSectionRawMutex as Cs, Event, Longlink, Modem, Net};
 use longlink_std::clock::StdClock;
 use longlink_tests::server::{lines, noise, TestServer};
+use longlink_tests::Setup;
 use std_embedded_nal_async::Stack;
 
 const Q: usize = 2048;
@@ -56,11 +57,13 @@ impl Modem for TestModem {
     async fn reset_link(&mut self) {
         self.0.resets.fetch_add(1, Ordering::SeqCst);
     }
-    async fn radio_off(&mut self) {
-        self.0.radio_off.fetch_add(1, Ordering::SeqCst);
-    }
-    async fn radio_on(&mut self) {
-        self.0.radio_on.fetch_add(1, Ordering::SeqCst);
+    async fn set_radio(&mut self, on: bool) {
+        let counter = if on {
+            &self.0.radio_on
+        } else {
+            &self.0.radio_off
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -74,7 +77,8 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(config: Config) -> Driver {
+    fn start(setup: Setup) -> Driver {
+        let Setup { addr, config } = setup;
         let clock = StdClock::new();
         let conn = Connection::new(config, TestProtocol::default(), clock.now()).unwrap();
         let link = Arc::new(Longlink::new(conn));
@@ -84,7 +88,7 @@ impl Driver {
         let stop = Arc::new(Signal::new());
         let (l, m, e, s) = (link.clone(), modem.clone(), events.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let mut scratch = vec![0u8; Q.max(R + 1)];
+            let mut scratch = vec![0u8; Q.max(R)];
             let mut modem = TestModem(m);
             let hook = |ev: Event<'_>| {
                 let text = match ev {
@@ -96,6 +100,7 @@ impl Driver {
             async_io::block_on(select(
                 l.run(
                     Net::all(Stack::default()),
+                    Remote::Addr(addr),
                     &clock,
                     &mut modem,
                     &mut scratch,
@@ -150,14 +155,16 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn config(addr: SocketAddr, transport: Transport, framing: Framing) -> Config {
-    Config {
-        remote: Remote::Addr(addr),
-        transport,
-        framing,
-        retry_delay: Ms::from_millis(100),
-        heartbeat_interval: Some(Ms::from_secs(30)),
-        ..Config::default()
+fn config(addr: SocketAddr, transport: Transport, framing: Framing) -> Setup {
+    Setup {
+        addr,
+        config: Config {
+            transport,
+            framing,
+            retry_delay: Ms::from_millis(100),
+            heartbeat_interval: Some(Ms::from_secs(30)),
+            ..Config::default()
+        },
     }
 }
 
@@ -421,7 +428,7 @@ fn udp_heartbeats_answers_and_bad_datagrams() {
     let mut big = b"back ".to_vec();
     big.extend(vec![b'y'; R * 2]);
     server.send(&big).unwrap();
-    assert!(wait(T, || d.saw("DatagramTooLarge")));
+    assert!(wait(T, || d.saw("FrameRejected")));
     for seed in 0..50 {
         server.send(&noise(seed, 200)).unwrap();
     }
@@ -429,9 +436,10 @@ fn udp_heartbeats_answers_and_bad_datagrams() {
     server.send(b"\0\0\0").unwrap();
     ask(&server, b"back udp", b"back udp");
     assert!(
-        !contains(&server.bytes(), &big),
-        "an oversized datagram is never echoed"
+        !contains(&server.bytes(), &big[..R - 1]),
+        "an oversized datagram is never echoed, not even cut"
     );
+    assert_eq!(d.link.stats().frames_rejected, 1, "counted once");
     d.link.try_enqueue(b"udp message").unwrap();
     assert!(server.wait_for(T, |b| contains(b, b"udp message")));
 }

@@ -37,7 +37,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use embassy_futures::join::join;
 use longlink_core::time::{Duration, Instant};
 use longlink_core::Transport;
-use longlink_core::{Action, Config, Connection, Framing, Remote, Stats, Status, TestProtocol};
+use longlink_core::{
+    Action, Config, Connection, Disconnect, Event as CoreEvent, Framing, Remote, Stats, Status,
+    TestProtocol,
+};
 use longlink_memnet::lab::LabPeer;
 use longlink_memnet::nal_async::{AsyncMemNet, Timing, VirtualClock};
 use longlink_memnet::{Accept, Behaviour, MemNet};
@@ -63,7 +66,6 @@ fn lab_addr() -> SocketAddr {
 /// connects and FINs needs.
 fn tutorial() -> Config {
     Config {
-        remote: Remote::Addr(lab_addr()),
         connect_timeout: Some(Duration::from_secs(10)),
         idle_timeout: Some(Duration::from_secs(60)),
         ..Config::default()
@@ -144,11 +146,8 @@ impl Modem for TestModem<'_> {
     async fn reset_link(&mut self) {
         self.log(ModemEv::ResetLink);
     }
-    async fn radio_off(&mut self) {
-        self.log(ModemEv::RadioOff);
-    }
-    async fn radio_on(&mut self) {
-        self.log(ModemEv::RadioOn);
+    async fn set_radio(&mut self, on: bool) {
+        self.log(if on { ModemEv::RadioOn } else { ModemEv::RadioOff });
     }
 }
 
@@ -183,6 +182,8 @@ impl Clock for VClock<'_> {
 }
 
 struct World {
+    remote: Remote<'static>,
+    transport: Transport,
     net: AsyncMemNet<Lab>,
     modem: ModemState,
     link: Link,
@@ -191,6 +192,11 @@ struct World {
 
 impl World {
     fn new(behaviour: Behaviour, timing: Timing, config: Config) -> World {
+        World::new_to(behaviour, timing, config, Remote::Addr(lab_addr()))
+    }
+
+    fn new_to(behaviour: Behaviour, timing: Timing, config: Config, remote: Remote<'static>) -> World {
+        let transport = config.transport;
         let mut lab = LabPeer::new(lab_addr());
         lab.name = Some("lab.example");
         let net = AsyncMemNet::new(MemNet::new(lab, behaviour), 0);
@@ -198,6 +204,8 @@ impl World {
         let conn =
             Connection::new(config, TestProtocol::default(), Instant::from_millis(0)).unwrap();
         World {
+            remote,
+            transport,
             net,
             modem: ModemState {
                 up: Cell::new(true),
@@ -219,15 +227,17 @@ impl World {
 
     fn record(&self, event: Event<'_>) {
         let ev = match event {
-            Event::Status(s) => Ev::Status(s),
-            Event::Action(a) => Ev::Action(a),
-            Event::Connected { .. } => Ev::Connected,
-            Event::ConnectFailed { .. } => Ev::ConnectFailed,
+            Event::Core(CoreEvent::Status(s)) => Ev::Status(s),
+            Event::Connecting(_) => Ev::Action(Action::Connect {
+                transport: self.transport,
+            }),
+            Event::Core(CoreEvent::Connected) => Ev::Connected,
+            Event::Core(CoreEvent::ConnectFailed(_)) => Ev::ConnectFailed,
             Event::Sent(b) => Ev::Sent(b.to_vec()),
             Event::Received(b) => Ev::Received(b.to_vec()),
-            Event::Closed => Ev::Closed,
-            Event::IoError { .. } => Ev::IoError,
-            Event::DatagramTooLarge => Ev::TooLarge,
+            Event::Core(CoreEvent::Disconnected(Disconnect::PeerClosed)) => Ev::Closed,
+            Event::Core(CoreEvent::Disconnected(Disconnect::IoError)) => Ev::IoError,
+            Event::Core(CoreEvent::FrameRejected) => Ev::TooLarge,
             _ => Ev::Other,
         };
         self.events.borrow_mut().push((self.now(), ev));
@@ -259,9 +269,14 @@ impl World {
         let mut scratch = vec![0u8; scratch];
         let run = self
             .link
-            .run(Net::all(&self.net), &clock, &mut modem, &mut scratch, |e| {
-                self.record(e)
-            });
+            .run(
+                Net::all(&self.net),
+                self.remote,
+                &clock,
+                &mut modem,
+                &mut scratch,
+                |e| self.record(e),
+            );
         let run = async { join(run, app).await.0 };
         let run: Pin<&mut dyn Future<Output = Result<Infallible, RunError>>> = pin!(run);
         test(&mut Exec::new(run, self.net.clock()))
@@ -871,15 +886,13 @@ fn a_slow_handshake_within_the_connect_timeout_connects() {
 
 #[test]
 fn host_names_are_resolved_and_unknown_ones_count_as_failed_connects() {
-    let w = World::new(
+    let w = World::new_to(
         Behaviour::CONFORMANT,
         Timing::default(),
-        Config {
-            remote: Remote::Host {
-                name: "lab.example",
-                port: lab_addr().port(),
-            },
-            ..tutorial()
+        tutorial(),
+        Remote::Host {
+            name: "lab.example",
+            port: lab_addr().port(),
         },
     );
     w.drive(512, |x| {
@@ -888,15 +901,13 @@ fn host_names_are_resolved_and_unknown_ones_count_as_failed_connects() {
         assert_eq!(w.received(), b"heart beat");
     });
 
-    let w = World::new(
+    let w = World::new_to(
         Behaviour::SMOLTCP_NAL,
         Timing::default(),
-        Config {
-            remote: Remote::Host {
-                name: "nowhere.example",
-                port: 1,
-            },
-            ..tutorial()
+        tutorial(),
+        Remote::Host {
+            name: "nowhere.example",
+            port: 1,
         },
     );
     w.drive(512, |x| {
@@ -928,7 +939,7 @@ fn udp_on_both_stacks() {
                 ..tutorial()
             },
         );
-        w.drive(Q.max(R + 1), |x| {
+        w.drive(Q.max(R), |x| {
             assert!(x.run_until(0, || w.link.status() == Status::Connected));
             w.peer(|p| {
                 p.push(b"bin");
@@ -973,7 +984,7 @@ fn udp_to_a_server_that_is_down() {
         // ICMP port unreachable for every datagram.
         w.peer(|p| p.accept = Accept::Refuse);
         w.link.try_enqueue(b"keep me").unwrap();
-        w.drive(Q.max(R + 1), |x| {
+        w.drive(Q.max(R), |x| {
             x.advance(30_000);
             let st = w.stats();
             let udp = Ev::Action(Action::Connect {

@@ -21,7 +21,7 @@ use longlink_nal::{Clock, Driver, NoDns, Quirks, Sntp};
 use nal_common::{count, ModemEvent, RecordingModem};
 
 type Net = MemNet<LabPeer<8192>>;
-type D<C> = Driver<Net, C, RecordingModem, TestProtocol, 512, 256, NoDns, Sntp<Net>>;
+type D<C> = Driver<'static, Net, C, RecordingModem, TestProtocol, 512, 256, NoDns, Sntp<Net>>;
 
 /// 2024-11-25 00:00:00 UTC: the lab's wall clock at virtual time zero.
 const BASE_UNIX_MS: u64 = 1_732_492_800_000;
@@ -47,6 +47,7 @@ fn sim(behaviour: Behaviour, quirks: Quirks, config: Config) -> Sim<impl Clock> 
         MemNet::new(peer, behaviour),
         move || Instant::from_millis(c.get()),
         RecordingModem::default(),
+        Remote::Addr(lab_addr()),
         config,
         TestProtocol::default(),
     )
@@ -60,7 +61,6 @@ fn sim(behaviour: Behaviour, quirks: Quirks, config: Config) -> Sim<impl Clock> 
 /// connects and FINs needs.
 fn tutorial() -> Config {
     Config {
-        remote: Remote::Addr(lab_addr()),
         connect_timeout: Some(Duration::from_secs(10)),
         idle_timeout: Some(Duration::from_secs(60)),
         ..Config::default()
@@ -187,7 +187,7 @@ fn scenario(behaviour: Behaviour, quirks: Quirks) {
     if quirks == Quirks::SMOLTCP_NAL {
         assert_eq!(st.connect_timeouts, 5, "refusal hidden: timed out");
     }
-    assert!(s.d.modem_mut().events.contains(&ModemEvent::ResetLink));
+    assert!(s.d.modem_mut().log().contains(&ModemEvent::ResetLink));
 
     // Back again.
     s.peer().accept = Accept::Yes;
@@ -286,7 +286,7 @@ fn network_loss_flight_mode_and_recovery_with_tutorial_timings() {
     assert!(s.run(400_000, |s| s
         .d
         .modem_mut()
-        .events
+        .log()
         .contains(&ModemEvent::Radio(true))));
     assert_eq!(s.now(), 320_000);
     assert_eq!(s.d.connection().stats().connect_attempts, 0);

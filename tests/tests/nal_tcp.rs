@@ -7,22 +7,30 @@ mod nal_common;
 
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
-use longlink_core::{Config, Framing, Status, TestProtocol};
-use longlink_nal::{Clock, Driver};
+use longlink_core::{Config, Framing, Remote, Status, TestProtocol};
+use longlink_nal::{Clock, Driver, NoDns, NoWallClock};
 use nal_common::*;
 use std_embedded_nal::Stack;
 
-type Tcp<C, const Q: usize, const R: usize> = Driver<Stack, C, RecordingModem, TestProtocol, Q, R>;
+type Tcp<C, const Q: usize, const R: usize> =
+    Driver<'static, Stack, C, RecordingModem, TestProtocol, Q, R, NoDns, NoWallClock, Hook>;
 
-fn driver<const Q: usize, const R: usize>(config: Config) -> Tcp<impl Clock, Q, R> {
+fn driver<const Q: usize, const R: usize>(
+    server: std::net::SocketAddr,
+    config: Config,
+) -> Tcp<impl Clock, Q, R> {
+    let modem = RecordingModem::default();
+    let hook = modem.hook();
     Driver::new(
         Stack,
         wall_clock(),
-        RecordingModem::default(),
+        modem,
+        Remote::Addr(server),
         config,
         TestProtocol::default(),
     )
     .unwrap()
+    .on_event(hook)
 }
 
 fn run<C: Clock, const Q: usize, const R: usize>(
@@ -48,7 +56,7 @@ fn unix_now_ms() -> u64 {
 #[test]
 fn connects_sends_heartbeats_and_answers_back_bin_time() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(fast_config(lab.addr));
+    let mut d = driver::<1024, 512>(lab.addr, fast_config());
     assert!(run(&mut d, 5.0, |_| contains(
         &lab.received(0),
         b"heart beat"
@@ -87,7 +95,7 @@ fn connects_sends_heartbeats_and_answers_back_bin_time() {
 
     // The LED hook saw the connection come up.
     assert_eq!(
-        d.modem_mut().events.last(),
+        d.modem_mut().log().last(),
         Some(&ModemEvent::Status(Status::Connected))
     );
 }
@@ -95,7 +103,7 @@ fn connects_sends_heartbeats_and_answers_back_bin_time() {
 #[test]
 fn heartbeats_keep_their_interval() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(fast_config(lab.addr));
+    let mut d = driver::<1024, 512>(lab.addr, fast_config());
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     let t0 = std::time::Instant::now();
     run(&mut d, 1.0, |_| false);
@@ -114,9 +122,9 @@ fn heartbeats_keep_their_interval() {
 #[test]
 fn a_queued_message_goes_out_in_the_same_poll() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(Config {
+    let mut d = driver::<1024, 512>(lab.addr, Config {
         heartbeat_interval: None,
-        ..fast_config(lab.addr)
+        ..fast_config()
     });
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     d.enqueue(b"right now").unwrap();
@@ -133,9 +141,9 @@ fn a_queued_message_goes_out_in_the_same_poll() {
 #[test]
 fn server_drop_reconnects_and_delivers_the_queue_once_in_order() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(Config {
+    let mut d = driver::<1024, 512>(lab.addr, Config {
         framing: Framing::Lines,
-        ..fast_config(lab.addr)
+        ..fast_config()
     });
     assert!(run(&mut d, 5.0, |_| contains(
         &lab.received(0),
@@ -161,7 +169,7 @@ fn server_drop_reconnects_and_delivers_the_queue_once_in_order() {
 #[test]
 fn bad_input_is_survived() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(fast_config(lab.addr));
+    let mut d = driver::<1024, 512>(lab.addr, fast_config());
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     // 1 MiB of random bytes in raw framing: every read is a message.
     for chunk in junk(7, 1 << 20).chunks(64 * 1024) {
@@ -192,9 +200,9 @@ fn oversize_frames_reset_the_connection_then_it_recovers() {
         (Framing::Len16, vec![0xFF, 0xFF, 1, 2, 3]),
     ] {
         let lab = Lab::tcp();
-        let mut d = driver::<512, 128>(Config {
+        let mut d = driver::<512, 128>(lab.addr, Config {
             framing,
-            ..fast_config(lab.addr)
+            ..fast_config()
         });
         assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
         lab.say(&bad);
@@ -220,9 +228,9 @@ fn a_flood_of_back_requests_is_answered_completely_in_order() {
     let lab = Lab::tcp();
     // A small queue forces backpressure: the client stops reading while its
     // replies wait, instead of dropping them.
-    let mut d = driver::<128, 128>(Config {
+    let mut d = driver::<128, 128>(lab.addr, Config {
         framing: Framing::Lines,
-        ..fast_config(lab.addr)
+        ..fast_config()
     });
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     let mut flood = Vec::new();
@@ -244,7 +252,7 @@ fn a_flood_of_back_requests_is_answered_completely_in_order() {
 
 #[test]
 fn refused_connects_count_to_a_link_reset() {
-    let mut d = driver::<1024, 512>(fast_config(closed_port()));
+    let mut d = driver::<1024, 512>(closed_port(), fast_config());
     assert!(run(&mut d, 5.0, |d| d.connection().stats().link_resets == 1));
     let s = *d.connection().stats();
     assert_eq!(
@@ -256,28 +264,28 @@ fn refused_connects_count_to_a_link_reset() {
     assert_eq!(d.connection().stats().connect_failures, 10);
     let resets = d
         .modem_mut()
-        .events
+        .log()
         .iter()
         .filter(|e| **e == ModemEvent::ResetLink)
         .count();
     assert_eq!(resets, 2);
     assert!(d
         .modem_mut()
-        .events
+        .log()
         .contains(&ModemEvent::Status(Status::BackingOff)));
 }
 
 #[test]
 fn no_network_cycles_the_radio_then_connects_when_it_comes() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(fast_config(lab.addr));
+    let mut d = driver::<1024, 512>(lab.addr, fast_config());
     d.modem_mut().down = true;
     assert!(run(&mut d, 5.0, |d| d
         .modem_mut()
-        .events
+        .log()
         .contains(&ModemEvent::Radio(true))));
     assert_eq!(d.connection().stats().connect_attempts, 0);
-    let ev = d.modem_mut().events.clone();
+    let ev = d.modem_mut().log();
     let off = ev
         .iter()
         .position(|e| *e == ModemEvent::Radio(false))
@@ -298,7 +306,7 @@ fn no_network_cycles_the_radio_then_connects_when_it_comes() {
 fn an_idle_poll_returns_the_next_timer_not_now() {
     // The driver never asks to be polled in a loop when nothing is ready.
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(fast_config(lab.addr));
+    let mut d = driver::<1024, 512>(lab.addr, fast_config());
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     run(&mut d, 0.05, |_| false);
     let next = d.poll();

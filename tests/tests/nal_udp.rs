@@ -7,21 +7,22 @@ mod nal_common;
 
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
-use longlink_core::{Config, Status, TestProtocol, Transport};
+use longlink_core::{Config, Remote, Status, TestProtocol, Transport};
 use longlink_nal::{Clock, Driver};
 use nal_common::*;
 use std_embedded_nal::Stack;
 
-type Udp<C> = Driver<Stack, C, RecordingModem, TestProtocol, 1024, 512>;
+type Udp<C> = Driver<'static, Stack, C, RecordingModem, TestProtocol, 1024, 512>;
 
 fn driver(lab: std::net::SocketAddr) -> Udp<impl Clock> {
     Driver::new(
         Stack,
         wall_clock(),
         RecordingModem::default(),
+        Remote::Addr(lab),
         Config {
             transport: Transport::Udp,
-            ..fast_config(lab)
+            ..fast_config()
         },
         TestProtocol::default(),
     )

@@ -8,36 +8,32 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use longlink_core::time::Duration as Ms;
-use longlink_core::{Config, Framing, Remote, Transport};
+use longlink_core::{Config, Framing, Transport};
 use longlink_std::check::{self, CheckOptions};
-use longlink_std::client::Client;
+use longlink_std::client::{Client, Server};
 use longlink_std::lab::{Lab, LabEvent};
 
 fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn client_for(lab: &Lab, remote: Remote) -> Client {
+fn client_for(lab: &Lab, server: Server) -> Client {
     let config = Config {
-        remote,
         transport: lab.transport(),
         framing: lab.framing(),
         heartbeat_interval: Some(Ms::from_millis(150)),
         retry_delay: Ms::from_millis(150),
         ..Config::default()
     };
-    Client::spawn(config, None).unwrap()
+    Client::spawn(server, config, None).unwrap()
 }
 
 fn acceptance(transport: Transport, framing: Framing, by_name: bool) {
     let lab = Lab::start(any(), transport, framing).unwrap();
     let remote = if by_name {
-        Remote::Host {
-            name: "localhost",
-            port: lab.local_addr().port(),
-        }
+        Server::Host("localhost".into(), lab.local_addr().port())
     } else {
-        Remote::Addr(lab.local_addr())
+        Server::Addr(lab.local_addr())
     };
     let client = client_for(&lab, remote);
     let opts = CheckOptions {
@@ -113,7 +109,7 @@ fn the_script_fails_a_client_that_does_not_answer() {
 #[test]
 fn lab_stdin_style_sends_reach_the_client_and_garbage_does_not_stop_it() {
     let lab = Lab::start(any(), Transport::Tcp, Framing::Lines).unwrap();
-    let client = client_for(&lab, Remote::Addr(lab.local_addr()));
+    let client = client_for(&lab, Server::Addr(lab.local_addr()));
     let deadline = Instant::now() + Duration::from_secs(10);
     let peer = lab
         .wait_for(

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use longlink_core::time::Duration as Ms;
-use longlink_core::{Action, Config, Framing, Remote, Status, Transport};
+use longlink_core::{Config, Event as CoreEvent, Framing, Status, Transport};
 use longlink_std::check::{self, CheckOptions};
-use longlink_std::client::{Client, ClientEvent, Observed, TlsSetup};
+use longlink_std::client::{Server, Client, ClientEvent, Observed, TlsSetup};
 use longlink_std::lab::{Lab, LabEvent};
 use longlink_std::tls;
 use tls_common::{server, Ca, Validity};
@@ -25,9 +25,8 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn config(remote: Remote, framing: Framing) -> Config {
+fn config(framing: Framing) -> Config {
     Config {
-        remote,
         transport: Transport::Tcp,
         framing,
         heartbeat_interval: Some(Ms::from_millis(150)),
@@ -72,16 +71,13 @@ fn tls_passes_the_acceptance_script_by_name_and_by_address() {
         let port = lab.local_addr().port();
         let (remote, name) = if by_name {
             (
-                Remote::Host {
-                    name: "localhost",
-                    port,
-                },
+                Server::Host("localhost".into(), port),
                 "localhost",
             )
         } else {
-            (Remote::Addr(lab.local_addr()), "127.0.0.1")
+            (Server::Addr(lab.local_addr()), "127.0.0.1")
         };
-        let client = Client::spawn_tls(config(remote, framing), setup(&ca, name), None).unwrap();
+        let client = Client::spawn_tls(remote, config(framing), setup(&ca, name), None).unwrap();
         let report = check::run(&lab, &opts(), |_| {});
         assert!(report.passed(), "{framing:?}:\n{}", report.render());
         assert_eq!(report.checks.len(), 7);
@@ -106,11 +102,12 @@ fn mutual_tls_admits_a_client_certificate_and_refuses_a_client_without_one() {
     let client_ca = Ca::new("longlink client CA");
     let client_id = client_ca.issue(&["device-1"], Validity::Current);
     let lab = Lab::start_tls(any(), Framing::Lines, server(&server_id, Some(&client_ca))).unwrap();
-    let remote = Remote::Addr(lab.local_addr());
+    let remote = Server::Addr(lab.local_addr());
 
     // No certificate: the lab refuses the session.
     let anonymous = Client::spawn_tls(
-        config(remote, Framing::Lines),
+        remote.clone(),
+        config(Framing::Lines),
         setup(&ca, "localhost"),
         None,
     )
@@ -135,7 +132,7 @@ fn mutual_tls_admits_a_client_certificate_and_refuses_a_client_without_one() {
         config: tls::client_config(ca.roots(), Some(identity)).unwrap(),
         ..setup(&ca, "localhost")
     };
-    let client = Client::spawn_tls(config(remote, Framing::Lines), tls, None).unwrap();
+    let client = Client::spawn_tls(remote, config(Framing::Lines), tls, None).unwrap();
     let report = check::run(&lab, &opts(), |_| {});
     assert!(report.passed(), "{}", report.render());
     let stats = client.stop();
@@ -148,12 +145,12 @@ fn mutual_tls_admits_a_client_certificate_and_refuses_a_client_without_one() {
 
 /// Runs a client that must never get a session; returns what it observed
 /// once a link reset came, and its counters.
-fn rejected(remote: Remote, tls: TlsSetup) -> (Vec<String>, longlink_core::Stats) {
-    let mut c = config(remote, Framing::Lines);
+fn rejected(remote: SocketAddr, tls: TlsSetup) -> (Vec<String>, longlink_core::Stats) {
+    let mut c = config(Framing::Lines);
     c.retry_delay = Ms::from_millis(30);
     c.max_failures = 2;
     let (tx, rx) = channel::<ClientEvent>();
-    let client = Client::spawn_tls(c, tls, Some(tx)).unwrap();
+    let client = Client::spawn_tls(Server::Addr(remote), c, tls, Some(tx)).unwrap();
     let failures = collect_until_reset(&rx);
     let stats = client.stop();
     (failures, stats)
@@ -165,9 +162,9 @@ fn collect_until_reset(rx: &Receiver<ClientEvent>) -> Vec<String> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left).map(|e| e.what) {
-            Ok(Observed::ConnectFailed(e)) => failures.push(e),
-            Ok(Observed::Action(Action::ResetLink)) => return failures,
-            Ok(Observed::Connected(_)) | Ok(Observed::Status(_)) | Ok(_) => {}
+            Ok(Observed::StackError(e)) => failures.push(e),
+            Ok(Observed::Core(CoreEvent::LinkReset)) => return failures,
+            Ok(_) => {}
             Err(_) => panic!("no link reset within {T:?}; failures: {failures:?}"),
         }
     }
@@ -201,7 +198,7 @@ fn bad_certificates_and_a_plain_server_are_failed_connects_up_to_a_link_reset() 
         ("expired", &expired, "localhost", "Expired"),
     ] {
         let lab = Lab::start_tls(any(), Framing::Lines, server(id, None)).unwrap();
-        let (failures, stats) = rejected(Remote::Addr(lab.local_addr()), setup(&ca, name));
+        let (failures, stats) = rejected(lab.local_addr(), setup(&ca, name));
         assert_rejected(what, &failures, &stats, reason);
         // The lab never got a session to talk over.
         while let Some(e) = lab.next_event(Duration::ZERO) {
@@ -213,7 +210,7 @@ fn bad_certificates_and_a_plain_server_are_failed_connects_up_to_a_link_reset() 
     let plain = Lab::start(any(), Transport::Tcp, Framing::Raw).unwrap();
     let mut quiet = setup(&ca, "localhost");
     quiet.handshake_timeout = Duration::from_millis(200);
-    let (failures, stats) = rejected(Remote::Addr(plain.local_addr()), quiet);
+    let (failures, stats) = rejected(plain.local_addr(), quiet);
     assert_rejected("silent plain server", &failures, &stats, "HandshakeTimeout");
 
     // A plain TCP server that answers in the clear: not TLS, refused at once.
@@ -237,7 +234,7 @@ fn bad_certificates_and_a_plain_server_are_failed_connects_up_to_a_link_reset() 
             }
         }
     });
-    let (failures, stats) = rejected(Remote::Addr(addr), setup(&ca, "localhost"));
+    let (failures, stats) = rejected(addr, setup(&ca, "localhost"));
     assert_rejected("talking plain server", &failures, &stats, "Tls(");
     server.join().unwrap();
 }
@@ -249,9 +246,9 @@ fn over_tls_a_server_restart_delivers_queued_messages_once_in_order() {
     let config_server = server(&id, None);
     let lab = Lab::start_tls(any(), Framing::Lines, config_server.clone()).unwrap();
     let addr = lab.local_addr();
-    let mut c = config(Remote::Addr(addr), Framing::Lines);
+    let mut c = config(Framing::Lines);
     c.heartbeat_interval = Some(Ms::from_secs(30));
-    let client = Client::spawn_tls(c, setup(&ca, "localhost"), None).unwrap();
+    let client = Client::spawn_tls(Server::Addr(addr), c, setup(&ca, "localhost"), None).unwrap();
     let link = client.link_arc();
     client.enqueue(b"before").unwrap();
     let got = lab.wait_for(

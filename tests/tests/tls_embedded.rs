@@ -18,7 +18,9 @@ use embassy_futures::join::join;
 use embassy_futures::select::select;
 use embassy_sync::signal::Signal;
 use longlink_core::time::Duration as Ms;
-use longlink_core::{Action, Config, Connection, Framing, Remote, Stats, Status, TestProtocol};
+use longlink_core::{
+    Config, Connection, Event as CoreEvent, Framing, Remote, Stats, Status, TestProtocol,
+};
 use longlink_nal_async::tls::embedded_tls::{NoClock, TlsClock};
 use longlink_nal_async::tls::rand_core::{CryptoRng, Error as RngError, RngCore};
 use longlink_nal_async::tls::{ServerCheck, TlsTcp};
@@ -28,6 +30,7 @@ use longlink_nal_async::{
 use longlink_std::check::{self, CheckOptions};
 use longlink_std::clock::StdClock;
 use longlink_std::lab::{Lab, LabEvent};
+use longlink_tests::Setup;
 use std_embedded_nal_async::Stack;
 use tls_common::{server, Ca, Validity};
 
@@ -93,7 +96,8 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(config: Config, trust: Trust) -> Driver {
+    fn start(setup: Setup, trust: Trust) -> Driver {
+        let Setup { addr, config } = setup;
         let clock = StdClock::new();
         let conn = Connection::new(config, TestProtocol::default(), clock.now()).unwrap();
         let link = Arc::new(Longlink::new(conn));
@@ -116,7 +120,14 @@ impl Driver {
                 e.lock().unwrap().push(text);
             };
             let check = ServerCheck::new(&trust.ca, trust.name);
-            let driver = l.run(Net::tcp(&tls), &clock, &mut modem, &mut scratch, hook);
+            let driver = l.run(
+                Net::tcp(&tls),
+                Remote::Addr(addr),
+                &clock,
+                &mut modem,
+                &mut scratch,
+                hook,
+            );
             async_io::block_on(async {
                 if trust.clock {
                     let task = tls.run(
@@ -152,13 +163,13 @@ impl Driver {
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| e.starts_with("ConnectFailed"))
+            .filter(|e| e.starts_with("StackError"))
             .cloned()
             .collect()
     }
 
     fn saw_reset(&self) -> bool {
-        let want = format!("{:?}", Event::Action(Action::ResetLink));
+        let want = format!("{:?}", Event::Core(CoreEvent::LinkReset));
         self.events.lock().unwrap().contains(&want)
     }
 }
@@ -176,14 +187,16 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn config(addr: SocketAddr) -> Config {
-    Config {
-        remote: Remote::Addr(addr),
-        framing: Framing::Lines,
-        heartbeat_interval: Some(Ms::from_millis(150)),
-        retry_delay: Ms::from_millis(100),
-        connect_timeout: Some(Ms::from_secs(5)),
-        ..Config::default()
+fn config(addr: SocketAddr) -> Setup {
+    Setup {
+        addr,
+        config: Config {
+            framing: Framing::Lines,
+            heartbeat_interval: Some(Ms::from_millis(150)),
+            retry_delay: Ms::from_millis(100),
+            connect_timeout: Some(Ms::from_secs(5)),
+            ..Config::default()
+        },
     }
 }
 

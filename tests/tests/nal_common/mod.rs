@@ -5,9 +5,11 @@
 // Test harness: a failed setup step should fail the test loudly.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -234,12 +236,33 @@ pub enum ModemEvent {
     Status(Status),
 }
 
-/// A modem that records every request; the network is up unless told
-/// otherwise.
+/// A modem that records every request, and (through [`RecordingModem::hook`])
+/// every status the driver reports, in one log; the network is up unless
+/// told otherwise.
 #[derive(Default)]
 pub struct RecordingModem {
     pub down: bool,
-    pub events: Vec<ModemEvent>,
+    events: Rc<RefCell<Vec<ModemEvent>>>,
+}
+
+/// The driver's event hook in these tests.
+pub type Hook = Box<dyn FnMut(longlink_nal::Event<'_>)>;
+
+impl RecordingModem {
+    /// What was recorded so far.
+    pub fn log(&self) -> Vec<ModemEvent> {
+        self.events.borrow().clone()
+    }
+
+    /// An event hook that records status changes in the same log.
+    pub fn hook(&self) -> Hook {
+        let events = self.events.clone();
+        Box::new(move |e| {
+            if let longlink_nal::Event::Core(longlink_core::Event::Status(s)) = e {
+                events.borrow_mut().push(ModemEvent::Status(s));
+            }
+        })
+    }
 }
 
 impl Modem for RecordingModem {
@@ -247,13 +270,10 @@ impl Modem for RecordingModem {
         !self.down
     }
     fn reset_link(&mut self) {
-        self.events.push(ModemEvent::ResetLink);
+        self.events.borrow_mut().push(ModemEvent::ResetLink);
     }
     fn set_radio(&mut self, on: bool) {
-        self.events.push(ModemEvent::Radio(on));
-    }
-    fn on_status(&mut self, status: Status) {
-        self.events.push(ModemEvent::Status(status));
+        self.events.borrow_mut().push(ModemEvent::Radio(on));
     }
 }
 
@@ -265,9 +285,8 @@ pub fn wall_clock() -> impl FnMut() -> Instant {
 
 /// Tutorial behaviour at test speed: 60 ms between attempts, a heartbeat
 /// every 150 ms.
-pub fn fast_config(remote: SocketAddr) -> Config {
+pub fn fast_config() -> Config {
     Config {
-        remote: longlink_core::Remote::Addr(remote),
         retry_delay: Duration::from_millis(60),
         heartbeat_interval: Some(Duration::from_millis(150)),
         network_wait: Duration::from_millis(300),
