@@ -544,7 +544,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let slot = self.config.heartbeat_slot();
         let reserve = if self.heartbeat_queued { 0 } else { slot };
         let max = Q.saturating_sub(slot + crate::queue::HEADER);
-        let pushed = push(&mut self.queue, self.config.framing, message, max, reserve, false);
+        let pushed = push(
+            &mut self.queue,
+            self.config.framing,
+            message,
+            max,
+            reserve,
+            false,
+        );
         if pushed == Err(QueueError::Full) {
             self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
         }
@@ -850,7 +857,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 
     fn enter_wait_network(&mut self, now: Instant) {
-        self.enter(now, Status::WaitingForNetwork, Some(self.config.network_wait));
+        self.enter(
+            now,
+            Status::WaitingForNetwork,
+            Some(self.config.network_wait),
+        );
     }
 
     /// Moves to `state`, a state other than `Connected`, with its phase timer
@@ -899,10 +910,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             return;
         }
         // The reserve guarantees room; the config check guarantees it frames.
-        if self
-            .push_heartbeat()
-            .is_err()
-        {
+        if self.push_heartbeat().is_err() {
             self.stats.heartbeats_skipped = self.stats.heartbeats_skipped.wrapping_add(1);
             return;
         }
@@ -913,7 +921,14 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// it guarantees room, the config check that it frames.
     fn push_heartbeat(&mut self) -> Result<(), QueueError> {
         let payload = &self.config.heartbeat_payload;
-        push(&mut self.queue, self.config.framing, payload, usize::MAX, 0, true)
+        push(
+            &mut self.queue,
+            self.config.framing,
+            payload,
+            usize::MAX,
+            0,
+            true,
+        )
     }
     // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
     #[inline(never)]

@@ -147,7 +147,11 @@ impl Modem for TestModem<'_> {
         self.log(ModemEv::ResetLink);
     }
     async fn set_radio(&mut self, on: bool) {
-        self.log(if on { ModemEv::RadioOn } else { ModemEv::RadioOff });
+        self.log(if on {
+            ModemEv::RadioOn
+        } else {
+            ModemEv::RadioOff
+        });
     }
 }
 
@@ -195,7 +199,12 @@ impl World {
         World::new_to(behaviour, timing, config, Remote::Addr(lab_addr()))
     }
 
-    fn new_to(behaviour: Behaviour, timing: Timing, config: Config, remote: Remote<'static>) -> World {
+    fn new_to(
+        behaviour: Behaviour,
+        timing: Timing,
+        config: Config,
+        remote: Remote<'static>,
+    ) -> World {
         let transport = config.transport;
         let mut lab = LabPeer::new(lab_addr());
         lab.name = Some("lab.example");
@@ -267,16 +276,14 @@ impl World {
             clock: self.net.clock(),
         };
         let mut scratch = vec![0u8; scratch];
-        let run = self
-            .link
-            .run(
-                Net::all(&self.net),
-                self.remote,
-                &clock,
-                &mut modem,
-                &mut scratch,
-                |e| self.record(e),
-            );
+        let run = self.link.run(
+            Net::all(&self.net),
+            self.remote,
+            &clock,
+            &mut modem,
+            &mut scratch,
+            |e| self.record(e),
+        );
         let run = async { join(run, app).await.0 };
         let run: Pin<&mut dyn Future<Output = Result<Infallible, RunError>>> = pin!(run);
         test(&mut Exec::new(run, self.net.clock()))

@@ -122,10 +122,13 @@ fn heartbeats_keep_their_interval() {
 #[test]
 fn a_queued_message_goes_out_in_the_same_poll() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(lab.addr, Config {
-        heartbeat_interval: None,
-        ..fast_config()
-    });
+    let mut d = driver::<1024, 512>(
+        lab.addr,
+        Config {
+            heartbeat_interval: None,
+            ..fast_config()
+        },
+    );
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     d.enqueue(b"right now").unwrap();
     let _ = d.poll();
@@ -141,10 +144,13 @@ fn a_queued_message_goes_out_in_the_same_poll() {
 #[test]
 fn server_drop_reconnects_and_delivers_the_queue_once_in_order() {
     let lab = Lab::tcp();
-    let mut d = driver::<1024, 512>(lab.addr, Config {
-        framing: Framing::Lines,
-        ..fast_config()
-    });
+    let mut d = driver::<1024, 512>(
+        lab.addr,
+        Config {
+            framing: Framing::Lines,
+            ..fast_config()
+        },
+    );
     assert!(run(&mut d, 5.0, |_| contains(
         &lab.received(0),
         b"heart beat\n"
@@ -200,10 +206,13 @@ fn oversize_frames_reset_the_connection_then_it_recovers() {
         (Framing::Len16, vec![0xFF, 0xFF, 1, 2, 3]),
     ] {
         let lab = Lab::tcp();
-        let mut d = driver::<512, 128>(lab.addr, Config {
-            framing,
-            ..fast_config()
-        });
+        let mut d = driver::<512, 128>(
+            lab.addr,
+            Config {
+                framing,
+                ..fast_config()
+            },
+        );
         assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
         lab.say(&bad);
         assert!(
@@ -228,10 +237,13 @@ fn a_flood_of_back_requests_is_answered_completely_in_order() {
     let lab = Lab::tcp();
     // A small queue forces backpressure: the client stops reading while its
     // replies wait, instead of dropping them.
-    let mut d = driver::<128, 128>(lab.addr, Config {
-        framing: Framing::Lines,
-        ..fast_config()
-    });
+    let mut d = driver::<128, 128>(
+        lab.addr,
+        Config {
+            framing: Framing::Lines,
+            ..fast_config()
+        },
+    );
     assert!(run(&mut d, 5.0, |d| d.status() == Status::Connected));
     let mut flood = Vec::new();
     for i in 0..5000 {

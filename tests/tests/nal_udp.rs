@@ -106,26 +106,38 @@ fn server_restart_is_survived_and_the_queue_arrives_in_order() {
 }
 
 #[test]
-fn bad_datagrams_are_survived() {
+fn bad_datagrams_are_survived_and_oversized_ones_rejected_never_truncated() {
     let lab = Lab::udp();
     let mut d = driver(lab.addr);
     assert!(run(&mut d, 5.0, |_| got(&lab, b"heart beat")));
-    let mut total = 0u64;
-    // Random sizes from empty to twice the receive buffer (cut by recv), in
-    // batches a host socket buffer holds (UDP itself may drop a burst).
+    let (mut total, mut small, mut big) = (0u64, 0u32, 0u32);
+    // Random sizes from empty to twice the 512-byte receive buffer, in
+    // batches a host socket buffer holds (UDP itself may drop a burst). One
+    // that fills the buffer may have been cut by the stack: rejected whole.
     for batch in 0..10u64 {
         for i in batch * 20..(batch + 1) * 20 {
             let len = (i * 37 % 1100) as usize;
             let j = junk(i + 1, len);
             total += j.len().min(512) as u64;
+            if len < 512 {
+                small += 1;
+            } else {
+                big += 1;
+            }
             lab.say(&j);
         }
         let want = (batch + 1) as u32 * 20;
-        let ok = run(&mut d, 10.0, |d| d.connection().stats().messages_in >= want);
+        let ok = run(&mut d, 10.0, |d| {
+            let s = d.connection().stats();
+            s.messages_in + s.frames_rejected >= want
+        });
         assert!(ok, "{:?}", d.connection().stats());
     }
     let s = *d.connection().stats();
-    assert_eq!((s.messages_in, s.bytes_in), (200, total));
+    assert!(big > 50 && small > 50, "both kinds sent: {big} {small}");
+    assert_eq!((s.messages_in, s.frames_rejected), (small, big));
+    assert_eq!(s.bytes_in, total);
+    assert_eq!(s.disconnects, 0, "a bad datagram does not end the link");
     lab.say(b"bin");
     assert!(run(&mut d, 5.0, |_| got(&lab, &[0x11, 0x22, 0x33])));
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use longlink_core::time::Duration as Ms;
 use longlink_core::{Config, Event as CoreEvent, Framing, Status, Transport};
 use longlink_std::check::{self, CheckOptions};
-use longlink_std::client::{Server, Client, ClientEvent, Observed, TlsSetup};
+use longlink_std::client::{Client, ClientEvent, Observed, Server, TlsSetup};
 use longlink_std::lab::{Lab, LabEvent};
 use longlink_std::tls;
 use tls_common::{server, Ca, Validity};
@@ -70,10 +70,7 @@ fn tls_passes_the_acceptance_script_by_name_and_by_address() {
         let lab = Lab::start_tls(any(), framing, server(&id, None)).unwrap();
         let port = lab.local_addr().port();
         let (remote, name) = if by_name {
-            (
-                Server::Host("localhost".into(), port),
-                "localhost",
-            )
+            (Server::Host("localhost".into(), port), "localhost")
         } else {
             (Server::Addr(lab.local_addr()), "127.0.0.1")
         };

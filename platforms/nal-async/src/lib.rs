@@ -458,7 +458,8 @@ where
     unflushed: bool,
 }
 
-impl<M, H, const Q: usize, const R: usize, T, U, D, C, Mo, F> Run<'_, '_, M, H, Q, R, T, U, D, C, Mo, F>
+impl<M, H, const Q: usize, const R: usize, T, U, D, C, Mo, F>
+    Run<'_, '_, M, H, Q, R, T, U, D, C, Mo, F>
 where
     M: RawMutex,
     H: Handler,

@@ -21,7 +21,7 @@
 //! # use longlink_nal_async::{tls::*, *};
 //! # async fn f<T: embedded_nal_async::TcpConnect, C: Clock, M: Modem, R: rand_core::RngCore + rand_core::CryptoRng>(
 //! #     link: &Longlink<NoopRawMutex, longlink_core::TestProtocol, 512, 256>, tcp: T, clock: C, mut modem: M, mut rng: R,
-//! #     ca_der: &[u8]) {
+//! #     ca_der: &[u8], server: core::net::SocketAddr) {
 //! let tls: TlsTcp<NoopRawMutex, 512, 512> = TlsTcp::new();
 //! let mut read_record = [0u8; 16640]; // a whole TLS record (2^14 + 256)
 //! let mut write_record = [0u8; 1024]; // >= 512; larger writes are split
@@ -29,7 +29,7 @@
 //! let check = ServerCheck::new(ca_der, "server.example"); // + .clock::<WallClock>()
 //! embassy_futures::join::join(
 //!     tls.run(tcp, check, &mut rng, &mut read_record, &mut write_record),
-//!     link.run(Net::tcp(&tls), &clock, &mut modem, &mut scratch, |_| {}),
+//!     link.run(Net::tcp(&tls), longlink_core::Remote::Addr(server), &clock, &mut modem, &mut scratch, |_| {}),
 //! )
 //! .await;
 //! # }

@@ -769,8 +769,7 @@ where
                     Ok(sock) => sock,
                     Err(error) => return self.open_failed(now, &error),
                 };
-                if let Err(error) = UdpClientStack::connect(&mut self.stack, &mut sock, self.addr)
-                {
+                if let Err(error) = UdpClientStack::connect(&mut self.stack, &mut sock, self.addr) {
                     let _ = UdpClientStack::close(&mut self.stack, sock);
                     return self.open_failed(now, &error);
                 }

@@ -178,7 +178,14 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("longlink".into())
             .spawn(move || match tls {
-                None => drive(&l, &s, &clock, Net::all(Stack::default()), &server, observer),
+                None => drive(
+                    &l,
+                    &s,
+                    &clock,
+                    Net::all(Stack::default()),
+                    &server,
+                    observer,
+                ),
                 Some(t) => {
                     let tcp = TlsConnector::new(Stack::default(), t.config, t.server_name)
                         .with_handshake_timeout(t.handshake_timeout);

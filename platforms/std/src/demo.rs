@@ -12,7 +12,9 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use longlink_core::time::Duration as Ms;
-use longlink_core::{Config, Disconnect, Event as CoreEvent, Framing, Status, Transport, BIN_REPLY};
+use longlink_core::{
+    Config, Disconnect, Event as CoreEvent, Framing, Status, Transport, BIN_REPLY,
+};
 
 use crate::check::{request, Expect, Report};
 use crate::client::{Client, ClientEvent, Observed, Server};
