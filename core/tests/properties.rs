@@ -118,7 +118,6 @@ fn config() -> impl Strategy<Value = Config> {
                     },
                 },
                 seed,
-                ..Config::default()
             },
         )
 }

@@ -72,7 +72,8 @@ fn config(f: &FuzzConfig) -> Config {
         retry_delay,
         max_failures: u16::from(f.max_failures % 8) + 1,
         heartbeat_interval: f.heartbeat.map(ms),
-        heartbeat_payload: [&b"heart beat"[..], b"hb", b"h"][usize::from(f.payload % 3)],
+        heartbeat_payload: longlink_core::payload([&b"heart beat"[..], b"hb", b"h"][usize::from(f.payload % 3)])
+            .unwrap_or_default(),
         idle_timeout: f.idle.map(ms),
         connect_timeout: f.connect_timeout.map(ms),
         backoff: match f.backoff_cap {

@@ -9,8 +9,8 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use embedded_nal::{nb, TcpClientStack, TcpError, TcpErrorKind, UdpClientStack};
 use longlink_core::time::Instant;
-use longlink_core::{Config, Remote, Status, TestProtocol};
-use longlink_nal::{Driver, Modem};
+use longlink_core::{Config, Event as CoreEvent, Remote, TestProtocol};
+use longlink_nal::{Driver, Event, Modem};
 
 #[derive(Debug)]
 pub struct E;
@@ -93,26 +93,28 @@ impl Modem for Board {
     fn set_radio(&mut self, on: bool) {
         black_box(on);
     }
-    fn on_status(&mut self, status: Status) {
-        black_box(status as u8);
-    }
 }
 
 pub fn run() -> bool {
-    let config = Config {
-        remote: Remote::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50798)),
-        ..Config::default()
-    };
+    let config = Config::default();
+    let server = Remote::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50798));
     let clock = || Instant::from_millis(black_box(0u64));
-    let Ok(mut link) = Driver::<_, _, _, TestProtocol, 256, 128>::new(
+    let Ok(link) = Driver::<_, _, _, TestProtocol, 256, 128>::new(
         Opaque,
         clock,
         Board,
+        server,
         config,
         TestProtocol::default(),
     ) else {
         return false;
     };
+    // The status LED, as a product wires it.
+    let mut link = link.on_event(|e| {
+        if let Event::Core(CoreEvent::Status(status)) = e {
+            black_box(status as u8);
+        }
+    });
     let _ = link.set_wall_clock(black_box(1_732_492_800_000));
     for _ in 0..black_box(3) {
         let _ = link.enqueue(black_box(b"hello"));

@@ -6,16 +6,18 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use cortex_m_semihosting::hprintln;
 use longlink_core::sntp::SntpConfig;
 use longlink_core::time::{Duration, Instant};
-use longlink_core::{Config, Remote, Status, TestProtocol};
+use longlink_core::{Config, Event as CoreEvent, Remote, Status, TestProtocol};
 use longlink_memnet::lab::LabPeer;
 use longlink_memnet::{Accept, Behaviour, MemNet};
-use longlink_nal::{Clock, Driver, Modem, NoDns, Quirks, Sntp};
+use longlink_nal::{Clock, Driver, Event, Modem, NoDns, Quirks, Sntp};
 
 /// The lab's wall clock at virtual time zero: 2024-11-25 00:00:00 UTC.
 const BASE_UNIX_MS: u64 = 1_732_492_800_000;
 
 type Net = MemNet<LabPeer<1024>>;
-type Link<'a> = Driver<Net, VirtualClock<'a>, Board, TestProtocol, 256, 128, NoDns, Sntp<Net>>;
+type Hook<'a> = &'a mut dyn FnMut(Event<'_>);
+type Link<'a> =
+    Driver<'a, Net, VirtualClock<'a>, Board, TestProtocol, 256, 128, NoDns, Sntp<Net>, Hook<'a>>;
 
 /// The virtual clock (see the crate docs).
 struct VirtualClock<'a>(&'a Cell<u64>);
@@ -26,11 +28,10 @@ impl Clock for VirtualClock<'_> {
     }
 }
 
-/// The board: the network LED and the modem's link reset, recorded.
+/// The board: the modem's link reset, recorded.
 #[derive(Default)]
 struct Board {
     link_resets: u32,
-    led_changes: u32,
 }
 
 impl Modem for Board {
@@ -38,15 +39,19 @@ impl Modem for Board {
         self.link_resets += 1;
         hprintln!("  modem: link reset (link.shut)");
     }
-    fn on_status(&mut self, status: Status) {
-        // The tutorial's netLed: one pattern per state.
-        self.led_changes += 1;
-        let led = match status {
+}
+
+/// The tutorial's netLed, driven by the status events: one pattern per
+/// state; counts the changes.
+fn led(changes: &Cell<u32>, event: Event<'_>) {
+    if let Event::Core(CoreEvent::Status(status)) = event {
+        changes.set(changes.get() + 1);
+        let pattern = match status {
             Status::WaitingForNetwork | Status::RadioOff => "slow blink",
             Status::Connecting | Status::BackingOff => "fast blink",
             Status::Connected => "on",
         };
-        let _ = led;
+        let _ = pattern;
     }
 }
 
@@ -157,7 +162,6 @@ fn scenario(behaviour: Behaviour, quirks: Quirks) -> bool {
     let mut peer = LabPeer::new(lab);
     peer.ntp = Some(ntp);
     let config = Config {
-        remote: Remote::Addr(lab),
         // smoltcp-nal reports neither a refused connect nor a FIN: the
         // timeouts find both. Harmless on a conforming stack.
         connect_timeout: Some(Duration::from_secs(10)),
@@ -168,15 +172,19 @@ fn scenario(behaviour: Behaviour, quirks: Quirks) -> bool {
         MemNet::new(peer, behaviour),
         VirtualClock(&clock),
         Board::default(),
+        Remote::Addr(lab),
         config,
         TestProtocol::default(),
     ) else {
         hprintln!("  bad config");
         return false;
     };
+    let led_changes = Cell::new(0u32);
+    let mut hook = |e: Event<'_>| led(&led_changes, e);
     let link = link
         .quirks(quirks)
-        .with_wall_clock(Sntp::new(ntp, SntpConfig::default(), 0x5eed));
+        .with_wall_clock(Sntp::new(ntp, SntpConfig::default(), 0x5eed))
+        .on_event(&mut hook as Hook<'_>);
     let mut s = Sim {
         link,
         clock: &clock,
@@ -287,7 +295,7 @@ fn scenario(behaviour: Behaviour, quirks: Quirks) -> bool {
         st.heartbeats_sent,
         st.messages_in,
         st.messages_out,
-        s.link.modem_mut().led_changes,
+        led_changes.get(),
         s.dog.feeds
     );
     true

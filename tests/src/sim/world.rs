@@ -163,7 +163,6 @@ fn random_config(rng: &mut Rng) -> Config {
             Backoff::Fixed
         },
         seed: rng.next_u64(),
-        ..Config::default()
     }
 }
 
