@@ -587,6 +587,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// [`handle_written`](Self::handle_written); if it took nothing (would
     /// block), just try again when it is writable.
     #[must_use]
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     pub fn poll_transmit(&self) -> Option<&[u8]> {
         if self.state != Status::Connected {
             return None;

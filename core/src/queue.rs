@@ -123,6 +123,8 @@ impl<const N: usize> Queue<N> {
 
     /// Makes the first `len` bytes of [`spare`](Self::spare) (or of
     /// [`reserve_exact`](Self::reserve_exact)) a queued frame.
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     pub(crate) fn commit(&mut self, len: usize, heartbeat: bool) {
         debug_assert!(self.tail + len + HEADER <= self.index);
         let tag = if heartbeat { HEARTBEAT_BIT } else { 0 };
@@ -169,10 +171,8 @@ impl<const N: usize> Queue<N> {
         self.head += len;
         self.top -= HEADER;
         if self.is_empty() {
-            *self = Queue {
-                buf: self.buf,
-                ..Queue::new()
-            };
+            // Both regions back at the buffer's ends: no compaction needed.
+            (self.head, self.tail, self.index, self.top) = (0, 0, N, N);
         }
         Some((len, hb))
     }

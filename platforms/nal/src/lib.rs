@@ -890,10 +890,11 @@ where
             Read::Nothing => return false,
             Read::Foreign => return true,
             Read::Data(n) => {
-                let n = n.min(self.conn.receive_room());
                 if let Some(data) = self.conn.receive_buffer().get(..n) {
                     (self.on_event)(Event::Received(data));
                 }
+                // A stack that claims more than the buffer held is refused
+                // (`InvalidLength`, debug-asserted below).
                 self.conn.handle_received(now, n)
             }
             Read::Closed => self.conn.handle_closed(now),
@@ -909,6 +910,8 @@ where
         true
     }
 
+    // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
+    #[inline(never)]
     fn close(&mut self) {
         match core::mem::replace(&mut self.link, Link::None) {
             Link::Connecting(sock) | Link::Tcp(sock) => {
@@ -946,7 +949,15 @@ enum StackError<A, B> {
 /// Whether a datagram's source is the server, comparing IPv4-mapped IPv6
 /// and IPv4 forms as equal (stacks differ in which one they report).
 fn same_endpoint(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+    // Equal canonical forms is equal IPv4-mapped IPv6 forms; comparing those
+    // as `u128` is two word compares, where `IpAddr == IpAddr` links memcmp.
+    fn mapped(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            IpAddr::V6(v6) => v6.to_bits(),
+        }
+    }
+    a.port() == b.port() && mapped(a.ip()) == mapped(b.ip())
 }
 
 // --------------------------------------------------------------------- SNTP
