@@ -806,39 +806,46 @@ fn backoff_grows_with_jitter_and_is_reproducible_from_the_seed() {
 
 #[test]
 fn a_flood_is_met_with_backpressure_not_loss() {
-    // Queue room for the app: 64 - 14 = 50 bytes, i.e. 3 replies of `back 01..`
-    // (4 + 12 bytes each).
-    let mut t = T::<TestProtocol, 64, 64>::new(Config::default());
+    // Queue room for replies: 64 - 15 (the heartbeat's reserve: 11 bytes and
+    // a 4-byte index entry) = 49 bytes, i.e. 2 replies of `back 0000000\n`
+    // (13 + 4 bytes each).
+    let mut t = T::<TestProtocol, 64, 64>::new(Config {
+        framing: Framing::Lines,
+        ..Config::default()
+    });
     t.c.handle_network(t.now, true);
     t.connect();
     t.flush();
-    let config = Config {
-        framing: Framing::Lines,
-        ..Config::default()
-    };
-    let _ = config;
-    let mut sent = Vec::new();
     // The server floods 20 requests; the socket is not writable meanwhile.
-    for i in 0..20u8 {
-        let msg = std::format!("back {i:07}");
-        if t.c.receive_buffer().is_empty() {
-            break;
+    let sent: Vec<_> = (0..20).map(|i| std::format!("back {i:07}\n")).collect();
+    let mut wire = sent.concat().into_bytes();
+    let mut out = Vec::new();
+    let mut stalls = 0;
+    while !wire.is_empty() || t.c.queued() > 0 {
+        // Read as much as the state machine takes (several lines at once)
+        // while the socket is not writable...
+        loop {
+            let n = t.c.receive_buffer().len().min(wire.len());
+            if n == 0 {
+                break;
+            }
+            let chunk: Vec<u8> = wire.drain(..n).collect();
+            t.c.receive_buffer()[..n].copy_from_slice(&chunk);
+            t.c.handle_received(t.now, n).unwrap();
         }
-        t.recv(msg.as_bytes());
-        sent.push(msg);
+        if !wire.is_empty() {
+            // ...until reading stops: replies wait for queue room.
+            assert!(t.c.receive_buffer().is_empty());
+            assert_eq!(t.c.queued(), 2, "the queue is full of replies");
+            stalls += 1;
+        }
+        // Then the socket drains.
+        out.extend(t.flush());
     }
-    assert_eq!(
-        sent.len(),
-        4,
-        "3 replies fit; the 4th waits and reading stops"
-    );
-    assert!(t.c.receive_buffer().is_empty());
-    // The socket drains; the waiting reply goes in and reading resumes.
-    let out = t.flush();
-    assert_eq!(out.len(), 4 * 12);
-    assert!(!t.c.receive_buffer().is_empty());
+    assert!(stalls >= 5, "reading stopped while replies waited: {stalls}");
+    assert_eq!(out, sent.concat().into_bytes(), "every reply, in order");
     assert_eq!(t.c.stats().replies_dropped, 0);
-    assert_eq!(t.c.stats().messages_in, 4);
+    assert_eq!(t.c.stats().messages_in, 20);
 }
 
 #[test]
