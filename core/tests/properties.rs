@@ -11,6 +11,15 @@
 //!
 //! `PROPTEST_CASES=<n>` scales the run (proptest's own setting; 256 per
 //! test by default).
+//!
+//! Why this model and the simulator's oracle (`tests/src/sim/oracle.rs`)
+//! both exist: they check the same machine from two sides. This one is
+//! exact and small (it predicts every action of every call, and proptest
+//! shrinks a failure to a handful of operations with tiny buffers); the
+//! oracle is coarser but runs inside a world of faults (refused and hanging
+//! connects, partial writes, resets, UDP loss) at a million seeds. Merging
+//! them is planned with the published simulator, whose proptest strategies
+//! will drive the oracle directly.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a failed unwrap is a failed test, with its location"

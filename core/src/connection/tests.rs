@@ -842,7 +842,10 @@ fn a_flood_is_met_with_backpressure_not_loss() {
         // Then the socket drains.
         out.extend(t.flush());
     }
-    assert!(stalls >= 3, "reading stopped while replies waited: {stalls}");
+    assert!(
+        stalls >= 3,
+        "reading stopped while replies waited: {stalls}"
+    );
     assert_eq!(out, sent.concat().into_bytes(), "every reply, in order");
     assert_eq!(t.c.stats().replies_dropped, 0);
     assert_eq!(t.c.stats().messages_in, 20);

@@ -517,7 +517,8 @@ where
                 }
             }
             Either3::First(None) => {
-                let _ = self.core(|c, now| c.handle_connect_failed(now));
+                let accepted = self.core(|c, now| c.handle_connect_failed(now));
+                debug_assert!(accepted.is_ok());
             }
             // The core times the attempt out when the loop looks next.
             Either3::Second(()) => {}
@@ -590,7 +591,8 @@ where
             }
             Either4::First(Ok(Io::Flushed)) => self.unflushed = false,
             Either4::First(Ok(Io::Received(0))) if !udp => {
-                let _ = self.core(|c, now| c.handle_closed(now));
+                let accepted = self.core(|c, now| c.handle_closed(now));
+                debug_assert!(accepted.is_ok());
             }
             Either4::First(Ok(Io::Received(n))) => {
                 let data = &self.scratch[..n];
@@ -608,7 +610,8 @@ where
                     op: error.op,
                     error: &error.error,
                 });
-                let _ = self.core(|c, now| c.handle_io_error(now));
+                let accepted = self.core(|c, now| c.handle_io_error(now));
+                debug_assert!(accepted.is_ok());
             }
             Either4::Second(()) | Either4::Third(()) => {}
             Either4::Fourth(up) => self.network_changed(up),
