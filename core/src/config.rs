@@ -78,6 +78,57 @@ pub enum Backoff {
     },
 }
 
+/// When a message leaves the queue.
+#[cfg(feature = "acked")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Delivery {
+    /// Once the socket took its last byte (the tutorial's wire format). What
+    /// the socket or the server's receive buffer held when a connection
+    /// dies is lost.
+    #[default]
+    Socket,
+    /// Once the server application acknowledged it (`PROTOCOL.md`): every
+    /// message exactly once, in order, across reconnects, over TCP
+    /// (`Len16` framing) and UDP (`Raw` or `Len16`).
+    Acked(Acked),
+}
+
+/// The acknowledged mode's settings. The defaults are CoAP's (RFC 7252
+/// §4.8) where it has one.
+#[cfg(feature = "acked")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Acked {
+    /// Names this run of the device: the server drops duplicates per
+    /// session, so it must change when the device restarts (a boot counter
+    /// in flash, or a hardware RNG draw); sequence numbers start again at 0.
+    pub session: u32,
+    /// How long the oldest written message may wait for its ack before it
+    /// is sent again (UDP) or the connection is given up (TCP). Doubles with
+    /// each consecutive timeout, with up to 50 % jitter (CoAP's
+    /// `ACK_RANDOM_FACTOR` 1.5). Default: 2 s (`ACK_TIMEOUT`).
+    pub ack_timeout: Duration,
+    /// Consecutive timeouts before the link is treated as down and the
+    /// connection dropped. Default: 4 (`MAX_RETRANSMIT`).
+    pub max_retransmissions: u8,
+    /// UDP: messages sent and not yet acknowledged at most. Default: 4.
+    pub max_in_flight: u8,
+}
+
+#[cfg(feature = "acked")]
+impl Acked {
+    /// CoAP's timings for `session`.
+    pub const fn new(session: u32) -> Acked {
+        Acked {
+            session,
+            ack_timeout: Duration::from_secs(2),
+            max_retransmissions: 4,
+            max_in_flight: 4,
+        }
+    }
+}
+
 /// The policy of a [`Connection`](crate::Connection).
 ///
 /// Where to connect is not here: the driver owns the [`Remote`].
@@ -117,13 +168,17 @@ pub struct Config {
     /// Seed for the backoff jitter. The core has no entropy of its own: pass
     /// something device-specific (a serial number, a hardware RNG draw).
     pub seed: u64,
+    /// When a message leaves the queue (feature `acked`). Default: once
+    /// written ([`Delivery::Socket`]).
+    #[cfg(feature = "acked")]
+    pub delivery: Delivery,
 }
 
 /// The tutorial's heartbeat payload.
 pub const TUTORIAL_HEARTBEAT: &[u8] = b"heart beat";
 
 /// The longest heartbeat payload a [`Config`] holds.
-pub const HEARTBEAT_MAX: usize = 32;
+pub const HEARTBEAT_MAX: usize = 24;
 
 /// A heartbeat payload: up to [`HEARTBEAT_MAX`] bytes, stored inline so a
 /// config built at run time (from a command line, from flash) needs no
@@ -150,6 +205,8 @@ impl Default for Config {
             connect_timeout: None,
             backoff: Backoff::Fixed,
             seed: 0,
+            #[cfg(feature = "acked")]
+            delivery: Delivery::Socket,
         }
     }
 }
@@ -172,6 +229,10 @@ pub enum ConfigError {
     ReceiveBufferTooSmall,
     /// The exponential backoff cap is below `retry_delay`.
     BackoffCapTooSmall,
+    /// The acknowledged mode needs a framing that carries binary frames
+    /// whole: `Len16` over TCP, `Raw` or `Len16` over UDP; and a non-zero
+    /// `max_in_flight`.
+    AckedFraming,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -183,6 +244,9 @@ impl core::fmt::Display for ConfigError {
             ConfigError::QueueTooSmall => "the queue cannot hold one heartbeat",
             ConfigError::ReceiveBufferTooSmall => "the receive buffer is too small for the framing",
             ConfigError::BackoffCapTooSmall => "the backoff cap is below retry_delay",
+            ConfigError::AckedFraming => {
+                "acknowledged mode needs len16 framing (raw also works over UDP)"
+            }
         })
     }
 }
@@ -207,6 +271,19 @@ impl Config {
         }
         if self.max_failures == 0 {
             return Err(ConfigError::ZeroMaxFailures);
+        }
+        #[cfg(feature = "acked")]
+        if let Delivery::Acked(a) = self.delivery {
+            if a.ack_timeout == Duration::ZERO {
+                return Err(ConfigError::ZeroDuration);
+            }
+            let framing_ok = match (self.transport, self.framing) {
+                (_, Framing::Len16) | (Transport::Udp, Framing::Raw) => true,
+                _ => false,
+            };
+            if !framing_ok || a.max_in_flight == 0 {
+                return Err(ConfigError::AckedFraming);
+            }
         }
         if let Backoff::Exponential { max } = self.backoff {
             if max < self.retry_delay {
@@ -246,9 +323,31 @@ impl Config {
     pub(crate) fn heartbeat_slot(&self) -> usize {
         match self.heartbeat_interval {
             Some(_) => {
-                crate::queue::HEADER + self.heartbeat_payload.len() + self.framing.overhead()
+                crate::queue::HEADER
+                    + self.heartbeat_payload.len()
+                    + self.framing.overhead()
+                    + self.envelope()
             }
             None => 0,
+        }
+    }
+
+    /// Bytes the delivery mode puts before every outgoing message: the
+    /// acknowledged mode's tag, session and sequence number.
+    pub(crate) fn envelope(&self) -> usize {
+        #[cfg(feature = "acked")]
+        if let Delivery::Acked(_) = self.delivery {
+            return crate::acked::DEVICE_HEADER;
+        }
+        0
+    }
+
+    /// The acknowledged mode's settings, when it is on.
+    #[cfg(feature = "acked")]
+    pub(crate) fn acked(&self) -> Option<Acked> {
+        match self.delivery {
+            Delivery::Acked(a) => Some(a),
+            Delivery::Socket => None,
         }
     }
 }

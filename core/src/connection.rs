@@ -82,6 +82,20 @@ pub struct Stats {
     /// Received bytes discarded unhandled when their connection ended (a
     /// partial frame, or a message waiting for queue room).
     pub rx_discarded: u32,
+    /// Acknowledged mode: acks that moved the window (feature `acked`).
+    #[cfg(feature = "acked")]
+    pub acks: u32,
+    /// Acknowledged mode: acks ignored: another session, or beyond what was
+    /// sent.
+    #[cfg(feature = "acked")]
+    pub acks_ignored: u32,
+    /// Acknowledged mode: messages the server acknowledged.
+    #[cfg(feature = "acked")]
+    pub messages_acked: u32,
+    /// Acknowledged mode: ack timeouts (each one a UDP retransmission of
+    /// the window, or a TCP reconnect).
+    #[cfg(feature = "acked")]
+    pub ack_timeouts: u32,
     /// Bytes received.
     pub bytes_in: u64,
     /// Bytes written.
@@ -153,7 +167,7 @@ error_impls!(
 );
 
 /// The timers. The four phase timers are mutually exclusive (each belongs to
-/// one state), so they share a slot; heartbeat and idle run while connected.
+/// one state), so they share a slot; the others run while connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
     /// `WaitNetwork`: network not up within `network_wait`: cycle the radio.
@@ -165,22 +179,29 @@ enum Timer {
     Heartbeat,
     /// Nothing received for `idle_timeout`.
     Idle,
+    /// Acknowledged mode: the oldest message written is still unacknowledged.
+    #[cfg(feature = "acked")]
+    Ack,
 }
+
+/// How many [`Timer`]s there are.
+const TIMERS: usize = if cfg!(feature = "acked") { 4 } else { 3 };
 
 /// Deadlines in milliseconds, indexed by [`Timer`]. `u64::MAX` is "not
 /// armed": a deadline at the end of time never fires, so disarming needs no
 /// discriminant of its own.
 #[derive(Clone, Copy)]
-struct Timers([u64; 3]);
+struct Timers([u64; TIMERS]);
 
 impl Timers {
-    const OFF: Timers = Timers([u64::MAX; 3]);
+    const OFF: Timers = Timers([u64::MAX; TIMERS]);
 
     /// The table of a state other than `Connected`: only the phase timer, at
-    /// `now + d` (`None`: disarmed). Built whole rather than filled with
-    /// `OFF` first: a 24-byte `0xFF` fill is a `memset` call on Cortex-M.
+    /// `now + d` (`None`: disarmed).
     fn phase(now: Instant, d: Option<Duration>) -> Timers {
-        Timers([deadline(now, d), u64::MAX, u64::MAX])
+        let mut t = Timers::OFF;
+        t.set(Timer::Phase, now, d);
+        t
     }
 
     /// Arms `t` at `now + d` (`None`: disarms it).
@@ -195,13 +216,18 @@ impl Timers {
     /// [`expired`](Self::expired): 64-bit compares are not free on a 32-bit MCU.
     #[inline(never)]
     fn earliest(&self) -> (Timer, u64) {
-        let [phase, heartbeat, idle] = self.0;
-        let mut first = (Timer::Phase, phase);
-        if heartbeat < first.1 {
-            first = (Timer::Heartbeat, heartbeat);
-        }
-        if idle < first.1 {
-            first = (Timer::Idle, idle);
+        const ALL: [Timer; TIMERS] = [
+            Timer::Phase,
+            Timer::Heartbeat,
+            Timer::Idle,
+            #[cfg(feature = "acked")]
+            Timer::Ack,
+        ];
+        let mut first = (Timer::Phase, self.0[0]);
+        for (t, &at) in ALL.iter().zip(&self.0).skip(1) {
+            if at < first.1 {
+                first = (*t, at);
+            }
         }
         first
     }
@@ -243,8 +269,15 @@ pub struct Connection<H, const Q: usize, const R: usize> {
     stats: Stats,
     queue: Queue<Q>,
     rx: [u8; R],
-    /// Bytes of the queue's head message already written on this connection.
+    /// Bytes from the head of the queue already written on this connection.
     written: usize,
+    /// Frames from the head of the queue written whole on this connection
+    /// and still queued (acknowledged mode: waiting for their ack; always 0
+    /// otherwise), and their length in bytes.
+    sent: usize,
+    sent_bytes: usize,
+    #[cfg(feature = "acked")]
+    ack: AckState,
     rx_len: usize,
     /// Consecutive failed connects, towards `max_failures`.
     failures: u16,
@@ -279,6 +312,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             failures: 0,
             backoff_failures: 0,
             written: 0,
+            sent: 0,
+            sent_bytes: 0,
+            #[cfg(feature = "acked")]
+            ack: AckState::default(),
             rx_len: 0,
             timers: Timers::OFF,
             last_now: now,
@@ -339,14 +376,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.state = Status::Connected;
         self.failures = 0;
         self.backoff_failures = 0;
-        self.written = 0;
         self.stats.connects = self.stats.connects.wrapping_add(1);
         let heartbeat = self.config.heartbeat_interval;
-        self.timers = Timers([
-            u64::MAX,
-            deadline(now, heartbeat),
-            deadline(now, self.config.idle_timeout),
-        ]);
+        self.timers = Timers::OFF;
+        self.timers.set(Timer::Heartbeat, now, heartbeat);
+        self.timers.set(Timer::Idle, now, self.config.idle_timeout);
         if heartbeat.is_some() {
             // The tutorial's heartbeat task queues one as soon as the network is
             // up, so the first heartbeat goes out right after connecting. Over
@@ -460,23 +494,23 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             return Err(Error::InvalidLength);
         }
         self.stats.bytes_out = self.stats.bytes_out.wrapping_add(len as u64);
-        let mut left = self.written + len;
-        let mut freed = false;
-        while let Some((frame_len, heartbeat)) = self.queue.header() {
-            if left < frame_len {
+        self.written += len;
+        // The frames this write completed.
+        while let Some((frame_len, heartbeat)) = self.queue.entry(self.sent) {
+            if self.written < self.sent_bytes + frame_len {
                 break;
             }
-            left -= frame_len;
-            self.queue.drop_front();
-            freed = true;
+            self.sent += 1;
+            self.sent_bytes += frame_len;
             self.stats.messages_out = self.stats.messages_out.wrapping_add(1);
             if heartbeat {
                 self.heartbeat_queued = false;
                 self.stats.heartbeats_sent = self.stats.heartbeats_sent.wrapping_add(1);
+            } else {
+                self.data_sent(now);
             }
         }
-        self.written = left;
-        if freed && self.rx_blocked {
+        if self.settle() && self.rx_blocked {
             // Queue room freed: the waiting message may fit now.
             self.process_rx(now, 0);
         }
@@ -544,16 +578,21 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let slot = self.config.heartbeat_slot();
         let reserve = if self.heartbeat_queued { 0 } else { slot };
         let max = Q.saturating_sub(slot + crate::queue::HEADER);
+        let envelope = self.data_envelope();
+        let framing = self.config.framing;
         let pushed = push(
             &mut self.queue,
-            self.config.framing,
+            framing,
+            &envelope,
             message,
             max,
             reserve,
             false,
         );
-        if pushed == Err(QueueError::Full) {
-            self.stats.queue_full = self.stats.queue_full.wrapping_add(1);
+        match pushed {
+            Ok(()) => self.data_queued(),
+            Err(QueueError::Full) => self.stats.queue_full = self.stats.queue_full.wrapping_add(1),
+            Err(_) => {}
         }
         pushed
     }
@@ -593,12 +632,16 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         if self.state != Status::Connected {
             return None;
         }
-        let bytes = if self.config.transport == Transport::Udp {
-            self.queue.front()?.0
-        } else {
-            self.queue.bytes()
-        };
-        // `written` < the head's length, by `handle_written`.
+        let bytes = self.queue.bytes();
+        if self.config.transport == Transport::Udp {
+            // The next datagram not sent yet (acknowledged mode: within the
+            // window of datagrams in flight).
+            if !self.may_send_another() {
+                return None;
+            }
+            let (len, _) = self.queue.entry(self.sent)?;
+            return bytes.get(self.sent_bytes..self.sent_bytes + len);
+        }
         bytes.get(self.written..).filter(|rest| !rest.is_empty())
     }
 
@@ -690,7 +733,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     #[must_use]
     pub fn queue_room(&self) -> usize {
         self.queue.room(self.heartbeat_reserve()).map_or(0, |room| {
-            room.saturating_sub(self.config.framing.overhead())
+            room.saturating_sub(self.config.framing.overhead() + self.config.envelope())
         })
     }
 
@@ -762,6 +805,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 self.timers
                     .set(Timer::Heartbeat, now, self.config.heartbeat_interval);
             }
+            #[cfg(feature = "acked")]
+            (Timer::Ack, Status::Connected) => self.ack_timed_out(now),
             (Timer::Idle, Status::Connected) => {
                 warn!(
                     "nothing received for {:?}: reconnecting",
@@ -845,8 +890,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn close_socket(&mut self) {
         self.pending &= !CONNECT;
         self.pending |= CLOSE;
-        // A message cut by the disconnect goes again, whole, next time.
+        // A message cut by the disconnect goes again, whole, next time (and,
+        // acknowledged, every one still unacknowledged).
         self.written = 0;
+        self.sent = 0;
+        self.sent_bytes = 0;
         self.stats.rx_discarded = self.stats.rx_discarded.wrapping_add(self.rx_len as u32);
         self.rx_len = 0;
         self.rx_blocked = false;
@@ -922,16 +970,20 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     /// Frames the configured heartbeat into the queue; the reserve kept for
     /// it guarantees room, the config check that it frames.
     fn push_heartbeat(&mut self) -> Result<(), QueueError> {
+        let envelope = self.beat_envelope();
         let payload = &self.config.heartbeat_payload;
+        let framing = self.config.framing;
         push(
             &mut self.queue,
-            self.config.framing,
+            framing,
+            &envelope,
             payload,
             usize::MAX,
             0,
             true,
         )
     }
+
     // Out of line: LTO would copy it into each caller (code size, see SIZES.md).
     #[inline(never)]
     fn receive_capacity(&self) -> usize {
@@ -963,7 +1015,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             match framing::decode_after(framing, buf, R, scanned) {
                 Ok(Some(f)) => {
                     let (a, b) = (start + f.start, start + f.end);
-                    if !self.dispatch(now, a, b) {
+                    if !self.deliver(now, a, b) {
                         self.rx_blocked = true;
                         break;
                     }
@@ -1011,7 +1063,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
 
     fn dispatch_empty(&mut self, now: Instant) {
         // rx_len is 0: the empty range at the start is the message.
-        if !self.dispatch(now, 0, 0) {
+        if !self.deliver(now, 0, 0) {
             self.rx_blocked = true;
         }
     }
@@ -1025,7 +1077,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             now,
             unix_time_ms: self.unix_time_ms(now),
         };
-        let (pre, overhead) = (framing.prefix_len(), framing.overhead());
+        // The reply's envelope (acknowledged mode) goes between the framing's
+        // prefix and the body the handler writes.
+        let envelope = self.config.envelope();
+        let (pre, overhead) = (
+            framing.prefix_len() + envelope,
+            framing.overhead() + envelope,
+        );
         // At most two tries: the second after compacting the queue.
         for _ in 0..2 {
             // Without room for the framing (or even the queue header) any
@@ -1042,18 +1100,22 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             let _ = self.handler.on_message(message, &cx, &mut reply);
             match reply.outcome() {
                 ReplyOutcome::None => {}
-                ReplyOutcome::Message(n) if framing == Framing::Len16 && n > 0xFFFF => {
+                ReplyOutcome::Message(n) if framing == Framing::Len16 && n + envelope > 0xFFFF => {
                     self.drop_reply();
                 }
                 ReplyOutcome::Message(n) => {
                     // The reply was written inside `spare`, so it is there.
                     let len = n + overhead;
+                    let head = self.data_envelope();
                     let Some(frame) = self.queue.spare(reserve).and_then(|s| s.get_mut(..len))
                     else {
                         return false;
                     };
+                    let p = framing.prefix_len();
+                    frame[p..p + envelope].copy_from_slice(&head);
                     framing.wrap(frame);
                     self.queue.commit(len, false);
+                    self.data_queued();
                 }
                 ReplyOutcome::Unframeable => self.drop_reply(),
                 ReplyOutcome::Overflow => {
@@ -1087,29 +1149,266 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 }
 
-/// Frames `message` into `queue` (a frame of at most `max` bytes), leaving
-/// `reserve` bytes free. The one framing writer for messages and heartbeats
-/// alike.
+/// The delivery mode's side of the state machine: what frames carry, when
+/// they may leave the queue, what the server's frames mean. Without the
+/// `acked` feature (or with [`Delivery::Socket`](crate::Delivery)) every
+/// frame leaves the queue once written and carries nothing extra.
+impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
+    /// Drops from the head of the queue what may leave it: frames written
+    /// whole on this connection (acknowledged mode: heartbeats, and messages
+    /// the server acknowledged), and acknowledged messages not started on
+    /// this connection. Returns whether anything left.
+    fn settle(&mut self) -> bool {
+        let mut freed = false;
+        while let Some((len, heartbeat)) = self.queue.header() {
+            let leaves = if self.sent > 0 {
+                heartbeat || self.head_acknowledged()
+            } else {
+                // Not (whole) on the wire: only an acknowledged message at
+                // a frame boundary may go unsent.
+                self.written == 0 && !heartbeat && self.head_acknowledged() && self.acked()
+            };
+            if !leaves {
+                break;
+            }
+            self.queue.drop_front();
+            if self.sent > 0 {
+                self.sent -= 1;
+                self.sent_bytes -= len;
+                self.written -= len;
+            }
+            freed = true;
+        }
+        freed
+    }
+
+    /// Handles one frame from the server, `rx[a..b]`: in the acknowledged
+    /// mode an ack, an application message or garbage; otherwise an
+    /// application message. `false` when a reply must wait for queue room.
+    fn deliver(&mut self, now: Instant, a: usize, b: usize) -> bool {
+        #[cfg(feature = "acked")]
+        if self.acked() {
+            let frame = self.rx.get(a..b).unwrap_or_default();
+            return match crate::acked::Frame::decode(frame) {
+                Ok(crate::acked::Frame::Ack { session, next }) => {
+                    self.on_ack(now, session, next);
+                    true
+                }
+                Ok(crate::acked::Frame::Msg(_)) => self.dispatch(now, a + 1, b),
+                // A device's own frames, or none at all: counted and
+                // dropped. The framing is intact, so the link stays up.
+                _ => {
+                    self.stats.frames_rejected = self.stats.frames_rejected.wrapping_add(1);
+                    self.event(Event::FrameRejected);
+                    true
+                }
+            };
+        }
+        self.dispatch(now, a, b)
+    }
+
+    /// Whether the acknowledged mode is on.
+    fn acked(&self) -> bool {
+        #[cfg(feature = "acked")]
+        return self.config.acked().is_some();
+        #[cfg(not(feature = "acked"))]
+        false
+    }
+
+    /// Whether the message at the head of the queue was acknowledged
+    /// (always, without the acknowledged mode: written is done).
+    fn head_acknowledged(&self) -> bool {
+        #[cfg(feature = "acked")]
+        if self.acked() {
+            let p = self.config.framing.prefix_len();
+            let seq = self
+                .queue
+                .front()
+                .and_then(|(f, _)| f.get(p + 5..p + 9)?.first_chunk::<4>().copied());
+            return seq
+                .is_some_and(|s| crate::acked::seq_before(u32::from_be_bytes(s), self.ack.acked));
+        }
+        true
+    }
+
+    /// UDP: whether another datagram may go out now (acknowledged mode:
+    /// fewer than `max_in_flight` are waiting for their ack).
+    fn may_send_another(&self) -> bool {
+        #[cfg(feature = "acked")]
+        if let Some(a) = self.config.acked() {
+            return self.sent < usize::from(a.max_in_flight);
+        }
+        self.sent == 0
+    }
+
+    /// The envelope of the next application message.
+    fn data_envelope(&self) -> Envelope {
+        #[cfg(feature = "acked")]
+        if let Some(a) = self.config.acked() {
+            let h = crate::acked::device_header(crate::acked::DATA, a.session, self.ack.next_seq);
+            return Envelope(h, h.len());
+        }
+        Envelope::default()
+    }
+
+    /// The envelope of a heartbeat: it tells the server where the device's
+    /// window starts (the oldest message not acknowledged).
+    fn beat_envelope(&self) -> Envelope {
+        #[cfg(feature = "acked")]
+        if let Some(a) = self.config.acked() {
+            let h = crate::acked::device_header(crate::acked::BEAT, a.session, self.ack.acked);
+            return Envelope(h, h.len());
+        }
+        Envelope::default()
+    }
+
+    /// An application message (or reply) was queued with
+    /// [`data_envelope`](Self::data_envelope).
+    fn data_queued(&mut self) {
+        #[cfg(feature = "acked")]
+        if self.acked() {
+            self.ack.next_seq = self.ack.next_seq.wrapping_add(1);
+        }
+    }
+
+    /// An application message was written whole: its ack is now awaited.
+    fn data_sent(&mut self, now: Instant) {
+        #[cfg(feature = "acked")]
+        if self.acked() && self.timers.0[Timer::Ack as usize] == u64::MAX {
+            let delay = self.ack_delay();
+            self.timers.set(Timer::Ack, now, Some(delay));
+        }
+        let _ = now;
+    }
+}
+
+#[cfg(feature = "acked")]
+impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
+    /// An ack from the server: every message of `session` before `next`
+    /// was delivered.
+    fn on_ack(&mut self, now: Instant, session: u32, next: u32) {
+        use crate::acked::seq_before;
+        let Some(a) = self.config.acked() else {
+            return;
+        };
+        if session != a.session || seq_before(self.ack.next_seq, next) {
+            // Another session's (an earlier run of this device), or for
+            // messages never sent: not ours to believe.
+            self.stats.acks_ignored = self.stats.acks_ignored.wrapping_add(1);
+            return;
+        }
+        if !seq_before(self.ack.acked, next) {
+            // Nothing new: a duplicate or a late ack.
+            return;
+        }
+        let newly = next.wrapping_sub(self.ack.acked);
+        self.stats.messages_acked = self.stats.messages_acked.wrapping_add(newly);
+        self.stats.acks = self.stats.acks.wrapping_add(1);
+        self.ack.acked = next;
+        self.ack.retries = 0;
+        self.settle();
+        if self.sent > 0 {
+            // The next one in flight gets a full timeout from now.
+            let delay = self.ack_delay();
+            self.timers.set(Timer::Ack, now, Some(delay));
+        } else {
+            self.timers.stop(Timer::Ack);
+        }
+    }
+
+    /// The oldest message written is still unacknowledged after its
+    /// timeout. UDP sends the window again (up to `max_retransmissions`
+    /// times in a row); TCP, whose stream either delivers or breaks, gives
+    /// the connection up: the reconnect sends everything unacknowledged.
+    fn ack_timed_out(&mut self, now: Instant) {
+        let Some(a) = self.config.acked() else {
+            return;
+        };
+        self.stats.ack_timeouts = self.stats.ack_timeouts.wrapping_add(1);
+        self.ack.retries = self.ack.retries.saturating_add(1);
+        warn!("no ack in time ({})", self.ack.retries);
+        if self.config.transport == Transport::Tcp || self.ack.retries > a.max_retransmissions {
+            self.drop_connection(now, Disconnect::AckTimeout);
+        } else {
+            // Go back to the oldest unacknowledged datagram; the timer is
+            // armed again, doubled, when it is written.
+            self.written = 0;
+            self.sent = 0;
+            self.sent_bytes = 0;
+        }
+    }
+
+    /// `ack_timeout`, doubled for each consecutive timeout, plus up to 50 %
+    /// jitter drawn from the seed (CoAP's `ACK_RANDOM_FACTOR` 1.5).
+    fn ack_delay(&self) -> Duration {
+        let Some(a) = self.config.acked() else {
+            return Duration::ZERO;
+        };
+        let base = u64::from(a.ack_timeout.as_millis()) << self.ack.retries.min(8);
+        let draw = crate::rng::splitmix64(
+            self.config.seed ^ u64::from(self.ack.next_seq) ^ (u64::from(self.ack.retries) << 40),
+        );
+        let jitter = ((draw >> 32) * (base / 2)) >> 32;
+        Duration::from_millis((base + jitter).min(u64::from(u32::MAX)))
+    }
+}
+
+/// The acknowledged mode's counters.
+#[cfg(feature = "acked")]
+#[derive(Clone, Copy, Debug, Default)]
+struct AckState {
+    /// The sequence number of the next message queued.
+    next_seq: u32,
+    /// Every message before this one was acknowledged.
+    acked: u32,
+    /// Consecutive ack timeouts.
+    retries: u8,
+}
+
+/// The bytes a delivery mode puts before a message, and how many.
+#[derive(Clone, Copy, Default)]
+struct Envelope([u8; ENVELOPE_MAX], usize);
+
+const ENVELOPE_MAX: usize = if cfg!(feature = "acked") { 9 } else { 0 };
+
+impl core::ops::Deref for Envelope {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0[..self.1]
+    }
+}
+
+/// Frames `envelope` and `message` into `queue` as one frame of at most
+/// `max` bytes, leaving `reserve` bytes free. The one framing writer for
+/// messages and heartbeats alike.
 fn push<const Q: usize>(
     queue: &mut Queue<Q>,
     framing: Framing,
+    envelope: &[u8],
     message: &[u8],
     max: usize,
     reserve: usize,
     heartbeat: bool,
 ) -> Result<(), QueueError> {
-    // Only checks the message here: `wrap` writes the prefix.
-    let p = framing
+    let body = envelope.len() + message.len();
+    // Only checks the message here (an envelope exists only with `Len16` or
+    // `Raw`, which have no delimiter): `wrap` writes the prefix.
+    framing
         .prefix(message, &mut [0; 2])
         .map_err(|_| QueueError::Unframeable)?;
-    let len = message.len() + framing.overhead();
+    if framing == Framing::Len16 && body > usize::from(u16::MAX) {
+        return Err(QueueError::Unframeable);
+    }
+    let len = body + framing.overhead();
     if len > max {
         return Err(QueueError::TooLarge);
     }
+    let p = framing.prefix_len();
     let slot = queue
         .reserve_exact(len, reserve)
         .map_err(|_| QueueError::Full)?;
-    slot[p..p + message.len()].copy_from_slice(message);
+    slot[p..p + envelope.len()].copy_from_slice(envelope);
+    slot[p + envelope.len()..p + body].copy_from_slice(message);
     framing.wrap(slot);
     queue.commit(len, heartbeat);
     Ok(())

@@ -50,6 +50,9 @@ pub enum Disconnect {
     /// The server sent a TCP frame that cannot be decoded (too large for the
     /// receive buffer): the stream is out of step.
     BadFrame,
+    /// Acknowledged mode: the server did not acknowledge in time (TCP), or
+    /// after `max_retransmissions` retransmissions (UDP).
+    AckTimeout,
 }
 
 /// Something the state machine did or decided.

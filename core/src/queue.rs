@@ -139,7 +139,7 @@ impl<const N: usize> Queue<N> {
 
     /// The index entry `i` places from the oldest: frame length and whether
     /// it is a heartbeat.
-    fn entry(&self, i: usize) -> Option<(usize, bool)> {
+    pub(crate) fn entry(&self, i: usize) -> Option<(usize, bool)> {
         let at = self.top.checked_sub((i + 1) * HEADER)?;
         if at < self.index {
             return None;
@@ -159,6 +159,7 @@ impl<const N: usize> Queue<N> {
     }
 
     /// The frame at the head and whether it is a heartbeat.
+    #[cfg(any(test, feature = "acked"))]
     pub(crate) fn front(&self) -> Option<(&[u8], bool)> {
         let (len, hb) = self.header()?;
         Some((self.bytes().get(..len)?, hb))

@@ -127,6 +127,8 @@ fn config() -> impl Strategy<Value = Config> {
                     },
                 },
                 seed,
+                #[cfg(feature = "acked")]
+                delivery: longlink_core::Delivery::Socket,
             },
         )
 }

@@ -110,7 +110,7 @@ pub struct ClientArgs {
     /// Heartbeat interval, or "off".
     #[arg(long, default_value = "10s", value_parser = parse_opt_duration)]
     pub heartbeat: Toggle,
-    /// Heartbeat message (at most 32 bytes).
+    /// Heartbeat message (at most 24 bytes).
     #[arg(long, default_value = "heart beat", value_parser = parse_payload)]
     pub heartbeat_payload: String,
     /// Pause after a failed connect or a lost connection.
