@@ -277,10 +277,10 @@ impl Config {
             if a.ack_timeout == Duration::ZERO {
                 return Err(ConfigError::ZeroDuration);
             }
-            let framing_ok = match (self.transport, self.framing) {
-                (_, Framing::Len16) | (Transport::Udp, Framing::Raw) => true,
-                _ => false,
-            };
+            let framing_ok = matches!(
+                (self.transport, self.framing),
+                (_, Framing::Len16) | (Transport::Udp, Framing::Raw)
+            );
             if !framing_ok || a.max_in_flight == 0 {
                 return Err(ConfigError::AckedFraming);
             }

@@ -1344,7 +1344,7 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let Some(a) = self.config.acked() else {
             return Duration::ZERO;
         };
-        let base = u64::from(a.ack_timeout.as_millis()) << self.ack.retries.min(8);
+        let base = a.ack_timeout.as_millis() << self.ack.retries.min(8);
         let draw = crate::rng::splitmix64(
             self.config.seed ^ u64::from(self.ack.next_seq) ^ (u64::from(self.ack.retries) << 40),
         );
@@ -1417,5 +1417,7 @@ fn push<const Q: usize>(
 /// `wall_offset` before any wall clock was supplied.
 const NO_WALL_CLOCK: i64 = i64::MIN;
 
+#[cfg(all(test, feature = "acked"))]
+mod acked_tests;
 #[cfg(test)]
 mod tests;
