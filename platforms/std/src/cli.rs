@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use longlink_core::{payload, Backoff, Config, Framing, Transport, HEARTBEAT_MAX};
+use longlink_core::{payload, Acked, Backoff, Config, Delivery, Framing, Transport, HEARTBEAT_MAX};
 
 use crate::client::Server;
 
@@ -119,9 +119,24 @@ pub struct ClientArgs {
     /// Consecutive failed connects before a link reset.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_failures: u16,
-    /// Message framing.
-    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
-    pub framing: FramingArg,
+    /// Message framing [default: raw; len16 with --acked].
+    #[arg(long, value_enum)]
+    pub framing: Option<FramingArg>,
+    /// Send a heartbeat only when nothing else was sent for its interval.
+    #[arg(long)]
+    pub heartbeat_when_idle: bool,
+    /// Acknowledged delivery (PROTOCOL.md): every line exactly once, in
+    /// order, across reconnects, against a server that acknowledges
+    /// (`longlink lab --acked`). Needs len16 framing over TCP.
+    #[arg(long)]
+    pub acked: bool,
+    /// --acked: this run's session number (default: random).
+    #[arg(long, requires = "acked")]
+    pub session: Option<u32>,
+    /// --acked: how long a message may wait for its ack before it is sent
+    /// again (UDP) or the connection given up (TCP); doubles per timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "acked")]
+    pub ack_timeout: Duration,
     /// Reconnect when nothing was received for this long ("off" by default).
     #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
     pub idle_timeout: Toggle,
@@ -370,9 +385,14 @@ impl ClientArgs {
 
     /// The core's config for these options.
     pub fn config(&self) -> Config {
+        let framing = match (self.framing, self.acked) {
+            (Some(f), _) => f.into(),
+            (None, true) => Framing::Len16,
+            (None, false) => Framing::Raw,
+        };
         Config {
             transport: self.url.transport,
-            framing: self.framing.into(),
+            framing,
             network_wait: ms(self.network_wait),
             radio_off: Config::default().radio_off,
             retry_delay: ms(self.retry_delay),
@@ -380,6 +400,7 @@ impl ClientArgs {
             heartbeat_interval: self.heartbeat.0.map(ms),
             // `parse_payload` checked the length.
             heartbeat_payload: payload(self.heartbeat_payload.as_bytes()).unwrap_or_default(),
+            heartbeat_when_idle: self.heartbeat_when_idle,
             idle_timeout: self.idle_timeout.0.map(ms),
             connect_timeout: self.connect_timeout.0.map(ms),
             backoff: match self.backoff {
@@ -389,6 +410,14 @@ impl ClientArgs {
                 },
             },
             seed: self.seed.unwrap_or_else(random_seed),
+            delivery: if self.acked {
+                Delivery::Acked(Acked {
+                    ack_timeout: ms(self.ack_timeout),
+                    ..Acked::new(self.session.unwrap_or_else(|| random_seed() as u32))
+                })
+            } else {
+                Delivery::Socket
+            },
         }
     }
 }
