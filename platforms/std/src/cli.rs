@@ -559,7 +559,10 @@ mod tests {
             format!("at most {} MiB (a client", INBOUND_BUDGET >> 20),
             format!("default {} clients", d.max_clients),
             format!("under {} MiB", d.memory_bound(false).div_ceil(1 << 20)),
-            format!("({} MiB with --tls)", d.memory_bound(true).div_ceil(1 << 20)),
+            format!(
+                "({} MiB with --tls)",
+                d.memory_bound(true).div_ceil(1 << 20)
+            ),
             format!("for {} ms", STALL.as_millis()),
             format!("longer than {MAX_LINE} bytes"),
         ] {

@@ -641,7 +641,9 @@ impl UdpPeers {
     /// Forgets peers silent for the expiry; returns how many.
     fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        while self.head != NIL && now.saturating_duration_since(self.nodes[self.head].last) >= self.expiry {
+        while self.head != NIL
+            && now.saturating_duration_since(self.nodes[self.head].last) >= self.expiry
+        {
             self.remove_head();
             n += 1;
         }
@@ -750,7 +752,13 @@ impl Lab {
         framing: Framing,
         config: Arc<ServerConfig>,
     ) -> std::io::Result<Lab> {
-        Self::start_with(addr, Transport::Tcp, framing, Some(config), Limits::default())
+        Self::start_with(
+            addr,
+            Transport::Tcp,
+            framing,
+            Some(config),
+            Limits::default(),
+        )
     }
 
     /// Listens on `addr` with these limits; `tls` (TCP only) serves TLS.
@@ -764,7 +772,7 @@ impl Lab {
         let ready = Arc::new(Ready::default());
         let (server, local, udp) = match transport {
             Transport::Tcp => {
-                let listener = Async::new(TcpListener::bind(addr)?)?;
+                let listener = Async::new(listen(addr)?)?;
                 let local = listener.get_ref().local_addr()?;
                 let server = Server::Tcp(Listener {
                     socket: listener,
@@ -1015,7 +1023,9 @@ impl Lab {
                 }
                 // The socket is non-blocking (the I/O thread reads it): a
                 // full send buffer is waited out, not a lost datagram.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < give_up => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < give_up =>
+                {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) => return Err(e),
@@ -1060,6 +1070,23 @@ impl Drop for Lab {
         self.halt();
     }
 }
+
+/// A TCP listener on `addr` with a backlog of [`BACKLOG`] (std's is 128:
+/// a burst of connects while the I/O thread is busy would overflow it and
+/// each dropped SYN costs its client a one-second retransmit).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std does: a restarted lab can listen on its port at once.
+    #[cfg(unix)]
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
+
+/// Connections the kernel queues for the lab to accept.
+pub const BACKLOG: i32 = 1024;
 
 /// Frames `message` for the wire.
 pub fn frame(framing: Framing, message: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -1205,7 +1232,12 @@ impl Io {
         }
     }
 
-    fn admit(&mut self, stream: Async<TcpStream>, peer: SocketAddr, tls: Option<Box<ServerConnection>>) {
+    fn admit(
+        &mut self,
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+        tls: Option<Box<ServerConnection>>,
+    ) {
         let ctx = &mut self.ctx;
         let id = match self.free.pop() {
             Some(i) => i + 1,
@@ -1563,7 +1595,9 @@ impl Conn {
         loop {
             {
                 let mut ev = shared.events.lock();
-                if self.inbuf.len() > self.scanned || ctx.framing == Framing::Raw && !self.inbuf.is_empty() {
+                if self.inbuf.len() > self.scanned
+                    || ctx.framing == Framing::Raw && !self.inbuf.is_empty()
+                {
                     self.emit_held(&mut ev, ctx)?;
                 }
                 if ev.full() {
@@ -1616,7 +1650,10 @@ impl Conn {
             }
             if !self.announced && !tls.is_handshaking() {
                 self.announced = true;
-                ctx.shared.events.push(LabEvent::Connected { peer: self.peer, at });
+                ctx.shared.events.push(LabEvent::Connected {
+                    peer: self.peer,
+                    at,
+                });
             }
             if plain.is_empty() {
                 return Ok(());
@@ -2167,7 +2204,10 @@ mod tests {
         input.extend(b"\nthree");
         let mut got = Vec::new();
         read_lines(&input[..], |l| got.push(l.to_vec()));
-        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            got,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
         let exact = vec![b'y'; MAX_LINE];
         let mut got = Vec::new();
         read_lines(std::io::BufReader::with_capacity(7, &exact[..]), |l| {
