@@ -156,9 +156,9 @@ Bounds (hold whatever clients do):
   all unfinished frames together at most 32 MiB (a client that would pass it
   is dropped and logged). With the default 512 clients the lab's buffers stay
   under 69 MiB (119 MiB with --tls).
-  A client that does not read is skipped by stdin broadcasts once its buffer
-  made no progress for 500 ms (counted, logged once per stall), never waited
-  for. Over --max-clients, connections are accepted and closed at once (logged
+  A stdin broadcast waits at most 500 ms for room in a client's buffer, then
+  skips that client (counted, logged once) and does not wait for it again
+  until it has drained its buffer: a slow client never holds up the others. Over --max-clients, connections are accepted and closed at once (logged
   once per burst); failed accepts (out of descriptors) are retried after 10 ms,
   doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
   SIGINT/SIGTERM end the lab with a summary on stderr.";
@@ -563,7 +563,7 @@ mod tests {
                 "({} MiB with --tls)",
                 d.memory_bound(true).div_ceil(1 << 20)
             ),
-            format!("for {} ms", STALL.as_millis()),
+            format!("at most {} ms for room", STALL.as_millis()),
             format!("longer than {MAX_LINE} bytes"),
         ] {
             assert!(LAB_BOUNDS.contains(&fact), "--help lacks {fact:?}");

@@ -53,17 +53,18 @@ pub const EVENT_MESSAGES: usize = 4096;
 /// Message bytes queued for the printer at most before the lab stops reading
 /// from clients.
 pub const EVENT_BYTES: usize = 2 << 20;
-/// Each client's outgoing buffer. A broadcast that does not fit waits (at
-/// most [`STALL`]) for a client that is reading, and skips one that is not.
+/// Each client's outgoing buffer. A broadcast that does not fit waits at
+/// most [`STALL`] for room, then skips the client (and does not wait for it
+/// again until it drained its buffer).
 pub const OUTBOX: usize = 64 * 1024;
 /// Bytes of unfinished frames held for all clients together; a client whose
 /// partial frame would push the total past it is dropped.
 pub const INBOUND_BUDGET: usize = 32 << 20;
-/// A client whose outgoing buffer did not drain for this long is "not
-/// reading": broadcasts skip it.
+/// How long a broadcast waits for room in a client's full outgoing buffer
+/// before it skips that client.
 pub const STALL: Duration = Duration::from_millis(500);
-/// How long a direct send ([`Lab::send_to`]) waits for a client that makes
-/// no progress before it gives up.
+/// How long a direct send ([`Lab::send_to`]) waits for room in a client's
+/// outgoing buffer before it gives up.
 pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
 /// The longest stdin line `longlink lab` sends (the len16 limit).
 pub const MAX_LINE: usize = 65_535;
@@ -467,11 +468,10 @@ struct Outbox {
 struct OutState {
     buf: VecDeque<u8>,
     closed: bool,
-    /// Last time bytes left the buffer (or it was empty).
-    progress: Instant,
     /// Senders waiting for room.
     waiting: usize,
-    /// Broadcast copies skipped since the client stopped reading.
+    /// Broadcast copies skipped since the client fell behind; broadcasts
+    /// do not wait for it until it drained its buffer.
     skipped: u64,
 }
 
@@ -480,7 +480,8 @@ struct OutState {
 enum Refused {
     /// The client is gone or being dropped.
     Closed,
-    /// The buffer is full and did not drain for the patience given.
+    /// The buffer is full and did not make room within the patience given
+    /// (or, for a broadcast, the client is being skipped already).
     Stalled,
 }
 
@@ -491,7 +492,6 @@ impl Outbox {
             state: Mutex::new(OutState {
                 buf: VecDeque::new(),
                 closed: false,
-                progress: Instant::now(),
                 waiting: 0,
                 skipped: 0,
             }),
@@ -500,33 +500,31 @@ impl Outbox {
         }
     }
 
-    /// Queues `frame` whole. A frame that does not fit waits while the
-    /// client keeps draining its buffer, and is refused once the buffer made
-    /// no progress for `patience`. A frame larger than [`OUTBOX`] goes alone
-    /// into an empty buffer.
-    fn push(&self, frame: &[u8], patience: Duration) -> Result<(), Refused> {
+    /// Queues `frame` whole. A frame that does not fit waits for room, at
+    /// most `patience`; a broadcast does not wait at all for a client that
+    /// is already being skipped (until it drained its buffer). A frame
+    /// larger than [`OUTBOX`] goes alone into an empty buffer.
+    fn push(&self, frame: &[u8], patience: Duration, broadcast: bool) -> Result<(), Refused> {
+        let give_up = Instant::now() + patience;
         let mut s = lock(&self.state);
         loop {
             if s.closed {
                 return Err(Refused::Closed);
             }
             if s.buf.is_empty() || s.buf.len() + frame.len() <= OUTBOX {
-                if s.buf.is_empty() {
-                    s.progress = Instant::now();
-                }
                 s.buf.extend(frame);
                 drop(s);
                 self.waker.wake_by_ref();
                 return Ok(());
             }
-            let stuck = s.progress.elapsed();
-            if stuck >= patience {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() || broadcast && s.skipped > 0 {
                 return Err(Refused::Stalled);
             }
             s.waiting += 1;
             s = self
                 .room
-                .wait_timeout(s, patience - stuck)
+                .wait_timeout(s, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             s.waiting -= 1;
@@ -548,11 +546,10 @@ impl OutState {
     /// `n` bytes left the buffer.
     fn consumed(&mut self, n: usize, peer: SocketAddr, room: &Condvar) {
         self.buf.drain(..n);
-        self.progress = Instant::now();
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             self.buf = VecDeque::new();
         }
-        if self.skipped > 0 {
+        if self.skipped > 0 && self.buf.is_empty() {
             info!(
                 "{peer} is reading again; {} broadcast message(s) were skipped meanwhile",
                 self.skipped
@@ -934,7 +931,7 @@ impl Lab {
                 let outboxes: Vec<Arc<Outbox>> = lock(&self.shared.tcp).values().cloned().collect();
                 let mut reached = 0;
                 for o in outboxes {
-                    match o.push(&frame, STALL) {
+                    match o.push(&frame, STALL, true) {
                         Ok(()) => {
                             reached += 1;
                             add(&self.shared.stats.messages_out, 1);
@@ -945,7 +942,7 @@ impl Lab {
                             let mut s = lock(&o.state);
                             if s.skipped == 0 {
                                 warn!(
-                                    "{} is not reading (its {} KiB buffer is full): skipping broadcasts to it",
+                                    "{} is not reading fast enough (its {} KiB buffer stayed full for {STALL:?}): skipping broadcasts to it until it drained it",
                                     o.peer,
                                     OUTBOX / 1024
                                 );
@@ -977,8 +974,8 @@ impl Lab {
     }
 
     /// Sends bytes as they are, without framing (for malformed-input tests).
-    /// Waits while the client's buffer is full and draining; gives up after
-    /// [`SEND_PATIENCE`] without progress.
+    /// Waits while the client's buffer is full; gives up after
+    /// [`SEND_PATIENCE`].
     pub fn send_raw(&self, peer: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::ErrorKind;
         if bytes.len() > MAX_FRAME + 2 {
@@ -994,7 +991,7 @@ impl Lab {
                     .get(&peer)
                     .cloned()
                     .ok_or(ErrorKind::NotConnected)?;
-                match o.push(bytes, SEND_PATIENCE) {
+                match o.push(bytes, SEND_PATIENCE, false) {
                     Ok(()) => {
                         add(&self.shared.stats.messages_out, 1);
                         Ok(())
@@ -1002,7 +999,7 @@ impl Lab {
                     Err(Refused::Closed) => Err(ErrorKind::NotConnected.into()),
                     Err(Refused::Stalled) => Err(std::io::Error::new(
                         ErrorKind::TimedOut,
-                        format!("{peer} read nothing for {SEND_PATIENCE:?}"),
+                        format!("{peer} made no room for {SEND_PATIENCE:?}"),
                     )),
                 }
             }
@@ -1511,8 +1508,9 @@ impl Conn {
         if let Err(end) = self.input(cx, ctx) {
             return Poll::Ready(end);
         }
-        // Handshake messages, tickets, alerts.
-        if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+        // Handshake messages, tickets, alerts, and what waited for the
+        // handshake to complete.
+        if self.tls.is_some() {
             if let Err(end) = self.flush(cx, ctx) {
                 return Poll::Ready(end);
             }

@@ -14,6 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_longlink");
+
+/// The binary under test: this build's, or `LONGLINK_LAB_BIN` (to measure
+/// a release build, or to show that an older lab fails these tests).
+fn bin() -> String {
+    std::env::var("LONGLINK_LAB_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 const MIB: u64 = 1 << 20;
 /// What the lab may grow by over its idle baseline while one client floods:
 /// the event queue (2 MiB + 4096 events), one inbound frame (1 MiB) and the
@@ -46,10 +52,10 @@ impl Lab {
         let mut cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(BIN);
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(bin()),
         };
         cmd.args(["lab", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
@@ -607,7 +613,7 @@ fn a_client_that_does_not_read_does_not_slow_a_broadcast() {
 fn check_lab(timeout: &str) -> (Child, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["lab", "--listen", &listen, "--check", "--framing", "lines"])
         .args(["--timeout", timeout])
         .stdin(Stdio::null())
@@ -776,4 +782,38 @@ fn udp_from_many_source_ports_is_found_fast_and_expires() {
     assert_eq!(figure(&s, "evicted"), n as u64 + 1 - 1000, "{s}");
     assert_eq!(figure(&s, "expired"), 1000, "{s}");
     assert_eq!(connected.load(Ordering::Relaxed), n as u64 + 2);
+}
+
+#[test]
+fn the_idle_timeout_drops_silent_clients_only() {
+    let mut lab = Lab::start(
+        &["--framing", "lines", "--idle-timeout", "300ms"],
+        Out::Null,
+        None,
+    );
+    let mut silent = TcpStream::connect(lab.addr()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut talker = reader(&lab.addr());
+    let mut beats = talker.get_ref().try_clone().unwrap();
+    let beating = std::thread::spawn(move || {
+        for _ in 0..12 {
+            beats.write_all(b"heart beat\n").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let t0 = Instant::now();
+    let mut b = [0u8; 1];
+    assert!(matches!(silent.read(&mut b), Ok(0) | Err(_)));
+    let took = t0.elapsed();
+    println!("silent client dropped after {took:?} (--idle-timeout 300ms)");
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(500));
+    lab.say("alive");
+    expect_line(&mut talker, "alive");
+    beating.join().unwrap();
+    let s = lab.stop("TERM");
+    assert_eq!(figure(&s, "dropped: idle"), 1, "{s}");
+    assert_eq!(figure(&s, "messages in"), 12, "{s}");
 }
