@@ -155,12 +155,14 @@ Bounds (hold whatever clients do):
   100 KiB of rustls buffers) and an unfinished inbound frame of at most 1 MiB;
   all unfinished frames together at most 32 MiB (a client that would pass it
   is dropped and logged). With the default 512 clients the lab's buffers stay
-  under 69 MiB (119 MiB with --tls).
+  under 69 MiB (119 MiB with --tls); the bound for the limits given is logged
+  at start.
   A stdin broadcast waits at most 500 ms for room in a client's buffer, then
   skips that client (counted, logged once) and does not wait for it again
-  until it has drained its buffer: a slow client never holds up the others. Over --max-clients, connections are accepted and closed at once (logged
-  once per burst); failed accepts (out of descriptors) are retried after 10 ms,
-  doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
+  until it has drained its buffer: a slow client never holds up the others.
+  Over --max-clients, connections are accepted and closed at once (logged
+  once per burst); failed accepts (out of descriptors) are retried after
+  10 ms, doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
   SIGINT/SIGTERM end the lab with a summary on stderr.";
 
 /// `longlink lab`.
