@@ -923,8 +923,12 @@ impl Lab {
     /// Never waits for a client that is not reading: it is skipped (counted
     /// in [`LabStats::skipped`], logged once per stall).
     pub fn send_all(&self, message: &[u8]) -> usize {
-        let Ok(frame) = frame(self.framing, message) else {
-            return 0;
+        let frame = match frame(self.framing, message) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("not sent to any client: {e}");
+                return 0;
+            }
         };
         match self.transport {
             Transport::Tcp => {
