@@ -817,3 +817,44 @@ fn the_idle_timeout_drops_silent_clients_only() {
     assert_eq!(figure(&s, "dropped: idle"), 1, "{s}");
     assert_eq!(figure(&s, "messages in"), 12, "{s}");
 }
+
+#[test]
+fn many_unfinished_lines_stay_within_the_shared_inbound_budget() {
+    // 48 clients each send a line of almost 1 MiB and never finish it:
+    // 48 MiB that the lab would have to hold. All of them together may hold
+    // 32 MiB; whoever would pass that is dropped.
+    let mut lab = Lab::start(&["--framing", "lines"], Out::Null, None);
+    let base = lab.rss();
+    let addr = lab.addr();
+    let senders: Vec<_> = (0..48)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                let line = vec![b'x'; (1 << 20) - 4096];
+                let _ = s.write_all(&line);
+                s
+            })
+        })
+        .collect();
+    let streams: Vec<TcpStream> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    lab.settle();
+    let growth = lab.hwm().saturating_sub(base);
+    println!(
+        "48 unfinished 1 MiB lines: lab grew {:.1} MiB",
+        growth as f64 / MIB as f64
+    );
+    // The budget, plus the event queue and read buffer.
+    assert!(growth <= 32 * MIB + FLOOD_GROWTH, "{growth}");
+    // A new client is still served.
+    let mut c = reader(&lab.addr());
+    std::thread::sleep(Duration::from_millis(100));
+    lab.say("ok");
+    expect_line(&mut c, "ok");
+    drop(streams);
+    let s = lab.stop("TERM");
+    let dropped = figure(&s, "inbound budget");
+    println!("{dropped} of 48 dropped for the inbound budget");
+    assert!((8..48).contains(&dropped), "{s}");
+    assert_eq!(figure(&s, "bad frame"), 0, "{s}");
+}
