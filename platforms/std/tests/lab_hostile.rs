@@ -858,3 +858,80 @@ fn many_unfinished_lines_stay_within_the_shared_inbound_budget() {
     assert!((8..48).contains(&dropped), "{s}");
     assert_eq!(figure(&s, "bad frame"), 0, "{s}");
 }
+
+/// A CA and a `localhost` certificate and key it issued, as PEM files in
+/// a fresh directory: (dir, ca, cert, key).
+fn pki() -> (std::path::PathBuf, String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("longlink-hostile-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "hostile CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let ca = write("ca.pem", ca_cert.pem());
+    let cert = write("cert.pem", cert.pem());
+    let key = write("key.pem", key.serialize_pem());
+    (dir, ca, cert, key)
+}
+
+#[test]
+fn a_tls_flood_is_bounded_and_every_message_arrives() {
+    let (dir, ca, cert, key) = pki();
+    let mut lab = Lab::start(
+        &[
+            "--framing",
+            "lines",
+            "--tls",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+        Out::Null,
+        None,
+    );
+    let base = lab.rss();
+    let roots = longlink_std::tls::roots(Some(std::path::Path::new(&ca))).unwrap();
+    let config = longlink_std::tls::client_config(roots, None).unwrap();
+    let name = longlink_std::tls::server_name("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(lab.addr()).unwrap());
+    // 4 MiB of "a\n": 2 million messages, through rustls.
+    let chunk = b"a\n".repeat(32 * 1024);
+    let t0 = Instant::now();
+    for _ in 0..64 {
+        tls.write_all(&chunk).unwrap();
+    }
+    tls.flush().unwrap();
+    lab.settle();
+    let took = t0.elapsed();
+    let growth = lab.hwm().saturating_sub(base);
+    println!(
+        "TLS flood of 4 MiB of a\\n: {:.2}s, lab grew {:.1} MiB",
+        took.as_secs_f64(),
+        growth as f64 / MIB as f64
+    );
+    assert!(growth <= FLOOD_GROWTH, "{growth}");
+    drop(tls);
+    let s = lab.stop("TERM");
+    assert_eq!(figure(&s, "messages in"), 2 * MIB, "{s}");
+    assert_eq!(figure(&s, "TLS"), 0, "{s}");
+    let _ = std::fs::remove_dir_all(dir);
+}
