@@ -894,7 +894,7 @@ fn pki() -> (std::path::PathBuf, String, String, String) {
 #[test]
 fn a_tls_flood_is_bounded_and_every_message_arrives() {
     let (dir, ca, cert, key) = pki();
-    let mut lab = Lab::start(
+    let lab = Lab::start(
         &[
             "--framing",
             "lines",
