@@ -159,8 +159,32 @@ pub struct ClientArgs {
     pub seed: Option<u64>,
 }
 
+/// What `longlink lab --help` says about its bounds (kept equal to the
+/// constants in [`crate::lab`] by a unit test).
+pub const LAB_BOUNDS: &str = "\
+Bounds (hold whatever clients do):
+  One I/O thread serves every client: an idle client costs one file descriptor
+  and about 1 KiB. When the printer (stdout) or a --check script is slow, the
+  lab stops reading from the senders, so TCP's flow control slows them; it
+  never buffers without limit.
+  Event queue: at most 4096 events and 2 MiB of messages, plus one message
+  of at most 1 MiB. Per client: a 64 KiB outgoing buffer (TLS: plus about
+  100 KiB of rustls buffers) and an unfinished inbound frame of at most 1 MiB;
+  all unfinished frames together at most 32 MiB (a client that would pass it
+  is dropped and logged). With the default 512 clients the lab's buffers stay
+  under 69 MiB (119 MiB with --tls); the bound for the limits given is logged
+  at start.
+  A stdin broadcast waits at most 500 ms for room in a client's buffer, then
+  skips that client (counted, logged once) and does not wait for it again
+  until it has drained its buffer: a slow client never holds up the others.
+  Over --max-clients, connections are accepted and closed at once (logged
+  once per burst); failed accepts (out of descriptors) are retried after
+  10 ms, doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
+  SIGINT/SIGTERM end the lab with a summary on stderr.";
+
 /// `longlink lab`.
 #[derive(Debug, Args)]
+#[command(after_help = LAB_BOUNDS)]
 pub struct LabArgs {
     /// Address to listen on (use 0.0.0.0:50798 to reach it from a device).
     #[arg(long, default_value = "127.0.0.1:50798")]
@@ -181,9 +205,21 @@ pub struct LabArgs {
     /// Heartbeats to wait for and time (for --check).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..))]
     pub heartbeats: u32,
-    /// Longest wait for any one step (for --check).
+    /// Longest wait for any one step (for --check); each step ends within
+    /// it (requests within the lesser of it and 10s) plus 50ms, whatever the
+    /// traffic, so a run ends within 3 x TIMEOUT + 4 x min(TIMEOUT, 10s) + 1s.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// TCP clients served at once (more are accepted and closed at once);
+    /// UDP peers remembered (the least recently heard makes room).
+    #[arg(long, default_value_t = crate::lab::DEFAULT_MAX_CLIENTS, value_parser = parse_count)]
+    pub max_clients: usize,
+    /// Drop a TCP client that sent nothing for this long ("off" by default).
+    #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
+    pub idle_timeout: Toggle,
+    /// Forget a UDP peer that sent nothing for this long.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub peer_expiry: Duration,
     /// Serve TLS over TCP (needs --cert and --key).
     #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp")]
     pub tls: bool,
@@ -199,6 +235,15 @@ pub struct LabArgs {
 }
 
 impl LabArgs {
+    /// The lab's limits from --max-clients, --idle-timeout, --peer-expiry.
+    pub fn limits(&self) -> crate::lab::Limits {
+        crate::lab::Limits {
+            max_clients: self.max_clients,
+            idle_timeout: self.idle_timeout.0,
+            peer_expiry: self.peer_expiry,
+        }
+    }
+
     /// The rustls server configuration for --tls (`None` without it).
     pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
         let (true, Some(cert), Some(key)) = (self.tls, &self.cert, &self.key) else {
@@ -342,6 +387,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: must be at least 1ms"));
     }
     Ok(d)
+}
+
+/// A positive whole number.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?}: expected a whole number")),
+    }
 }
 
 /// A duration that can be switched off.
@@ -493,6 +547,53 @@ mod tests {
         assert_eq!(c.framing, t.framing);
         assert_eq!(c.backoff, t.backoff);
         assert_eq!((c.idle_timeout, c.connect_timeout), (None, None));
+    }
+
+    #[test]
+    fn lab_limits_and_their_help() {
+        let cli = Cli::try_parse_from(["longlink", "lab"]).unwrap();
+        let Command::Lab(args) = cli.command else {
+            panic!("not a lab command");
+        };
+        assert_eq!(args.limits(), crate::lab::Limits::default());
+        let cli = Cli::try_parse_from([
+            "longlink",
+            "lab",
+            "--max-clients",
+            "7",
+            "--idle-timeout",
+            "30s",
+            "--peer-expiry",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Lab(args) = cli.command else {
+            panic!("not a lab command");
+        };
+        let l = args.limits();
+        assert_eq!(l.max_clients, 7);
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.peer_expiry, Duration::from_secs(5));
+        assert!(Cli::try_parse_from(["longlink", "lab", "--max-clients", "0"]).is_err());
+        // The help states the constants the lab runs with.
+        use crate::lab::*;
+        let d = Limits::default();
+        for fact in [
+            format!("{EVENT_MESSAGES} events and {} MiB", EVENT_BYTES >> 20),
+            format!("message\n  of at most {} MiB", MAX_FRAME >> 20),
+            format!("{} KiB outgoing", OUTBOX >> 10),
+            format!("at most {} MiB (a client", INBOUND_BUDGET >> 20),
+            format!("default {} clients", d.max_clients),
+            format!("under {} MiB", d.memory_bound(false).div_ceil(1 << 20)),
+            format!(
+                "({} MiB with --tls)",
+                d.memory_bound(true).div_ceil(1 << 20)
+            ),
+            format!("at most {} ms for room", STALL.as_millis()),
+            format!("longer than {MAX_LINE} bytes"),
+        ] {
+            assert!(LAB_BOUNDS.contains(&fact), "--help lacks {fact:?}");
+        }
     }
 
     #[test]
