@@ -21,7 +21,7 @@ use longlink_core::{Config, Remote, Status, TestProtocol, Transport, BIN_REPLY};
 use longlink_nal::{AlwaysUp, Driver, Quirks, Sntp};
 use longlink_realnet::server::{NTP_PORT, PORT, SERVER_IP};
 use longlink_realnet::smol::{client_stack, ClientSockets, NalStack};
-use longlink_realnet::{Side, VirtualClock, World};
+use longlink_realnet::{Frame, Side, VirtualClock, World};
 
 /// The driver's clock: the world's virtual clock.
 struct Clock(VirtualClock);
@@ -333,6 +333,29 @@ fn tcp_refused_one_syn_per_attempt_polled_every_ms() {
 fn tcp_refused_one_syn_per_attempt_polled_on_activity() {
     let (syns, attempts) = syns_per_refused_attempt(Style::OnActivity);
     assert_eq!(syns, attempts as usize, "one SYN per attempt");
+}
+
+/// A silent server (SYNs vanish): smoltcp-nal keeps the socket in SYN-SENT,
+/// where `connect()` sends nothing new; only smoltcp's own retransmission
+/// (RTO 700 ms) adds a SYN within the 1 s attempt.
+#[test]
+fn tcp_silent_server_costs_at_most_two_syns_per_attempt() {
+    for style in STYLES {
+        let mut r = rig(style, config(Transport::Tcp), ClientSockets::default());
+        r.world.link.set_filter(Some(Frame::is_syn));
+        r.run_for(13_500);
+        let s = r.stats();
+        let syns = r.world.link.count(Side::Client, |f| f.is_syn());
+        eprintln!(
+            "{style:?}: {} silent attempts, {syns} SYNs",
+            s.connect_attempts
+        );
+        assert_eq!(s.connect_attempts, 3, "{style:?}");
+        assert_eq!(s.connect_timeouts, 3, "{style:?}");
+        assert!((3..=6).contains(&syns), "{style:?}: {syns} SYNs");
+        r.world.link.set_filter(None);
+        assert!(r.connected(7_000), "{style:?}");
+    }
 }
 
 /// The server starts accepting after refusing: the next attempt connects.

@@ -116,8 +116,19 @@ impl Wake for Flag {
 /// moves on regardless: bounds a client that wakes itself for ever.
 const ROUNDS_PER_MS: usize = 10_000;
 
+/// A waker that raises a flag.
+fn flag_waker() -> (Arc<Flag>, Waker) {
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    (flag.clone(), Waker::from(flag))
+}
+
 /// The link, the clock, the server and an executor loop for one async
 /// client (see the module docs).
+///
+/// The loop runs two tasks, each with its own waker as on a real embassy
+/// executor: embassy-net's runner, and the client (the code under test).
+/// One waker for both would spin: every socket call wakes the runner, and
+/// a runner woken with the client would poll the client again.
 pub struct EmbassyWorld {
     /// The cable.
     pub link: Link,
@@ -125,10 +136,12 @@ pub struct EmbassyWorld {
     pub clock: VirtualClock,
     /// The scripted server.
     pub server: Server,
-    flag: Arc<Flag>,
-    waker: Waker,
-    /// Rounds in which the client was polled, for "does not spin" checks.
+    runner: (Arc<Flag>, Waker),
+    client: (Arc<Flag>, Waker),
+    /// Times the client task was polled, for "does not spin" checks.
     pub client_polls: u64,
+    /// Times the runner task was polled.
+    pub runner_polls: u64,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
@@ -147,6 +160,19 @@ impl Default for EmbassyWorld {
     }
 }
 
+fn poll_task<F: Future + ?Sized>(
+    task: &(Arc<Flag>, Waker),
+    fut: Pin<&mut F>,
+    polls: &mut u64,
+) -> Option<Poll<F::Output>> {
+    if !task.0 .0.swap(false, Ordering::SeqCst) {
+        return None;
+    }
+    *polls += 1;
+    let mut cx = Context::from_waker(&task.1);
+    Some(fut.poll(&mut cx))
+}
+
 impl EmbassyWorld {
     /// Waits for any other world in this process to end, then resets
     /// embassy-time to 0 and builds the link and server.
@@ -158,14 +184,14 @@ impl EmbassyWorld {
         let clock = VirtualClock::driving_embassy_time();
         let link = Link::new(&clock);
         let server = Server::new(&link, &clock);
-        let flag = Arc::new(Flag(AtomicBool::new(true)));
         EmbassyWorld {
             link,
             clock,
             server,
-            waker: Waker::from(flag.clone()),
-            flag,
+            runner: flag_waker(),
+            client: flag_waker(),
             client_polls: 0,
+            runner_polls: 0,
             _one_at_a_time: guard,
         }
     }
@@ -177,30 +203,39 @@ impl EmbassyWorld {
         }
     }
 
-    /// Runs `client` (embassy-net's runner joined with the code under test)
-    /// until `done` holds or `max_ms` of virtual time passed. Returns
-    /// `Ok(true)` when `done` held, `Ok(false)` on timeout, `Err(output)`
-    /// if the client future completed.
+    /// Runs `runner` (embassy-net's `Runner::run()`) and `client` (the
+    /// code under test) until `done` holds or `max_ms` of virtual time
+    /// passed. Returns `Ok(true)` when `done` held, `Ok(false)` on
+    /// timeout, `Err(output)` if the client future completed.
     ///
-    /// Within a millisecond, client and server take turns until neither has
-    /// anything to do; then the clock moves 1 ms.
-    pub fn run_until<F: Future + ?Sized>(
+    /// Within a millisecond, runner, client and server take turns until
+    /// none has anything to do; then the clock moves 1 ms. `done` is
+    /// checked once per millisecond.
+    pub fn run_until<A: Future + ?Sized, B: Future + ?Sized>(
         &mut self,
-        mut client: Pin<&mut F>,
+        mut runner: Pin<&mut A>,
+        mut client: Pin<&mut B>,
         max_ms: u64,
         mut done: impl FnMut(&mut Self) -> bool,
-    ) -> Result<bool, F::Output> {
-        // A fresh future has never been polled: make sure it is.
-        self.flag.0.store(true, Ordering::SeqCst);
+    ) -> Result<bool, B::Output> {
+        // Fresh futures have never been polled: make sure they are.
+        self.runner.0 .0.store(true, Ordering::SeqCst);
+        self.client.0 .0.store(true, Ordering::SeqCst);
         let end = self.clock.now_ms() + max_ms;
         loop {
             for _ in 0..ROUNDS_PER_MS {
                 let mut progress = false;
-                if self.flag.0.swap(false, Ordering::SeqCst) {
+                // The runner never completes (`-> !`); if one did, it is
+                // simply not polled again.
+                if let Some(p) = poll_task(&self.runner, runner.as_mut(), &mut self.runner_polls) {
                     progress = true;
-                    self.client_polls += 1;
-                    let mut cx = Context::from_waker(&self.waker);
-                    if let Poll::Ready(out) = client.as_mut().poll(&mut cx) {
+                    if p.is_ready() {
+                        self.runner.0 .0.store(false, Ordering::SeqCst);
+                    }
+                }
+                if let Some(p) = poll_task(&self.client, client.as_mut(), &mut self.client_polls) {
+                    progress = true;
+                    if let Poll::Ready(out) = p {
                         return Err(out);
                     }
                 }
@@ -219,12 +254,13 @@ impl EmbassyWorld {
         }
     }
 
-    /// Runs `client` for `ms` of virtual time.
-    pub fn run_for<F: Future + ?Sized>(
+    /// Runs both for `ms` of virtual time.
+    pub fn run_for<A: Future + ?Sized, B: Future + ?Sized>(
         &mut self,
-        client: Pin<&mut F>,
+        runner: Pin<&mut A>,
+        client: Pin<&mut B>,
         ms: u64,
-    ) -> Result<(), F::Output> {
-        self.run_until(client, ms, |_| false).map(drop)
+    ) -> Result<(), B::Output> {
+        self.run_until(runner, client, ms, |_| false).map(drop)
     }
 }

@@ -176,6 +176,7 @@ struct Inner {
     /// Wakers of an async receiver on each side.
     wakers: [Option<Waker>; 2],
     cut: bool,
+    filter: Option<fn(&Frame) -> bool>,
     log: Vec<Frame>,
 }
 
@@ -203,6 +204,13 @@ impl Link {
         if cut {
             inner.queues.iter_mut().for_each(VecDeque::clear);
         }
+    }
+
+    /// Drops the frames (either direction) for which `filter` is true, from
+    /// now on; `None` stops. `Some(Frame::is_syn)` makes a silent server:
+    /// ARP works, SYNs vanish.
+    pub fn set_filter(&self, filter: Option<fn(&Frame) -> bool>) {
+        self.inner.borrow_mut().filter = filter;
     }
 
     /// Whether the cable is pulled.
@@ -249,13 +257,15 @@ impl Link {
             Side::Server => Side::Client,
         };
         let mut inner = self.inner.borrow_mut();
-        let dropped = inner.cut;
-        inner.log.push(Frame {
+        let mut logged = Frame {
             at_ms: self.clock.now_ms(),
             from,
             kind: classify(&frame),
-            dropped,
-        });
+            dropped: inner.cut,
+        };
+        logged.dropped |= inner.filter.is_some_and(|f| f(&logged));
+        let dropped = logged.dropped;
+        inner.log.push(logged);
         if !dropped {
             inner.queues[to.index()].push_back(frame);
             if let Some(w) = inner.wakers[to.index()].take() {

@@ -39,8 +39,14 @@ pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 /// The client's MAC address.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
-/// Listening TCP sockets (connections the server holds at once).
-const LISTENERS: usize = 4;
+/// TCP sockets kept listening (a real server's accept backlog): when one
+/// accepts, another is added, so connections stuck closing (a client that
+/// vanished without a FIN leaves one in FIN-WAIT until its FIN is answered
+/// with an RST) never make the server refuse.
+const SPARE_LISTENERS: usize = 2;
+/// Upper bound on TCP sockets, so a runaway client cannot grow the server
+/// without limit.
+const MAX_TCP_SOCKETS: usize = 64;
 /// TCP buffer size per direction.
 const TCP_BUFFER: usize = 16 * 1024;
 /// UDP receive slots: more than any test bursts.
@@ -137,30 +143,15 @@ impl Server {
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(SERVER_IP), PREFIX_LEN));
         });
         let mut sockets = SocketSet::new(Vec::new());
-        let listeners = (0..LISTENERS)
-            .map(|_| {
-                let mut s = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                );
-                // Answer at once: no delayed ACKs muddling frame counts.
-                s.set_ack_delay(None);
-                let _ = s.listen(PORT);
-                Listener {
-                    handle: sockets.add(s),
-                    conn: None,
-                }
-            })
-            .collect();
         let udp = sockets.add(udp_socket(PORT));
         let ntp = sockets.add(udp_socket(NTP_PORT));
-        Server {
+        let mut server = Server {
             clock: clock.clone(),
             link: link.clone(),
             device,
             iface,
             sockets,
-            listeners,
+            listeners: Vec::new(),
             udp,
             ntp,
             refuse: false,
@@ -169,6 +160,36 @@ impl Server {
             last_udp_peer: None,
             wall_ms: None,
             ntp_answers: 0,
+        };
+        server.keep_listening();
+        server
+    }
+
+    /// Adds listening sockets until [`SPARE_LISTENERS`] are listening.
+    fn keep_listening(&mut self) {
+        if self.refuse {
+            return;
+        }
+        let listening = self
+            .listeners
+            .iter()
+            .filter(|l| self.sockets.get::<tcp::Socket>(l.handle).is_listening())
+            .count();
+        for _ in listening..SPARE_LISTENERS {
+            if self.listeners.len() >= MAX_TCP_SOCKETS {
+                return;
+            }
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            );
+            // Answer at once: no delayed ACKs muddling frame counts.
+            s.set_ack_delay(None);
+            let _ = s.listen(PORT);
+            self.listeners.push(Listener {
+                handle: self.sockets.add(s),
+                conn: None,
+            });
         }
     }
 
@@ -197,6 +218,7 @@ impl Server {
                 let _ = s.listen(PORT);
             }
         }
+        self.keep_listening();
         let u = self.sockets.get_mut::<udp::Socket>(self.udp);
         if refuse {
             u.close();
@@ -352,6 +374,7 @@ impl Server {
                 let _ = s.listen(PORT);
             }
         }
+        self.keep_listening();
         any |= self.service_udp(now_ms);
         any |= self.service_ntp(now_ms);
         any
