@@ -403,3 +403,47 @@ fn embassy_net_tcp_client_edges() {
 async fn embassy_time_sleep(ms: u64) {
     longlink_realnet::embassy::embassy_time::Timer::after_millis(ms).await;
 }
+
+#[test]
+fn embassy_net_connect_to_a_silent_server_needs_set_timeout() {
+    let mut w = EmbassyWorld::new();
+    let mut resources = StackResources::<3>::new();
+    let (stack, mut runner) = embassy_net::new(w.device(), client_config(), &mut resources, 2);
+    let state = TcpClientState::<1, 1024, 1024>::new();
+    let mut client = TcpClient::new(stack, &state);
+    let mut runner = pin!(runner.run());
+    w.link.set_filter(Some(Frame::is_syn));
+
+    // Without a timeout: still pending after a minute of SYN retransmits.
+    {
+        let connect = pin!(client.connect(server()));
+        let done = w.run_until(runner.as_mut(), connect, 60_000, |_| false);
+        assert!(matches!(done, Ok(false)), "still connecting after 60 s");
+    }
+    let retransmits = w.link.count(Side::Client, Frame::is_syn);
+    assert!(
+        (5..=15).contains(&retransmits),
+        "{retransmits} SYNs in 60 s"
+    );
+
+    // With `set_timeout`: ConnectionReset after it.
+    client.set_timeout(Some(
+        longlink_realnet::embassy::embassy_time::Duration::from_secs(2),
+    ));
+    let start = w.clock.now_ms();
+    let mut took = 0;
+    embassy(
+        &mut w,
+        runner.as_mut(),
+        async {
+            let r = client.connect(server()).await;
+            assert!(
+                matches!(r, Err(embassy_net::tcp::Error::ConnectionReset)),
+                "{:?}",
+                r.err()
+            );
+        },
+        |w| took = w.clock.now_ms() - start,
+    );
+    assert!((1_900..=2_100).contains(&took), "timed out after {took} ms");
+}
