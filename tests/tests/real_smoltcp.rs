@@ -76,6 +76,10 @@ struct Rig<W: longlink_nal::WallClock<NalStack> = longlink_nal::NoWallClock> {
 }
 
 fn rig(style: Style, config: Config, sockets: ClientSockets) -> Rig {
+    rig_with(style, config, sockets, Quirks::SMOLTCP_NAL)
+}
+
+fn rig_with(style: Style, config: Config, sockets: ClientSockets, quirks: Quirks) -> Rig {
     let world = World::new();
     let stack = client_stack(&world.link, &world.clock, sockets);
     let drv = Driver::new(
@@ -86,7 +90,7 @@ fn rig(style: Style, config: Config, sockets: ClientSockets) -> Rig {
         TestProtocol::default(),
     )
     .unwrap()
-    .quirks(Quirks::SMOLTCP_NAL);
+    .quirks(quirks);
     Rig {
         world,
         drv,
@@ -714,6 +718,32 @@ fn sntp_over_the_stack_then_time() {
         );
         assert_eq!(r.drv.connection().handler().time_unsynced, 0);
     }
+}
+
+// ------------------------------------------------------------ quirks
+
+/// Why `Quirks::SMOLTCP_NAL` exists, on the real stack: read as end of
+/// stream (`Quirks::CONFORMANT`), smoltcp-nal's "no data yet" `Ok(0)`
+/// closes every connection right after it opens.
+#[test]
+fn the_wrong_quirks_make_smoltcp_nal_flap() {
+    let mut r = rig_with(
+        Style::EveryMs,
+        config(Transport::Tcp),
+        ClientSockets::default(),
+        Quirks::CONFORMANT,
+    );
+    r.run_for(30_000);
+    let s = r.stats();
+    assert!(s.disconnects >= 5, "{s:?}");
+    // Each connection ended by the client, right after its heartbeat.
+    assert!(s.connects >= s.disconnects, "{s:?}");
+    assert!(r
+        .world
+        .server
+        .connections()
+        .iter()
+        .all(|c| c.end.is_none() || c.end == Some(longlink_realnet::End::ClientClosed)));
 }
 
 // ------------------------------------------------------------ idle
