@@ -29,7 +29,7 @@
 //! | refused connect | `Err(Refused)` | `WouldBlock`; each later `connect()` asks the peer again, one SYN each ([`Stats::syns`]) (real: a fresh SYN per call) | `WouldBlock` for ever, no new SYN |
 //! | `connect()` while the peer has not answered | `WouldBlock`, no new SYN | same (real: SYN-SENT, no new SYN) | same |
 //! | send after the peer's FIN | `Err(PipeClosed)` | accepted, counted in [`Stats::lost_after_fin`] (real: accepted and transmitted; lost unless the peer only half-closed) | same as `SMOLTCP_NAL` |
-//! | TCP send, peer window full | `WouldBlock` | `WouldBlock` (real: `Ok(0)`, which the driver treats alike) | same |
+//! | TCP send, peer window full | `WouldBlock` | `Ok(0)` (real: `Ok(0)` from a full send buffer) | `Ok(0)` |
 //! | UDP receive, nothing pending | `WouldBlock` | error (real: `UdpReadFailure(Exhausted)`) | error |
 //! | UDP datagram larger than the buffer | truncated | `Err(Truncated)`, the datagram is gone (real: `UdpReadFailure(Truncated)`, dropped) | truncated |
 //! | UDP send, buffer full | not modelled: the peer takes every datagram (real smoltcp-nal: `UdpWriteFailure(BufferFull)` after the socket's packet slots; see `tests/tests/real_smoltcp.rs`) | | |
@@ -141,6 +141,9 @@ pub struct Behaviour {
     /// After the peer's FIN, sends succeed and the bytes are lost (instead
     /// of a `PipeClosed` error).
     pub sends_after_fin: bool,
+    /// A TCP send the peer has no room for returns `Ok(0)` instead of
+    /// `WouldBlock` (smoltcp-nal: a full send buffer). Blocking face only.
+    pub full_send_is_ok_zero: bool,
     /// A UDP receive with nothing to read is an error instead of
     /// `WouldBlock`.
     pub empty_udp_receive_is_error: bool,
@@ -166,6 +169,7 @@ impl Behaviour {
         refused_connect_resends: false,
         fin_is_error: false,
         sends_after_fin: false,
+        full_send_is_ok_zero: false,
         empty_udp_receive_is_error: false,
         oversize_datagram_is_error: false,
         max_send: 0,
@@ -181,6 +185,7 @@ impl Behaviour {
         refused_connect_resends: true,
         fin_is_error: true,
         sends_after_fin: true,
+        full_send_is_ok_zero: true,
         empty_udp_receive_is_error: true,
         oversize_datagram_is_error: true,
         max_send: 0,
@@ -198,6 +203,7 @@ impl Behaviour {
         refused_connect_resends: false,
         fin_is_error: false,
         sends_after_fin: true,
+        full_send_is_ok_zero: true,
         empty_udp_receive_is_error: true,
         oversize_datagram_is_error: false,
         max_send: 0,
@@ -526,6 +532,11 @@ impl<P: Peer> MemNet<P> {
                     m => m.min(data.len()),
                 };
                 match self.peer.send(c, &data[..max]).min(max) {
+                    // `inject` is the blocking face: the async one pends.
+                    0 if !data.is_empty() && inject && self.behaviour.full_send_is_ok_zero => {
+                        self.stats.would_blocks += 1;
+                        Ok(0)
+                    }
                     0 if !data.is_empty() => {
                         self.stats.would_blocks += 1;
                         Err(nb::Error::WouldBlock)

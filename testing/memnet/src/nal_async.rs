@@ -27,6 +27,7 @@
 //! | `refused_connect_resends` | every `connect` on a refused socket is a fresh SYN ([`Stats::syns`](crate::Stats)) | not reproduced: one `connect` future is one attempt; the refused socket stays dead and the future pends |
 //! | `fin_is_error` | the FIN is `Err(PipeClosed)` | the FIN is reported (`Ok(0)`), even with `zero_read_means_no_data` |
 //! | `oversize_datagram_is_error` | `Err(Truncated)`, datagram gone | not reproduced: truncated, as `receive_into` documents |
+//! | `full_send_is_ok_zero` | a send the peer has no room for is `Ok(0)` | not reproduced: `write` pends until there is room, as embassy-net's does |
 //! | `empty_udp_receive_is_error` | error instead of `WouldBlock` | not reproduced: `receive_into` pends until a datagram arrives. An async receive has no "nothing yet" to misreport, and one that failed instead would force every caller into a polling loop |
 //! | `max_send` | partial sends | partial writes |
 //! | `max_read` | short reads | short reads |
