@@ -21,7 +21,7 @@ use core::net::{IpAddr, SocketAddr};
 use core::pin::{pin, Pin};
 
 use longlink_core::time::{Duration, Instant};
-use longlink_core::{Config, Connection, Remote, Status, TestProtocol, BIN_REPLY};
+use longlink_core::{Config, Connection, Framing, Remote, Status, TestProtocol, BIN_REPLY};
 use longlink_nal_async::{AlwaysUp, Event, Longlink, Net, NoopRawMutex};
 use longlink_realnet::embassy::embassy_net::tcp::client::{TcpClient, TcpClientState};
 use longlink_realnet::embassy::embassy_net::{self, StackResources};
@@ -351,6 +351,50 @@ fn tcp_cable_pull() {
                 .count(),
             0
         );
+    });
+}
+
+// ------------------------------------------------------------ flood
+
+/// The lines the server sent in the flood and the client must echo.
+fn flood_line(i: usize) -> String {
+    format!("back {i:04}\n")
+}
+
+/// The client's echoes so far, heartbeats removed.
+fn echoes(received: &[u8]) -> String {
+    String::from_utf8_lossy(received)
+        .lines()
+        .filter(|l| *l != "heart beat")
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// 3,000 requests as fast as the server's socket takes them: every one
+/// answered, once, in order, on one connection.
+#[test]
+fn tcp_flood_of_requests_answered_in_order() {
+    let cfg = Config {
+        framing: Framing::Lines,
+        ..config()
+    };
+    with_client!(cfg, |w, link, _clock, _seen, fut| {
+        assert!(until(&mut w, &mut fut, 100, |_| link.status()
+            == Status::Connected));
+        let want: String = (0..3000).map(flood_line).collect();
+        let mut pushed = 0;
+        let done = until(&mut w, &mut fut, 60_000, |w| {
+            while pushed < 3000 && w.server.tcp_send_room() >= 10 {
+                assert!(w.server.push(flood_line(pushed).as_bytes()));
+                pushed += 1;
+            }
+            echoes(&received(w)).len() >= want.len()
+        });
+        assert!(done, "{pushed} pushed, {:?}", link.stats());
+        assert_eq!(echoes(&received(&w)), want);
+        assert_eq!(link.stats().connects, 1);
+        assert_eq!(link.stats().messages_in, 3000);
+        eprintln!("3000 requests answered in {} ms", w.clock.now_ms());
     });
 }
 

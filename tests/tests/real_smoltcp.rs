@@ -17,7 +17,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use longlink_core::sntp::SntpConfig;
 use longlink_core::time::{Duration, Instant};
-use longlink_core::{Config, Remote, Status, TestProtocol, Transport, BIN_REPLY};
+use longlink_core::{Config, Framing, Remote, Status, TestProtocol, Transport, BIN_REPLY};
 use longlink_nal::{AlwaysUp, Driver, Quirks, Sntp};
 use longlink_realnet::server::{NTP_PORT, PORT, SERVER_IP};
 use longlink_realnet::smol::{client_stack, ClientSockets, NalStack};
@@ -718,6 +718,51 @@ fn sntp_over_the_stack_then_time() {
             "{style:?}: time {secs}, want {want}"
         );
         assert_eq!(r.drv.connection().handler().time_unsynced, 0);
+    }
+}
+
+// ------------------------------------------------------------ flood
+
+/// The lines the server sent in the flood and the client must echo.
+fn flood_line(i: usize) -> String {
+    format!("back {i:04}\n")
+}
+
+/// The client's echoes so far, heartbeats removed.
+fn echoes(received: &[u8]) -> String {
+    String::from_utf8_lossy(received)
+        .lines()
+        .filter(|l| *l != "heart beat")
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// 3,000 requests from the server as fast as its socket takes them
+/// (newline framing: TCP splits and merges as it likes): every one answered,
+/// once, in order, on one connection, with bounded buffers throughout.
+#[test]
+fn tcp_flood_of_requests_answered_in_order() {
+    for style in STYLES {
+        let cfg = Config {
+            framing: Framing::Lines,
+            ..config(Transport::Tcp)
+        };
+        let mut r = rig(style, cfg, ClientSockets::default());
+        assert!(r.connected(100));
+        let want: String = (0..3000).map(flood_line).collect();
+        let mut pushed = 0;
+        let done = r.run_until(60_000, |r| {
+            while pushed < 3000 && r.world.server.tcp_send_room() >= 10 {
+                assert!(r.world.server.push(flood_line(pushed).as_bytes()));
+                pushed += 1;
+            }
+            echoes(&r.received()).len() >= want.len()
+        });
+        assert!(done, "{style:?}: {pushed} pushed, {:?}", r.stats());
+        assert_eq!(echoes(&r.received()), want, "{style:?}");
+        assert_eq!(r.stats().connects, 1, "{style:?}");
+        assert_eq!(r.stats().messages_in, 3000, "{style:?}");
+        eprintln!("{style:?}: 3000 requests answered in {} ms", r.now_ms());
     }
 }
 

@@ -270,6 +270,15 @@ impl Server {
             .is_ok()
     }
 
+    /// Bytes [`push`](Self::push) can queue whole on the open TCP
+    /// connection now (0 without one).
+    pub fn tcp_send_room(&self) -> usize {
+        self.current_handle().map_or(0, |h| {
+            let s = self.sockets.get::<tcp::Socket>(h);
+            s.send_capacity() - s.send_queue()
+        })
+    }
+
     /// Closes the open TCP connection with a FIN.
     pub fn fin(&mut self) -> bool {
         self.end_current(End::ServerFin, |s| s.close())
