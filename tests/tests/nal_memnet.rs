@@ -310,7 +310,6 @@ fn network_loss_flight_mode_and_recovery_with_tutorial_timings() {
 /// driver must call `connect()` once per attempt for one SYN per attempt.
 /// `real_smoltcp::tcp_refused_*` is the same check on the real stack.
 #[test]
-#[ignore = "fails until the driver change lands: longlink-nal calls connect() on every poll, and on smoltcp-nal (and memnet's SMOLTCP_NAL mode) every call on a refused socket is a new SYN"]
 fn refused_connect_one_syn_per_attempt_on_a_smoltcp_nal_like_stack() {
     let mut s = sim(Behaviour::SMOLTCP_NAL, Quirks::SMOLTCP_NAL, tutorial());
     s.peer().accept = Accept::Refuse;
