@@ -12,8 +12,9 @@ use crate::time::{Duration, Instant};
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[must_use]
 pub enum Action {
-    /// Open a socket to [`Config::remote`] over `transport` (resolving the
-    /// host name first if it is one), then report
+    /// Open a socket to the server (the driver's
+    /// [`Remote`](crate::Remote): resolving the host name first if it is
+    /// one) over `transport`, then report
     /// [`handle_connected`](Connection::handle_connected) or
     /// [`handle_connect_failed`](Connection::handle_connect_failed).
     Connect {
