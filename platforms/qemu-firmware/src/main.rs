@@ -21,7 +21,10 @@
 //! `scripts/size-report.sh` compares (see `SIZES.md`).
 #![no_std]
 #![no_main]
-#![forbid(unsafe_code)]
+// The `net` firmware drives device registers: its one `unsafe` module is
+// `net::hw`. Every other build forbids unsafe code outright.
+#![cfg_attr(not(any(feature = "net", feature = "net-baseline")), forbid(unsafe_code))]
+#![cfg_attr(any(feature = "net", feature = "net-baseline"), deny(unsafe_code))]
 
 use core::panic::PanicInfo;
 
@@ -37,6 +40,9 @@ mod scenario;
 #[cfg(feature = "product")]
 mod product;
 
+#[cfg(any(feature = "net", feature = "net-baseline"))]
+mod net;
+
 #[entry]
 fn main() -> ! {
     #[cfg(all(
@@ -44,6 +50,8 @@ fn main() -> ! {
         not(any(feature = "product", feature = "baseline"))
     ))]
     let ok = scenario::run();
+    #[cfg(feature = "net")]
+    let ok = net::run();
     #[cfg(feature = "product")]
     let ok = product::run();
     #[cfg(all(feature = "baseline", not(feature = "product")))]

@@ -1,0 +1,83 @@
+//! The firmware's only `unsafe` code: volatile access to memory-mapped
+//! device registers, the semihosting call that reads the command line, and
+//! the NMI handler (cortex-m-rt requires it to be an `unsafe fn`).
+//!
+//! Everything else in the crate is safe code on top of [`Reg`]. A `Reg` can
+//! only be made from the constants below (private constructor), so safe
+//! code cannot point one at arbitrary memory.
+#![allow(unsafe_code)]
+
+/// One 32-bit device register.
+#[derive(Clone, Copy)]
+pub struct Reg(usize);
+
+/// Base of the LAN9118 register block on mps2-an385/an386 (QEMU
+/// `hw/arm/mps2.c`, AN385 memory map).
+const LAN9118_BASE: usize = 0x4020_0000;
+/// Size of the LAN9118 register window.
+const LAN9118_SIZE: usize = 0x100;
+/// Base of the CMSDK APB watchdog on mps2-an385/an386.
+const WATCHDOG_BASE: usize = 0x4000_8000;
+/// Size of the watchdog's register window.
+const WATCHDOG_SIZE: usize = 0x1000;
+
+impl Reg {
+    /// The LAN9118 register at `offset` (word aligned, inside the block).
+    pub const fn lan9118(offset: usize) -> Reg {
+        assert!(offset < LAN9118_SIZE && offset % 4 == 0);
+        Reg(LAN9118_BASE + offset)
+    }
+
+    /// The watchdog register at `offset` (word aligned, inside the block).
+    pub const fn watchdog(offset: usize) -> Reg {
+        assert!(offset < WATCHDOG_SIZE && offset % 4 == 0);
+        Reg(WATCHDOG_BASE + offset)
+    }
+
+    /// Reads the register.
+    #[inline(always)]
+    pub fn read(self) -> u32 {
+        // SAFETY: `self.0` is a word-aligned address inside a device's
+        // register window on this board (the constructors check it at
+        // compile time); the device is memory-mapped there, a volatile
+        // 32-bit read is how its registers are accessed, and nothing in
+        // Rust aliases that memory.
+        unsafe { core::ptr::read_volatile(self.0 as *const u32) }
+    }
+
+    /// Writes the register.
+    #[inline(always)]
+    pub fn write(self, value: u32) {
+        // SAFETY: as in `read`; a volatile write to a device register has
+        // no effect on memory Rust knows about.
+        unsafe { core::ptr::write_volatile(self.0 as *mut u32, value) }
+    }
+}
+
+/// The command line given to QEMU (`-semihosting-config arg=...`), copied
+/// into `buf`; its length, or 0 when there is none.
+pub fn command_line(buf: &mut [u8]) -> usize {
+    // SYS_GET_CMDLINE takes a block {buffer, length} and writes the
+    // length back.
+    let mut block = [buf.as_mut_ptr() as usize, buf.len().saturating_sub(1)];
+    // SAFETY: the semihosting call writes at most `block[1]` bytes (one
+    // less than the buffer, for its NUL) into `buf`, which is live and
+    // exclusively borrowed for the call, and updates `block` in place.
+    let failed = unsafe {
+        cortex_m_semihosting::syscall1(
+            cortex_m_semihosting::nr::GET_CMDLINE,
+            block.as_mut_ptr() as usize,
+        )
+    };
+    if failed != 0 {
+        return 0;
+    }
+    block[1].min(buf.len())
+}
+
+/// The watchdog's first timeout raises an NMI on this board; the second
+/// resets the machine. Say so before it does.
+#[cortex_m_rt::exception]
+unsafe fn NonMaskableInt() {
+    cortex_m_semihosting::hprintln!("watchdog: bark (the main loop stopped feeding it)");
+}

@@ -1,0 +1,214 @@
+//! The real-stack firmware (`--features net`): the tutorial's client on
+//! smoltcp 0.12 (through smoltcp-nal 0.7 and `longlink-nal`) over the
+//! board's LAN9118, talking through QEMU's loopback netdev to
+//! `qemu-bridge` on the host, which answers ARP and SNTP and forwards the
+//! session to a server on 127.0.0.1. `scripts/qemu-lab.sh` runs it.
+//!
+//! Around the connection, the tutorial's `main.lua`: SNTP at boot (via
+//! `longlink-nal`'s `Sntp`), a status LED (a semihosting line per change),
+//! a watchdog (the emulated CMSDK watchdog, fed every loop), and a modem
+//! mapped onto the Ethernet link (see [`link::Board`]).
+//!
+//! Time is real: SysTick counts milliseconds; the loop sleeps (`WFI`)
+//! until the driver's deadline, a 10 ms tick for smoltcp's timers, or a
+//! received frame.
+
+mod board;
+mod hw;
+mod lan9118;
+mod link;
+
+use cortex_m_semihosting::hprintln;
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+
+use board::{MilliClock, Settings, Watchdog};
+use lan9118::Lan9118;
+
+/// The firmware's MAC (locally administered) and address.
+const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+const ADDRESS: [u8; 4] = [192, 0, 2, 2];
+/// The watchdog's timeout (NMI; the reset follows after as long again).
+const WATCHDOG_MS: u32 = 2_000;
+/// Longest sleep: smoltcp's own timers (retransmits, delayed ACKs).
+const TICK_MS: u64 = 10;
+
+/// A numbered message for the fault run: `lost-L-I;`.
+fn lost_message(buf: &mut [u8; 24], loss: u32, i: u32) -> &[u8] {
+    let mut n = 0;
+    for part in [&b"lost-"[..]] {
+        buf[..part.len()].copy_from_slice(part);
+        n = part.len();
+    }
+    n += write_decimal(&mut buf[n..], loss);
+    buf[n] = b'-';
+    n += 1;
+    n += write_decimal(&mut buf[n..], i);
+    buf[n] = b';';
+    &buf[..n + 1]
+}
+
+fn write_decimal(out: &mut [u8], mut v: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        out[i] = *d;
+    }
+    len
+}
+
+/// Runs the firmware; returns the verdict when `run=` elapsed.
+pub fn run() -> bool {
+    let Some(cp) = cortex_m::Peripherals::take() else {
+        return false;
+    };
+    board::start_clock(cp.SYST);
+    let settings = Settings::from_command_line();
+    hprintln!("longlink net firmware: {:?}", settings);
+    hprintln!(
+        "size_of: Lan9118 {} B; Link (driver + core + SNTP over smoltcp-nal) {} B",
+        core::mem::size_of::<Lan9118>(),
+        core::mem::size_of::<link::Link<'static>>()
+    );
+
+    let mut dog = Watchdog::start(WATCHDOG_MS);
+    hprintln!(
+        "watchdog: {} (CMSDK APB watchdog, {} ms to NMI, reset after another {} ms)",
+        if Watchdog::present(WATCHDOG_MS) {
+            "armed"
+        } else {
+            "NOT PRESENT"
+        },
+        WATCHDOG_MS,
+        WATCHDOG_MS
+    );
+
+    let (mut nic, ctl) = match Lan9118::new(MAC) {
+        Ok(n) => n,
+        Err(e) => {
+            hprintln!("lan9118: {:?}", e);
+            return false;
+        }
+    };
+    hprintln!(
+        "lan9118: id {:#010x}, mac {:02x?}, link {}",
+        Lan9118::id(),
+        nic.mac(),
+        if ctl.link_up() { "up" } else { "down" }
+    );
+
+    // A seed from the clock: only the ports and SNTP nonces depend on it.
+    let seed = 0x5eed_0000_0000 ^ u64::from(board::millis());
+    let mut iface_config = IfaceConfig::new(EthernetAddress(MAC).into());
+    iface_config.random_seed = seed;
+    let mut iface = Interface::new(
+        iface_config,
+        &mut nic,
+        smoltcp::time::Instant::from_millis(0),
+    );
+    iface.update_ip_addrs(|addrs| {
+        let [a, b, c, d] = ADDRESS;
+        let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), 24));
+    });
+
+    // One TCP socket (the session), two UDP (the session, SNTP).
+    let mut storage: [SocketStorage<'_>; 3] = Default::default();
+    let mut tcp_rx = [0u8; 1024];
+    let mut tcp_tx = [0u8; 1024];
+    let mut udp_meta = [[udp::PacketMetadata::EMPTY; 4]; 2];
+    let mut udp_rx = [[0u8; 512]; 2];
+    let mut udp_meta_tx = [[udp::PacketMetadata::EMPTY; 4]; 2];
+    let mut udp_tx = [[0u8; 512]; 2];
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(&mut tcp_rx[..]),
+        tcp::SocketBuffer::new(&mut tcp_tx[..]),
+    ));
+    let [m0, m1] = &mut udp_meta;
+    let [r0, r1] = &mut udp_rx;
+    let [mt0, mt1] = &mut udp_meta_tx;
+    let [t0, t1] = &mut udp_tx;
+    for (meta, rx, meta_tx, tx) in [(m0, r0, mt0, t0), (m1, r1, mt1, t1)] {
+        sockets.add(udp::Socket::new(
+            udp::PacketBuffer::new(&mut meta[..], &mut rx[..]),
+            udp::PacketBuffer::new(&mut meta_tx[..], &mut tx[..]),
+        ));
+    }
+    let mut stack = smoltcp_nal::NetworkStack::new(iface, nic, sockets, MilliClock);
+    stack.seed_random_port(&seed.to_le_bytes());
+
+    let mut link = match link::new(stack, ctl, &settings, seed) {
+        Ok(l) => l,
+        Err(e) => {
+            hprintln!("bad settings: {:?}", e);
+            return false;
+        }
+    };
+
+    let mut was_connected = false;
+    let mut synced = false;
+    let mut losses = 0u32;
+    let mut last_report = 0u32;
+    loop {
+        let next = link::poll(&mut link);
+        dog.feed();
+        let now = board::millis();
+
+        if !synced && link::clock_synced(&link) {
+            synced = true;
+            hprintln!("[{:>7} ms] sntp: wall clock set", now);
+        }
+        let connected = link::connected(&link);
+        if connected != was_connected {
+            hprintln!(
+                "[{:>7} ms] longlink: {}",
+                now,
+                if connected { "connected" } else { "connection lost" }
+            );
+        }
+        if was_connected && !connected {
+            losses += 1;
+            if settings.queue_on_loss {
+                // Queued while down: must arrive once, in order, after the
+                // reconnect (the bridge checks in the fault run).
+                let mut buf = [0u8; 24];
+                for i in 1..=3 {
+                    let msg = lost_message(&mut buf, losses, i);
+                    let ok = link::enqueue(&mut link, msg);
+                    hprintln!(
+                        "[{:>7} ms] app: queued {:?}{}",
+                        now,
+                        core::str::from_utf8(msg).unwrap_or("?"),
+                        if ok { "" } else { " REFUSED" }
+                    );
+                }
+            }
+        }
+        was_connected = connected;
+        if now.wrapping_sub(last_report) >= 30_000 {
+            last_report = now;
+            link::report(&mut link);
+        }
+        if settings.run_ms != 0 && now >= settings.run_ms {
+            link::report(&mut link);
+            hprintln!("watchdog: fed {} times", dog.feeds());
+            return true;
+        }
+
+        // Sleep until the deadline, the tick, or a frame.
+        let now64 = u64::from(now);
+        let wake = next.map_or(now64 + TICK_MS, |d| d.min(now64 + TICK_MS));
+        while u64::from(board::millis()) < wake && !Lan9118::rx_pending() {
+            cortex_m::asm::wfi();
+        }
+    }
+}
