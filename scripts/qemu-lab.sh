@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The real-stack firmware (platforms/qemu-firmware, --features net: LAN9118 +
+# smoltcp + smoltcp-nal + longlink-nal) under QEMU (mps2-an386), its frames
+# carried over 127.0.0.1 to qemu-bridge (platforms/qemu-bridge), which
+# answers ARP and SNTP on 192.0.2.1 and forwards the session to a server on
+# 127.0.0.1.
+#
+#   scripts/qemu-lab.sh [--udp] [--heartbeat DUR] [--retry-delay DUR] [HOST:PORT]
+#   scripts/qemu-lab.sh --fault [--udp] [--heartbeat DUR] [--retry-delay DUR]
+#
+# Without HOST:PORT: starts `longlink lab --check` on loopback, runs the
+# firmware against it and exits with the check's verdict.
+# With HOST:PORT (loopback only): forwards to a server already listening
+# there until killed or QEMU_SECONDS elapse.
+# --fault: against `longlink lab` (fed a `back ping` every second), the
+# bridge pulls the link (drops every frame) for longer than the firmware's
+# idle timeout, restores it, and passes only if the messages the firmware
+# queued when it noticed the loss reach the server once each, in order.
+#
+# QEMU's only contact with the host is a UDP socket pair on 127.0.0.1
+# (-netdev dgram). Builds what it needs; installs qemu-system-arm if missing.
+# Every run is time-limited (QEMU_SECONDS, default 300 for the verdict runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+udp=""
+heartbeat=10s
+retry=5s
+fault=""
+target=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --udp) udp=1 ;;
+    --heartbeat) heartbeat=$2; shift ;;
+    --retry-delay) retry=$2; shift ;;
+    --fault) fault=1 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "qemu-lab: unknown option $1" >&2; exit 2 ;;
+    *) target=$1 ;;
+  esac
+  shift
+done
+
+ms() { # DUR (ms, s, m) -> milliseconds
+  case "$1" in
+    *ms) echo $(( ${1%ms} )) ;;
+    *s) echo $(( ${1%s} * 1000 )) ;;
+    *m) echo $(( ${1%m} * 60000 )) ;;
+    *) echo "qemu-lab: bad duration $1 (use ms, s or m)" >&2; exit 2 ;;
+  esac
+}
+hb_ms=$(ms "$heartbeat")
+retry_ms=$(ms "$retry")
+
+if [[ -n $target ]]; then
+  [[ -z $fault ]] || { echo "qemu-lab: --fault runs against its own lab, not $target" >&2; exit 2; }
+  host=${target%:*}
+  port=${target##*:}
+  [[ $host == localhost ]] && host=127.0.0.1
+  if [[ $host != 127.0.0.1 || ! $port =~ ^[0-9]+$ ]]; then
+    echo "qemu-lab: $target: only 127.0.0.1:PORT (loopback) is allowed" >&2
+    exit 2
+  fi
+fi
+
+command -v qemu-system-arm >/dev/null ||
+  { apt-get update -qq && apt-get install -y -qq qemu-system-arm >/dev/null; }
+rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || true
+
+echo "qemu-lab: building the firmware, the bridge and longlink" >&2
+FW_TARGET=${QEMU_FW_TARGET_DIR:-$ROOT/platforms/qemu-firmware/target}
+(cd platforms/qemu-firmware &&
+  CARGO_TARGET_DIR=$FW_TARGET cargo build -q --release --no-default-features --features net)
+cargo build -q --release -p longlink-qemu-bridge -p longlink-std
+HOST_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+ELF=$FW_TARGET/thumbv7em-none-eabihf/release/longlink-qemu-firmware
+BRIDGE=$HOST_TARGET/release/qemu-bridge
+LONGLINK=$HOST_TARGET/release/longlink
+
+# Three free loopback ports: QEMU's end, the bridge's end, the lab.
+read -r qport bport lport < <(python3 - <<'PY'
+import socket
+socks = []
+for kind in (socket.SOCK_DGRAM, socket.SOCK_DGRAM, socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*[s.getsockname()[1] for s in socks])
+PY
+)
+[[ -n $target ]] && lport=$port
+
+LOG=$(mktemp -d "${TMPDIR:-/tmp}/qemu-lab.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+transport=tcp
+[[ -n $udp ]] && transport=udp
+fw_args=("longlink" "$transport" "heartbeat=$hb_ms" "retry=$retry_ms")
+bridge_args=(--listen "127.0.0.1:$bport" --qemu "127.0.0.1:$qport" --server "127.0.0.1:$lport" ${udp:+--udp})
+
+if [[ -n $fault ]]; then
+  # Idle timeout 3 heartbeats (the lab's pings keep it fed until the pull);
+  # the outage lasts 2 s longer than that, and the firmware's retry delay
+  # keeps the reconnect after the restore, so what it queued on noticing
+  # the loss must cross the restored link.
+  idle_ms=$(( hb_ms * 3 ))
+  pull_ms=$(( idle_ms + 2000 ))
+  (( retry_ms > 2000 )) || { echo "qemu-lab: --fault needs a retry delay over 2s" >&2; exit 2; }
+  fw_args+=("fault" "idle=$idle_ms")
+  bridge_args+=(--pull-at 6s --pull-for "${pull_ms}ms"
+    --expect "lost-1-1;,lost-1-2;,lost-1-3;" --forbid "lost-2-"
+    --seconds "${QEMU_SECONDS:-300}")
+else
+  # Long enough for the lab's quiet spells (it only speaks in the check's
+  # request steps); the smoltcp-nal path needs one (see longlink-nal Quirks).
+  fw_args+=("idle=$(( hb_ms * 4 + 20000 ))")
+fi
+
+semi="enable=on,target=native"
+for a in "${fw_args[@]}"; do semi+=",arg=$a"; done
+
+start_qemu() {
+  qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none -serial none \
+    -no-reboot -semihosting-config "$semi" \
+    -netdev "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$qport,remote.type=inet,remote.host=127.0.0.1,remote.port=$bport" \
+    -net nic,netdev=n0,model=lan9118 \
+    -kernel "$ELF" >"$LOG/firmware.log" 2>&1 &
+  pids+=($!)
+}
+show_logs() {
+  echo "--- firmware (semihosting) ---"; cat "$LOG/firmware.log"
+  echo "--- bridge ---"; cat "$LOG/bridge.log"
+}
+
+echo "qemu-lab: $transport, heartbeat ${hb_ms}ms, retry ${retry_ms}ms; QEMU udp 127.0.0.1:$qport <-> bridge 127.0.0.1:$bport -> server 127.0.0.1:$lport; logs in $LOG" >&2
+SECONDS=0
+if [[ -n $target ]]; then
+  "$BRIDGE" "${bridge_args[@]}" 2>&1 | tee "$LOG/bridge.log" >&2 &
+  pids+=($!)
+  start_qemu
+  tail -f "$LOG/firmware.log" &
+  pids+=($!)
+  if [[ -n ${QEMU_SECONDS:-} ]]; then
+    sleep "$QEMU_SECONDS"
+  else
+    wait "${pids[1]}"
+  fi
+  exit 0
+fi
+
+if [[ -n $fault ]]; then
+  (while sleep 1; do echo "back ping"; done) |
+    "$LONGLINK" lab --listen "127.0.0.1:$lport" ${udp:+--udp} >"$LOG/lab.log" 2>&1 &
+  pids+=($!)
+  sleep 0.3
+  "$BRIDGE" "${bridge_args[@]}" >"$LOG/bridge.log" 2>&1 &
+  bridge_pid=$!
+  pids+=($bridge_pid)
+  start_qemu
+  verdict=0
+  wait "$bridge_pid" || verdict=$?
+  # The firmware must have noticed the outage itself (not been told).
+  grep -q "connection lost" "$LOG/firmware.log" || verdict=1
+  show_logs
+  echo "qemu-lab: fault run ($transport) $([[ $verdict == 0 ]] && echo PASSED || echo FAILED) in ${SECONDS}s"
+  exit "$verdict"
+fi
+
+timeout "${QEMU_SECONDS:-300}" "$LONGLINK" lab --check --listen "127.0.0.1:$lport" ${udp:+--udp} \
+  --timeout "$(( hb_ms * 3 / 1000 + retry_ms / 1000 + 30 ))s" >"$LOG/check.txt" 2>"$LOG/lab.log" &
+lab_pid=$!
+pids+=($lab_pid)
+sleep 0.3
+"$BRIDGE" "${bridge_args[@]}" >"$LOG/bridge.log" 2>&1 &
+pids+=($!)
+start_qemu
+verdict=0
+wait "$lab_pid" || verdict=$?
+show_logs
+echo "--- longlink lab --check ($transport) ---"
+cat "$LOG/check.txt"
+echo "qemu-lab: lab --check ($transport) $([[ $verdict == 0 ]] && echo PASSED || echo "FAILED ($verdict)") in ${SECONDS}s"
+exit "$verdict"
