@@ -404,10 +404,7 @@ impl Bridge {
                             // data for it with RST.
                             log(
                                 start,
-                                &format!(
-                                    "tcp session {}: data after the server closed: RST",
-                                    s.id
-                                ),
+                                &format!("tcp session {}: data after the server closed: RST", s.id),
                             );
                             sock.abort();
                             break;
@@ -496,7 +493,8 @@ impl Bridge {
                     let Ok(host) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
                         continue;
                     };
-                    if host.connect(self.args.server).is_err() || host.set_nonblocking(true).is_err()
+                    if host.connect(self.args.server).is_err()
+                        || host.set_nonblocking(true).is_err()
                     {
                         continue;
                     }
@@ -508,7 +506,8 @@ impl Bridge {
                             "udp session {}: firmware {ep} -> server {} (from {})",
                             self.next_id,
                             self.args.server,
-                            host.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+                            host.local_addr()
+                                .map_or_else(|_| "?".into(), |a| a.to_string())
                         ),
                     );
                     self.udp_peers.push(UdpPeer {
@@ -648,7 +647,10 @@ fn main() -> ExitCode {
             }
         }
         if !bridge.args.expect.is_empty() && restored {
-            if let Ok(detail) = bridge.ledger.verdict(&bridge.args.expect, &bridge.args.forbid) {
+            if let Ok(detail) = bridge
+                .ledger
+                .verdict(&bridge.args.expect, &bridge.args.forbid)
+            {
                 bridge.log(&format!("PASS  delivered after the outage: {detail}"));
                 return ExitCode::SUCCESS;
             }

@@ -23,7 +23,10 @@
 #![no_main]
 // The `net` firmware drives device registers: its one `unsafe` module is
 // `net::hw`. Every other build forbids unsafe code outright.
-#![cfg_attr(not(any(feature = "net", feature = "net-baseline")), forbid(unsafe_code))]
+#![cfg_attr(
+    not(any(feature = "net", feature = "net-baseline")),
+    forbid(unsafe_code)
+)]
 #![cfg_attr(any(feature = "net", feature = "net-baseline"), deny(unsafe_code))]
 
 use core::panic::PanicInfo;

@@ -24,13 +24,13 @@ const WATCHDOG_SIZE: usize = 0x1000;
 impl Reg {
     /// The LAN9118 register at `offset` (word aligned, inside the block).
     pub const fn lan9118(offset: usize) -> Reg {
-        assert!(offset < LAN9118_SIZE && offset % 4 == 0);
+        assert!(offset < LAN9118_SIZE && offset & 3 == 0);
         Reg(LAN9118_BASE + offset)
     }
 
     /// The watchdog register at `offset` (word aligned, inside the block).
     pub const fn watchdog(offset: usize) -> Reg {
-        assert!(offset < WATCHDOG_SIZE && offset % 4 == 0);
+        assert!(offset < WATCHDOG_SIZE && offset & 3 == 0);
         Reg(WATCHDOG_BASE + offset)
     }
 

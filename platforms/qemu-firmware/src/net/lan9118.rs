@@ -304,10 +304,7 @@ impl Device for Lan9118 {
 
     fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let n = self.read_frame()?;
-        Some((
-            RxToken(&self.rx_buf[..n]),
-            TxToken(&mut self.tx_buf),
-        ))
+        Some((RxToken(&self.rx_buf[..n]), TxToken(&mut self.tx_buf)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {

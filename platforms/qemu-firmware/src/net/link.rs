@@ -121,11 +121,15 @@ pub fn new<'a>(
         last_ready: None,
     };
     let ntp = SocketAddr::new(IpAddr::V4(BRIDGE), longlink_core::sntp::NTP_PORT);
-    Ok(
-        Driver::new(stack, now as fn() -> Instant, board, config, TestProtocol::default())?
-            .quirks(Quirks::SMOLTCP_NAL)
-            .with_wall_clock(Sntp::new(ntp, SntpConfig::default(), seed)),
-    )
+    Ok(Driver::new(
+        stack,
+        now as fn() -> Instant,
+        board,
+        config,
+        TestProtocol::default(),
+    )?
+    .quirks(Quirks::SMOLTCP_NAL)
+    .with_wall_clock(Sntp::new(ntp, SntpConfig::default(), seed)))
 }
 
 /// One step of the stack and the driver. Returns the driver's next

@@ -36,11 +36,8 @@ const TICK_MS: u64 = 10;
 
 /// A numbered message for the fault run: `lost-L-I;`.
 fn lost_message(buf: &mut [u8; 24], loss: u32, i: u32) -> &[u8] {
-    let mut n = 0;
-    for part in [&b"lost-"[..]] {
-        buf[..part.len()].copy_from_slice(part);
-        n = part.len();
-    }
+    buf[..5].copy_from_slice(b"lost-");
+    let mut n = 5;
     n += write_decimal(&mut buf[n..], loss);
     buf[n] = b'-';
     n += 1;
@@ -172,7 +169,11 @@ pub fn run() -> bool {
             hprintln!(
                 "[{:>7} ms] longlink: {}",
                 now,
-                if connected { "connected" } else { "connection lost" }
+                if connected {
+                    "connected"
+                } else {
+                    "connection lost"
+                }
             );
         }
         if was_connected && !connected {
