@@ -24,10 +24,13 @@
 // The `net` firmware drives device registers: its one `unsafe` module is
 // `net::hw`. Every other build forbids unsafe code outright.
 #![cfg_attr(
-    not(any(feature = "net", feature = "net-baseline")),
+    not(any(feature = "net", feature = "net-nic", feature = "net-stack")),
     forbid(unsafe_code)
 )]
-#![cfg_attr(any(feature = "net", feature = "net-baseline"), deny(unsafe_code))]
+#![cfg_attr(
+    any(feature = "net", feature = "net-nic", feature = "net-stack"),
+    deny(unsafe_code)
+)]
 
 use core::panic::PanicInfo;
 
@@ -43,7 +46,7 @@ mod scenario;
 #[cfg(feature = "product")]
 mod product;
 
-#[cfg(any(feature = "net", feature = "net-baseline"))]
+#[cfg(any(feature = "net", feature = "net-nic", feature = "net-stack"))]
 mod net;
 
 #[entry]
@@ -55,6 +58,10 @@ fn main() -> ! {
     let ok = scenario::run();
     #[cfg(feature = "net")]
     let ok = net::run();
+    #[cfg(all(feature = "net-stack", not(feature = "net")))]
+    let ok = net::size::stack();
+    #[cfg(all(feature = "net-nic", not(any(feature = "net", feature = "net-stack"))))]
+    let ok = net::size::nic();
     #[cfg(feature = "product")]
     let ok = product::run();
     #[cfg(all(feature = "baseline", not(feature = "product")))]
@@ -72,7 +79,12 @@ fn baseline() -> bool {
 /// The one line every size variant prints, depending on a value the
 /// compiler cannot see. No integer formatting: `core::fmt`'s number code is
 /// inlined differently in each variant, which would blur the difference.
-#[cfg(any(feature = "baseline", feature = "product"))]
+#[cfg(any(
+    feature = "baseline",
+    feature = "product",
+    feature = "net-nic",
+    feature = "net-stack"
+))]
 #[inline(never)]
 pub(crate) fn report(n: u32) {
     let line: &[u8] = if n == 0 {

@@ -10,7 +10,8 @@ use longlink_core::time::{Duration, Instant};
 use longlink_core::{Config, ConfigError, Remote, Status, TestProtocol, Transport};
 use longlink_nal::{Driver, Modem, NoDns, Quirks, Sntp};
 
-use super::board::{self, MilliClock, Settings};
+use super::board::{self, Settings};
+use super::clock::{self, MilliClock};
 use super::lan9118::{Lan9118, LinkControl};
 
 /// The bridge's side of the emulated link (TEST-NET-1).
@@ -26,7 +27,7 @@ pub type Link<'a> =
     Driver<Stack<'a>, fn() -> Instant, Board, TestProtocol, 512, 256, NoDns, Sntp<Stack<'a>>>;
 
 fn now() -> Instant {
-    Instant::from_millis(u64::from(board::millis()))
+    Instant::from_millis(u64::from(clock::millis()))
 }
 
 /// The modem, mapped onto the emulated Ethernet link: the network is up
@@ -51,7 +52,7 @@ impl Modem for Board {
             self.last_ready = Some(ready);
             hprintln!(
                 "[{:>7} ms] modem: network {}",
-                board::millis(),
+                clock::millis(),
                 if ready { "up" } else { "down" }
             );
         }
@@ -62,7 +63,7 @@ impl Modem for Board {
         self.link_resets += 1;
         hprintln!(
             "[{:>7} ms] modem: link reset (interface reset, like link.shut())",
-            board::millis()
+            clock::millis()
         );
         if self.ctl.reset().is_err() {
             hprintln!("modem: the NIC did not come back from its reset");
@@ -76,14 +77,14 @@ impl Modem for Board {
         }
         hprintln!(
             "[{:>7} ms] modem: radio {}",
-            board::millis(),
+            clock::millis(),
             if on { "on" } else { "off (flight mode)" }
         );
         self.ctl.set_radio(on);
     }
 
     fn on_status(&mut self, status: Status) {
-        board::led(status, board::millis());
+        board::led(status, clock::millis());
     }
 }
 

@@ -13,17 +13,27 @@
 //! until the driver's deadline, a 10 ms tick for smoltcp's timers, or a
 //! received frame.
 
+// The size variants (`net-nic`, `net-stack`) use only part of it.
+#![cfg_attr(not(feature = "net"), allow(dead_code, unused_imports))]
+
+#[cfg(feature = "net")]
 mod board;
+mod clock;
 mod hw;
 mod lan9118;
+#[cfg(feature = "net")]
 mod link;
+#[cfg(not(feature = "net"))]
+pub mod size;
 
 use cortex_m_semihosting::hprintln;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 
-use board::{MilliClock, Settings, Watchdog};
+#[cfg(feature = "net")]
+use board::{Settings, Watchdog};
+use clock::MilliClock;
 use lan9118::Lan9118;
 
 /// The firmware's MAC (locally administered) and address.
@@ -34,7 +44,76 @@ const WATCHDOG_MS: u32 = 2_000;
 /// Longest sleep: smoltcp's own timers (retransmits, delayed ACKs).
 const TICK_MS: u64 = 10;
 
+/// The firmware's socket buffers and storage, shared by `net` and the
+/// `net-stack` size variant.
+#[cfg(any(feature = "net", feature = "net-stack"))]
+pub struct Buffers<'a> {
+    storage: [SocketStorage<'a>; 3],
+    tcp_rx: [u8; 1024],
+    tcp_tx: [u8; 1024],
+    udp_meta: [[udp::PacketMetadata; 4]; 2],
+    udp_rx: [[u8; 512]; 2],
+    udp_meta_tx: [[udp::PacketMetadata; 4]; 2],
+    udp_tx: [[u8; 512]; 2],
+}
+
+#[cfg(any(feature = "net", feature = "net-stack"))]
+impl Buffers<'_> {
+    /// Empty buffers.
+    pub fn new() -> Self {
+        Buffers {
+            storage: Default::default(),
+            tcp_rx: [0; 1024],
+            tcp_tx: [0; 1024],
+            udp_meta: [[udp::PacketMetadata::EMPTY; 4]; 2],
+            udp_rx: [[0; 512]; 2],
+            udp_meta_tx: [[udp::PacketMetadata::EMPTY; 4]; 2],
+            udp_tx: [[0; 512]; 2],
+        }
+    }
+}
+
+/// The smoltcp interface on `nic` at 192.0.2.2/24 behind smoltcp-nal, with
+/// one TCP socket (the session) and two UDP (the session, SNTP).
+#[cfg(any(feature = "net", feature = "net-stack"))]
+pub fn stack<'a>(
+    mut nic: Lan9118,
+    b: &'a mut Buffers<'a>,
+    seed: u64,
+) -> smoltcp_nal::NetworkStack<'a, Lan9118, MilliClock> {
+    let mut iface_config = IfaceConfig::new(EthernetAddress(MAC).into());
+    iface_config.random_seed = seed;
+    let mut iface = Interface::new(
+        iface_config,
+        &mut nic,
+        smoltcp::time::Instant::from_millis(0),
+    );
+    iface.update_ip_addrs(|addrs| {
+        let [a, b, c, d] = ADDRESS;
+        let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), 24));
+    });
+    let mut sockets = SocketSet::new(&mut b.storage[..]);
+    sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(&mut b.tcp_rx[..]),
+        tcp::SocketBuffer::new(&mut b.tcp_tx[..]),
+    ));
+    let [m0, m1] = &mut b.udp_meta;
+    let [r0, r1] = &mut b.udp_rx;
+    let [mt0, mt1] = &mut b.udp_meta_tx;
+    let [t0, t1] = &mut b.udp_tx;
+    for (meta, rx, meta_tx, tx) in [(m0, r0, mt0, t0), (m1, r1, mt1, t1)] {
+        sockets.add(udp::Socket::new(
+            udp::PacketBuffer::new(&mut meta[..], &mut rx[..]),
+            udp::PacketBuffer::new(&mut meta_tx[..], &mut tx[..]),
+        ));
+    }
+    let mut stack = smoltcp_nal::NetworkStack::new(iface, nic, sockets, MilliClock);
+    stack.seed_random_port(&seed.to_le_bytes());
+    stack
+}
+
 /// A numbered message for the fault run: `lost-L-I;`.
+#[cfg(feature = "net")]
 fn lost_message(buf: &mut [u8; 24], loss: u32, i: u32) -> &[u8] {
     buf[..5].copy_from_slice(b"lost-");
     let mut n = 5;
@@ -46,6 +125,7 @@ fn lost_message(buf: &mut [u8; 24], loss: u32, i: u32) -> &[u8] {
     &buf[..n + 1]
 }
 
+#[cfg(feature = "net")]
 fn write_decimal(out: &mut [u8], mut v: u32) -> usize {
     let mut digits = [0u8; 10];
     let mut len = 0;
@@ -64,18 +144,14 @@ fn write_decimal(out: &mut [u8], mut v: u32) -> usize {
 }
 
 /// Runs the firmware; returns the verdict when `run=` elapsed.
+#[cfg(feature = "net")]
 pub fn run() -> bool {
     let Some(cp) = cortex_m::Peripherals::take() else {
         return false;
     };
-    board::start_clock(cp.SYST);
+    clock::start_clock(cp.SYST);
     let settings = Settings::from_command_line();
     hprintln!("longlink net firmware: {:?}", settings);
-    hprintln!(
-        "size_of: Lan9118 {} B; Link (driver + core + SNTP over smoltcp-nal) {} B",
-        core::mem::size_of::<Lan9118>(),
-        core::mem::size_of::<link::Link<'static>>()
-    );
 
     let mut dog = Watchdog::start(WATCHDOG_MS);
     hprintln!(
@@ -89,7 +165,7 @@ pub fn run() -> bool {
         WATCHDOG_MS
     );
 
-    let (mut nic, ctl) = match Lan9118::new(MAC) {
+    let (nic, ctl) = match Lan9118::new(MAC) {
         Ok(n) => n,
         Err(e) => {
             hprintln!("lan9118: {:?}", e);
@@ -104,44 +180,18 @@ pub fn run() -> bool {
     );
 
     // A seed from the clock: only the ports and SNTP nonces depend on it.
-    let seed = 0x5eed_0000_0000 ^ u64::from(board::millis());
-    let mut iface_config = IfaceConfig::new(EthernetAddress(MAC).into());
-    iface_config.random_seed = seed;
-    let mut iface = Interface::new(
-        iface_config,
-        &mut nic,
-        smoltcp::time::Instant::from_millis(0),
+    let seed = 0x5eed_0000_0000 ^ u64::from(clock::millis());
+    let mut buffers = Buffers::new();
+    hprintln!(
+        "size_of: NIC driver (Lan9118) {} B; stack (NetworkStack without the NIC {} B + socket buffers {} B) {} B; longlink (Driver + Connection<TestProtocol, 512, 256> + Sntp) {} B",
+        core::mem::size_of::<Lan9118>(),
+        core::mem::size_of::<link::Stack<'static>>() - core::mem::size_of::<Lan9118>(),
+        core::mem::size_of::<Buffers<'static>>(),
+        core::mem::size_of::<link::Stack<'static>>() - core::mem::size_of::<Lan9118>()
+            + core::mem::size_of::<Buffers<'static>>(),
+        core::mem::size_of::<link::Link<'static>>() - core::mem::size_of::<link::Stack<'static>>(),
     );
-    iface.update_ip_addrs(|addrs| {
-        let [a, b, c, d] = ADDRESS;
-        let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), 24));
-    });
-
-    // One TCP socket (the session), two UDP (the session, SNTP).
-    let mut storage: [SocketStorage<'_>; 3] = Default::default();
-    let mut tcp_rx = [0u8; 1024];
-    let mut tcp_tx = [0u8; 1024];
-    let mut udp_meta = [[udp::PacketMetadata::EMPTY; 4]; 2];
-    let mut udp_rx = [[0u8; 512]; 2];
-    let mut udp_meta_tx = [[udp::PacketMetadata::EMPTY; 4]; 2];
-    let mut udp_tx = [[0u8; 512]; 2];
-    let mut sockets = SocketSet::new(&mut storage[..]);
-    sockets.add(tcp::Socket::new(
-        tcp::SocketBuffer::new(&mut tcp_rx[..]),
-        tcp::SocketBuffer::new(&mut tcp_tx[..]),
-    ));
-    let [m0, m1] = &mut udp_meta;
-    let [r0, r1] = &mut udp_rx;
-    let [mt0, mt1] = &mut udp_meta_tx;
-    let [t0, t1] = &mut udp_tx;
-    for (meta, rx, meta_tx, tx) in [(m0, r0, mt0, t0), (m1, r1, mt1, t1)] {
-        sockets.add(udp::Socket::new(
-            udp::PacketBuffer::new(&mut meta[..], &mut rx[..]),
-            udp::PacketBuffer::new(&mut meta_tx[..], &mut tx[..]),
-        ));
-    }
-    let mut stack = smoltcp_nal::NetworkStack::new(iface, nic, sockets, MilliClock);
-    stack.seed_random_port(&seed.to_le_bytes());
+    let stack = stack(nic, &mut buffers, seed);
 
     let mut link = match link::new(stack, ctl, &settings, seed) {
         Ok(l) => l,
@@ -158,7 +208,7 @@ pub fn run() -> bool {
     loop {
         let next = link::poll(&mut link);
         dog.feed();
-        let now = board::millis();
+        let now = clock::millis();
 
         if !synced && link::clock_synced(&link) {
             synced = true;
@@ -208,7 +258,7 @@ pub fn run() -> bool {
         // Sleep until the deadline, the tick, or a frame.
         let now64 = u64::from(now);
         let wake = next.map_or(now64 + TICK_MS, |d| d.min(now64 + TICK_MS));
-        while u64::from(board::millis()) < wake && !Lan9118::rx_pending() {
+        while u64::from(clock::millis()) < wake && !Lan9118::rx_pending() {
             cortex_m::asm::wfi();
         }
     }
