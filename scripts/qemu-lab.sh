@@ -7,6 +7,7 @@
 #
 #   scripts/qemu-lab.sh [--udp] [--heartbeat DUR] [--retry-delay DUR] [HOST:PORT]
 #   scripts/qemu-lab.sh --fault [--udp] [--heartbeat DUR] [--retry-delay DUR]
+#   scripts/qemu-lab.sh --modem-rows
 #
 # Without HOST:PORT: starts `longlink lab --check` on loopback, runs the
 # firmware against it and exits with the check's verdict.
@@ -16,6 +17,13 @@
 # bridge pulls the link (drops every frame) for longer than the firmware's
 # idle timeout, restores it, and passes only if the messages the firmware
 # queued when it noticed the loss reach the server once each, in order.
+# --modem-rows (TCP): the tutorial's flight-mode and link-reset rows on the
+# firmware path, with short timings (network wait 3s, flight mode 2s,
+# connect timeout 2s, retry 2s): QEMU starts with the PHY link down (the
+# bridge's `set_link` on QEMU's monitor, loopback TCP) for 7s, then the
+# bridge refuses connects for 20s more; the firmware must cycle its radio,
+# reset the link after 5 failed connects, connect, and says so in its exit
+# code.
 #
 # QEMU's only contact with the host is a UDP socket pair on 127.0.0.1
 # (-netdev dgram). Builds what it needs; installs qemu-system-arm if missing.
@@ -28,6 +36,7 @@ udp=""
 heartbeat=10s
 retry=5s
 fault=""
+rows=""
 target=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --heartbeat) heartbeat=$2; shift ;;
     --retry-delay) retry=$2; shift ;;
     --fault) fault=1 ;;
+    --modem-rows) rows=1 ;;
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "qemu-lab: unknown option $1" >&2; exit 2 ;;
     *) target=$1 ;;
@@ -54,7 +64,7 @@ hb_ms=$(ms "$heartbeat")
 retry_ms=$(ms "$retry")
 
 if [[ -n $target ]]; then
-  [[ -z $fault ]] || { echo "qemu-lab: --fault runs against its own lab, not $target" >&2; exit 2; }
+  [[ -z $fault$rows ]] || { echo "qemu-lab: --fault/--modem-rows run against their own lab, not $target" >&2; exit 2; }
   host=${target%:*}
   port=${target##*:}
   [[ $host == localhost ]] && host=127.0.0.1
@@ -78,11 +88,11 @@ ELF=$FW_TARGET/thumbv7em-none-eabihf/release/longlink-qemu-firmware
 BRIDGE=$HOST_TARGET/release/qemu-bridge
 LONGLINK=$HOST_TARGET/release/longlink
 
-# Three free loopback ports: QEMU's end, the bridge's end, the lab.
-read -r qport bport lport < <(python3 - <<'PY'
+# Free loopback ports: QEMU's end, the bridge's end, the lab, QEMU's monitor.
+read -r qport bport lport mport < <(python3 - <<'PY'
 import socket
 socks = []
-for kind in (socket.SOCK_DGRAM, socket.SOCK_DGRAM, socket.SOCK_STREAM):
+for kind in (socket.SOCK_DGRAM, socket.SOCK_DGRAM, socket.SOCK_STREAM, socket.SOCK_STREAM):
     s = socket.socket(socket.AF_INET, kind)
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -116,6 +126,11 @@ if [[ -n $fault ]]; then
   bridge_args+=(--pull-at 6s --pull-for "${pull_ms}ms"
     --expect "lost-1-1;,lost-1-2;,lost-1-3;" --forbid "lost-2-"
     --seconds "${QEMU_SECONDS:-300}")
+elif [[ -n $rows ]]; then
+  [[ -z $udp ]] || { echo "qemu-lab: --modem-rows is TCP only (a UDP connect cannot be refused)" >&2; exit 2; }
+  fw_args=("longlink" tcp "heartbeat=$hb_ms" retry=2000 network-wait=3000 flight=2000
+    connect=2000 "idle=$(( hb_ms * 4 + 20000 ))" rows run=40000)
+  bridge_args+=(--monitor "127.0.0.1:$mport" --link-down-for 7s --refuse-for 27s --seconds 60)
 else
   # Long enough for the lab's quiet spells (it only speaks in the check's
   # request steps); the smoltcp-nal path needs one (see longlink-nal Quirks).
@@ -125,8 +140,10 @@ fi
 semi="enable=on,target=native"
 for a in "${fw_args[@]}"; do semi+=",arg=$a"; done
 
+monitor=(-monitor none)
+[[ -n $rows ]] && monitor=(-S -monitor "tcp:127.0.0.1:$mport,server=on,wait=off")
 start_qemu() {
-  qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none -serial none \
+  qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic "${monitor[@]}" -serial none \
     -no-reboot -semihosting-config "$semi" \
     -netdev "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$qport,remote.type=inet,remote.host=127.0.0.1,remote.port=$bport" \
     -net nic,netdev=n0,model=lan9118 \
@@ -169,6 +186,23 @@ if [[ -n $fault ]]; then
   grep -q "connection lost" "$LOG/firmware.log" || verdict=1
   show_logs
   echo "qemu-lab: fault run ($transport) $([[ $verdict == 0 ]] && echo PASSED || echo FAILED) in ${SECONDS}s"
+  exit "$verdict"
+fi
+
+if [[ -n $rows ]]; then
+  "$LONGLINK" lab --listen "127.0.0.1:$lport" >"$LOG/lab.log" 2>&1 &
+  pids+=($!)
+  start_qemu
+  qemu_pid=${pids[-1]}
+  sleep 0.3
+  "$BRIDGE" "${bridge_args[@]}" >"$LOG/bridge.log" 2>&1 &
+  pids+=($!)
+  verdict=0
+  # The firmware's semihosting exit code is the verdict.
+  timeout "${QEMU_SECONDS:-300}" tail --pid="$qemu_pid" -f /dev/null || verdict=124
+  wait "$qemu_pid" || verdict=$?
+  show_logs
+  echo "qemu-lab: modem rows (flight mode, link reset) $([[ $verdict == 0 ]] && echo PASSED || echo "FAILED ($verdict)") in ${SECONDS}s"
   exit "$verdict"
 fi
 

@@ -63,6 +63,18 @@ struct Args {
     /// With --expect: messages that must never reach the server.
     #[arg(long, value_delimiter = ',')]
     forbid: Vec<String>,
+    /// QEMU's monitor (`-monitor tcp:127.0.0.1:PORT,server,nowait -S`): the
+    /// bridge pulls the PHY's link there for --link-down-for, then resumes
+    /// the machine (`cont`).
+    #[arg(long, value_parser = loopback)]
+    monitor: Option<SocketAddr>,
+    /// With --monitor: how long the PHY reports no link from boot.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    link_down_for: Duration,
+    /// Answer the firmware's connects with RST (no listener) for this long
+    /// from start: refused connects, towards the link reset.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    refuse_for: Duration,
     /// Stop after this long (exit 1 in a --expect run, else 0).
     #[arg(long, value_parser = parse_duration)]
     seconds: Option<Duration>,
@@ -303,6 +315,40 @@ struct Bridge {
     first_session: Option<Instant>,
     ledger: Ledger,
     sntp_answers: u32,
+    refused_logged: bool,
+    accepting_logged: bool,
+}
+
+/// QEMU's human monitor over loopback TCP.
+struct Monitor(TcpStream);
+
+impl Monitor {
+    fn connect(addr: SocketAddr) -> std::io::Result<Monitor> {
+        let mut last = None;
+        for _ in 0..50 {
+            match TcpStream::connect(addr) {
+                Ok(s) => {
+                    s.set_nonblocking(true)?;
+                    return Ok(Monitor(s));
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| ErrorKind::TimedOut.into()))
+    }
+
+    fn command(&mut self, cmd: &str) -> std::io::Result<()> {
+        self.0.write_all(format!("{cmd}\n").as_bytes())?;
+        self.drain();
+        Ok(())
+    }
+
+    /// Reads and drops what the monitor printed.
+    fn drain(&mut self) {
+        let mut buf = [0u8; 1024];
+        while matches!(self.0.read(&mut buf), Ok(n) if n > 0) {}
+    }
 }
 
 impl Bridge {
@@ -340,7 +386,19 @@ impl Bridge {
             .sessions
             .iter()
             .any(|s| sockets.get::<tcp::Socket>(s.handle).is_listening());
-        if !listening {
+        let refusing = self.start.elapsed() < self.args.refuse_for;
+        if refusing && !self.refused_logged {
+            self.refused_logged = true;
+            self.log(&format!(
+                "refusing connects (RST) for {:?}",
+                self.args.refuse_for
+            ));
+        }
+        if !refusing && self.refused_logged && !self.accepting_logged {
+            self.accepting_logged = true;
+            self.log("accepting connects again");
+        }
+        if !listening && !refusing {
             if let Some(handle) = Self::new_listener(sockets) {
                 self.sessions.push(TcpSession {
                     handle,
@@ -610,7 +668,32 @@ fn main() -> ExitCode {
         first_session: None,
         ledger: Ledger::default(),
         sntp_answers: 0,
+        refused_logged: false,
+        accepting_logged: false,
     };
+    let mut monitor = None;
+    if let Some(addr) = bridge.args.monitor {
+        let mut m = match Monitor::connect(addr) {
+            Ok(m) => m,
+            Err(e) => {
+                bridge.log(&format!("cannot reach QEMU's monitor at {addr}: {e}"));
+                return ExitCode::from(2);
+            }
+        };
+        let down = !bridge.args.link_down_for.is_zero();
+        let ok = (!down || m.command("set_link n0 off").is_ok()) && m.command("cont").is_ok();
+        if !ok {
+            bridge.log("QEMU's monitor did not take the commands");
+            return ExitCode::from(2);
+        }
+        if down {
+            bridge.log(&format!(
+                "PHY link DOWN (QEMU set_link) for {:?}",
+                bridge.args.link_down_for
+            ));
+            monitor = Some(m);
+        }
+    }
     let mut pulled_at: Option<Instant> = None;
     let mut restored = false;
     loop {
@@ -623,6 +706,18 @@ fn main() -> ExitCode {
             bridge.tcp(&mut sockets);
         }
         iface.poll(smoltcp::time::Instant::now(), &mut wire, &mut sockets);
+
+        if let Some(m) = monitor.as_mut() {
+            m.drain();
+            if now - start >= bridge.args.link_down_for {
+                if m.command("set_link n0 on").is_err() {
+                    bridge.log("QEMU's monitor went away");
+                    return ExitCode::from(2);
+                }
+                bridge.log("PHY link UP (QEMU set_link)");
+                monitor = None;
+            }
+        }
 
         // The fault: pull the link, then restore it.
         if let (Some(at), Some(first)) = (bridge.args.pull_at, bridge.first_session) {

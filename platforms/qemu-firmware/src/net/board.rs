@@ -53,7 +53,7 @@ impl Watchdog {
 
 /// The run's settings, from the semihosting command line
 /// (`-semihosting-config enable=on,arg=longlink,arg=udp,arg=heartbeat=2000`):
-/// words `udp`, `fault`, and `key=milliseconds` for `heartbeat`, `retry`,
+/// words `udp`, `fault`, `rows`, and `key=milliseconds` for `heartbeat`, `retry`,
 /// `idle`, `connect`, `network-wait`, `flight`, `run`.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -62,6 +62,9 @@ pub struct Settings {
     /// Queue numbered messages each time the connection is lost (the fault
     /// run checks they arrive once, in order).
     pub queue_on_loss: bool,
+    /// At `run=`, pass only if the flight-mode and link-reset rows ran
+    /// (radio turned off and on, the link reset) and the connection is up.
+    pub expect_rows: bool,
     /// Heartbeat interval.
     pub heartbeat_ms: u32,
     /// Pause between connect attempts.
@@ -85,6 +88,7 @@ impl Default for Settings {
         Settings {
             udp: false,
             queue_on_loss: false,
+            expect_rows: false,
             heartbeat_ms: 10_000,
             retry_ms: 5_000,
             idle_ms: 60_000,
@@ -117,6 +121,10 @@ impl Settings {
                 }
                 "fault" => {
                     s.queue_on_loss = true;
+                    continue;
+                }
+                "rows" => {
+                    s.expect_rows = true;
                     continue;
                 }
                 "longlink" => continue,

@@ -163,6 +163,12 @@ pub fn clock_synced(link: &Link<'_>) -> bool {
     link.connection().unix_time_ms(now()).is_some()
 }
 
+/// Radio-off phases and link resets so far.
+pub fn modem_counts(link: &mut Link<'_>) -> (u32, u32) {
+    let m = link.modem_mut();
+    (m.radio_offs, m.link_resets)
+}
+
 /// One line of counters.
 pub fn report(link: &mut Link<'_>) {
     let st = *link.connection().stats();

@@ -252,7 +252,19 @@ pub fn run() -> bool {
         if settings.run_ms != 0 && now >= settings.run_ms {
             link::report(&mut link);
             hprintln!("watchdog: fed {} times", dog.feeds());
-            return true;
+            if !settings.expect_rows {
+                return true;
+            }
+            let (radio_offs, link_resets) = link::modem_counts(&mut link);
+            let rows = [
+                ("flight mode: radio off, then on again", radio_offs >= 1),
+                ("5 failed connects: link reset", link_resets >= 1),
+                ("connected after both", connected),
+            ];
+            for (what, ok) in rows {
+                hprintln!("{}  {}", if ok { "PASS" } else { "FAIL" }, what);
+            }
+            return rows.iter().all(|(_, ok)| *ok);
         }
 
         // Sleep until the deadline, the tick, or a frame.
