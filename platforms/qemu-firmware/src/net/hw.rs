@@ -16,6 +16,10 @@ pub struct Reg(usize);
 const LAN9118_BASE: usize = 0x4020_0000;
 /// Size of the LAN9118 register window.
 const LAN9118_SIZE: usize = 0x100;
+/// Base of CMSDK APB timer 0 on mps2-an385/an386.
+const TIMER0_BASE: usize = 0x4000_0000;
+/// Size of the timer's register window.
+const TIMER0_SIZE: usize = 0x1000;
 /// Base of the CMSDK APB watchdog on mps2-an385/an386.
 const WATCHDOG_BASE: usize = 0x4000_8000;
 /// Size of the watchdog's register window.
@@ -26,6 +30,12 @@ impl Reg {
     pub const fn lan9118(offset: usize) -> Reg {
         assert!(offset < LAN9118_SIZE && offset & 3 == 0);
         Reg(LAN9118_BASE + offset)
+    }
+
+    /// The timer-0 register at `offset` (word aligned, inside the block).
+    pub const fn timer0(offset: usize) -> Reg {
+        assert!(offset < TIMER0_SIZE && offset & 3 == 0);
+        Reg(TIMER0_BASE + offset)
     }
 
     /// The watchdog register at `offset` (word aligned, inside the block).
