@@ -128,7 +128,8 @@ if [[ -n $fault ]]; then
     --seconds "${QEMU_SECONDS:-300}")
 elif [[ -n $rows ]]; then
   [[ -z $udp ]] || { echo "qemu-lab: --modem-rows is TCP only (a UDP connect cannot be refused)" >&2; exit 2; }
-  fw_args=("longlink" tcp "heartbeat=$hb_ms" retry=2000 network-wait=3000 flight=2000
+  retry_ms=2000
+  fw_args=("longlink" tcp "heartbeat=$hb_ms" "retry=$retry_ms" network-wait=3000 flight=2000
     connect=2000 "idle=$(( hb_ms * 4 + 20000 ))" rows run=40000)
   bridge_args+=(--monitor "127.0.0.1:$mport" --link-down-for 7s --refuse-for 27s --seconds 60)
 else

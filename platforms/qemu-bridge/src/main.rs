@@ -672,6 +672,7 @@ fn main() -> ExitCode {
         accepting_logged: false,
     };
     let mut monitor = None;
+    let mut link_up_sent = false;
     if let Some(addr) = bridge.args.monitor {
         let mut m = match Monitor::connect(addr) {
             Ok(m) => m,
@@ -691,8 +692,10 @@ fn main() -> ExitCode {
                 "PHY link DOWN (QEMU set_link) for {:?}",
                 bridge.args.link_down_for
             ));
-            monitor = Some(m);
+        } else {
+            link_up_sent = true;
         }
+        monitor = Some(m);
     }
     let mut pulled_at: Option<Instant> = None;
     let mut restored = false;
@@ -708,14 +711,16 @@ fn main() -> ExitCode {
         iface.poll(smoltcp::time::Instant::now(), &mut wire, &mut sockets);
 
         if let Some(m) = monitor.as_mut() {
+            // Kept open to the end: closing it could drop a command QEMU
+            // has not read yet.
             m.drain();
-            if now - start >= bridge.args.link_down_for {
+            if !link_up_sent && now - start >= bridge.args.link_down_for {
+                link_up_sent = true;
                 if m.command("set_link n0 on").is_err() {
                     bridge.log("QEMU's monitor went away");
                     return ExitCode::from(2);
                 }
                 bridge.log("PHY link UP (QEMU set_link)");
-                monitor = None;
             }
         }
 
