@@ -8,6 +8,7 @@
 #   scripts/qemu-lab.sh [--udp] [--heartbeat DUR] [--retry-delay DUR] [HOST:PORT]
 #   scripts/qemu-lab.sh --fault [--udp] [--heartbeat DUR] [--retry-delay DUR]
 #   scripts/qemu-lab.sh --modem-rows
+#   scripts/qemu-lab.sh --watchdog
 #
 # Without HOST:PORT: starts `longlink lab --check` on loopback, runs the
 # firmware against it and exits with the check's verdict.
@@ -24,6 +25,10 @@
 # bridge refuses connects for 20s more; the firmware must cycle its radio,
 # reset the link after 5 failed connects, connect, and says so in its exit
 # code.
+# --watchdog: the firmware stops feeding the (emulated CMSDK) watchdog after
+# 3s; passes if the watchdog barks (NMI) and then resets the machine
+# (QEMU runs with -no-reboot, so the reset ends it) long before the
+# firmware's own 20s end.
 #
 # QEMU's only contact with the host is a UDP socket pair on 127.0.0.1
 # (-netdev dgram). Builds what it needs; installs qemu-system-arm if missing.
@@ -37,6 +42,7 @@ heartbeat=10s
 retry=5s
 fault=""
 rows=""
+dog=""
 target=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -45,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --retry-delay) retry=$2; shift ;;
     --fault) fault=1 ;;
     --modem-rows) rows=1 ;;
+    --watchdog) dog=1 ;;
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "qemu-lab: unknown option $1" >&2; exit 2 ;;
     *) target=$1 ;;
@@ -155,6 +162,21 @@ show_logs() {
   echo "--- firmware (semihosting) ---"; cat "$LOG/firmware.log"
   echo "--- bridge ---"; cat "$LOG/bridge.log"
 }
+
+if [[ -n $dog ]]; then
+  SECONDS=0
+  timeout 60 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none -serial none \
+    -no-reboot -semihosting-config "enable=on,target=native,arg=longlink,arg=hang=3000,arg=run=20000" \
+    -kernel "$ELF" >"$LOG/firmware.log" 2>&1 || true
+  cat "$LOG/firmware.log"
+  if grep -q "watchdog: bark" "$LOG/firmware.log" && ! grep -q "^PASS" "$LOG/firmware.log" &&
+    ((SECONDS < 15)); then
+    echo "qemu-lab: watchdog PASSED: barked and reset the machine ${SECONDS}s after boot"
+    exit 0
+  fi
+  echo "qemu-lab: watchdog FAILED (no bark, or no reset before the firmware's end)"
+  exit 1
+fi
 
 echo "qemu-lab: $transport, heartbeat ${hb_ms}ms, retry ${retry_ms}ms; QEMU udp 127.0.0.1:$qport <-> bridge 127.0.0.1:$bport -> server 127.0.0.1:$lport; logs in $LOG" >&2
 SECONDS=0

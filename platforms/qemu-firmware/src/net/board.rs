@@ -54,7 +54,7 @@ impl Watchdog {
 /// The run's settings, from the semihosting command line
 /// (`-semihosting-config enable=on,arg=longlink,arg=udp,arg=heartbeat=2000`):
 /// words `udp`, `fault`, `rows`, and `key=milliseconds` for `heartbeat`, `retry`,
-/// `idle`, `connect`, `network-wait`, `flight`, `run`.
+/// `idle`, `connect`, `network-wait`, `flight`, `run`, `hang`.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// UDP instead of TCP.
@@ -79,6 +79,9 @@ pub struct Settings {
     pub flight_ms: u32,
     /// Stop (PASS) after this long; 0: run until QEMU is stopped.
     pub run_ms: u32,
+    /// Stop feeding the watchdog after this long (0: never): the watchdog
+    /// check.
+    pub hang_ms: u32,
 }
 
 impl Default for Settings {
@@ -96,6 +99,7 @@ impl Default for Settings {
             network_wait_ms: 300_000,
             flight_ms: 20_000,
             run_ms: 0,
+            hang_ms: 0,
         }
     }
 }
@@ -135,6 +139,7 @@ impl Settings {
                 "network-wait" => &mut s.network_wait_ms,
                 "flight" => &mut s.flight_ms,
                 "run" => &mut s.run_ms,
+                "hang" => &mut s.hang_ms,
                 _ => {
                     hprintln!("settings: ignored {:?}", word);
                     continue;

@@ -249,6 +249,15 @@ pub fn run() -> bool {
             last_report = now;
             link::report(&mut link);
         }
+        if settings.hang_ms != 0 && now >= settings.hang_ms {
+            hprintln!(
+                "[{:>7} ms] app: the main loop hangs (no more watchdog feeds)",
+                now
+            );
+            loop {
+                cortex_m::asm::wfi();
+            }
+        }
         if settings.run_ms != 0 && now >= settings.run_ms {
             link::report(&mut link);
             hprintln!("watchdog: fed {} times", dog.feeds());
