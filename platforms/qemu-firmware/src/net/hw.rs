@@ -91,3 +91,57 @@ pub fn command_line(buf: &mut [u8]) -> usize {
 unsafe fn NonMaskableInt() {
     cortex_m_semihosting::hprintln!("watchdog: bark (the main loop stopped feeding it)");
 }
+
+/// The pattern [`paint_stack`] writes.
+const PAINT: u32 = 0x5afe_57ac;
+/// How much of the stack below the painter is measured.
+const PAINT_WINDOW: usize = 64 * 1024;
+
+/// Where painting started and ended (0: not painted).
+static PAINTED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Fills up to 64 KiB of unused stack below the caller with a pattern, so
+/// that [`stack_peak`] can later find how deep the stack went. Call first
+/// thing, before any interrupt is enabled.
+pub fn paint_stack() {
+    let sp = cortex_m::register::msp::read() as usize;
+    // Leave the caller's own frame and a margin alone.
+    let top = (sp - 256) & !3;
+    let bottom = top
+        .saturating_sub(PAINT_WINDOW)
+        .max(cortex_m_rt::heap_start() as usize);
+    let mut a = bottom;
+    while a < top {
+        // SAFETY: [bottom, top) lies between the end of the statics
+        // (`heap_start`) and 256 bytes below the current stack pointer:
+        // RAM that no Rust object occupies yet (the stack grows into it
+        // later) and, with no interrupt enabled, nothing else writes.
+        unsafe { core::ptr::write_volatile(a as *mut u32, PAINT) };
+        a += 4;
+    }
+    PAINTED.store(bottom, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The deepest the stack has gone since [`paint_stack`], in bytes from the
+/// top of RAM (the stack's start), or `None` when not painted. Saturates at
+/// the painted window (then the true peak is larger).
+pub fn stack_peak() -> Option<usize> {
+    let bottom = PAINTED.load(core::sync::atomic::Ordering::Relaxed);
+    if bottom == 0 {
+        return None;
+    }
+    let mut a = bottom;
+    loop {
+        // SAFETY: `a` is word aligned and inside the painted window, which
+        // is RAM below the live stack (or the stack itself once it grew
+        // there); a volatile read of it has no side effect and its value is
+        // only compared.
+        let v = unsafe { core::ptr::read_volatile(a as *const u32) };
+        if v != PAINT {
+            break;
+        }
+        a += 4;
+    }
+    // cortex-m-rt puts the initial stack pointer at the top of RAM.
+    Some(0x2000_0000 + 4 * 1024 * 1024 - a)
+}

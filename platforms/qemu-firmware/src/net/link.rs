@@ -175,7 +175,7 @@ pub fn report(link: &mut Link<'_>) {
     let nic = super::lan9118::stats();
     let modem = link.modem_mut();
     hprintln!(
-        "stats: {} connects, {} connect failures, {} heartbeats, {} msgs in, {} out, {} link resets, {} radio-offs; nic rx {} tx {} dropped {}",
+        "stats: {} connects, {} connect failures, {} heartbeats, {} msgs in, {} out, {} link resets, {} radio-offs; nic rx {} tx {} dropped {}; stack peak {} B",
         st.connects,
         st.connect_failures,
         st.heartbeats_sent,
@@ -185,6 +185,7 @@ pub fn report(link: &mut Link<'_>) {
         modem.radio_offs,
         nic.rx,
         nic.tx,
-        nic.dropped
+        nic.dropped,
+        super::hw::stack_peak().unwrap_or(0)
     );
 }

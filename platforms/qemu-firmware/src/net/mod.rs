@@ -146,6 +146,7 @@ fn write_decimal(out: &mut [u8], mut v: u32) -> usize {
 /// Runs the firmware; returns the verdict when `run=` elapsed.
 #[cfg(feature = "net")]
 pub fn run() -> bool {
+    hw::paint_stack();
     let Some(cp) = cortex_m::Peripherals::take() else {
         return false;
     };
@@ -225,6 +226,7 @@ pub fn run() -> bool {
                     "connection lost"
                 }
             );
+            link::report(&mut link);
         }
         if was_connected && !connected {
             losses += 1;
