@@ -181,15 +181,16 @@ fi
 echo "qemu-lab: $transport, heartbeat ${hb_ms}ms, retry ${retry_ms}ms; QEMU udp 127.0.0.1:$qport <-> bridge 127.0.0.1:$bport -> server 127.0.0.1:$lport; logs in $LOG" >&2
 SECONDS=0
 if [[ -n $target ]]; then
-  "$BRIDGE" "${bridge_args[@]}" 2>&1 | tee "$LOG/bridge.log" >&2 &
+  "$BRIDGE" "${bridge_args[@]}" >"$LOG/bridge.log" 2>&1 &
   pids+=($!)
   start_qemu
-  tail -f "$LOG/firmware.log" &
+  qemu_pid=${pids[-1]}
+  tail -n +1 -f "$LOG/bridge.log" "$LOG/firmware.log" &
   pids+=($!)
   if [[ -n ${QEMU_SECONDS:-} ]]; then
     sleep "$QEMU_SECONDS"
   else
-    wait "${pids[1]}"
+    wait "$qemu_pid" || true
   fi
   exit 0
 fi
