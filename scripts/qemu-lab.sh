@@ -5,7 +5,7 @@
 # answers ARP and SNTP on 192.0.2.1 and forwards the session to a server on
 # 127.0.0.1.
 #
-#   scripts/qemu-lab.sh [--udp] [--heartbeat DUR] [--retry-delay DUR] [HOST:PORT]
+#   scripts/qemu-lab.sh [--udp | --async] [--heartbeat DUR] [--retry-delay DUR] [HOST:PORT]
 #   scripts/qemu-lab.sh --fault [--udp] [--heartbeat DUR] [--retry-delay DUR]
 #   scripts/qemu-lab.sh --modem-rows
 #   scripts/qemu-lab.sh --watchdog
@@ -30,6 +30,9 @@
 # (QEMU runs with -no-reboot, so the reset ends it) long before the
 # firmware's own 20s end.
 #
+# --async (with any mode but --watchdog and --udp): the firmware variant on
+# embassy-net with longlink-nal-async instead (`--features net-async`, TCP).
+#
 # QEMU's only contact with the host is a UDP socket pair on 127.0.0.1
 # (-netdev dgram). Builds what it needs; installs qemu-system-arm if missing.
 # Every run is time-limited (QEMU_SECONDS, default 300 for the verdict runs).
@@ -43,6 +46,7 @@ retry=5s
 fault=""
 rows=""
 dog=""
+async=""
 target=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -52,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --fault) fault=1 ;;
     --modem-rows) rows=1 ;;
     --watchdog) dog=1 ;;
+    --async) async=1 ;;
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "qemu-lab: unknown option $1" >&2; exit 2 ;;
     *) target=$1 ;;
@@ -70,6 +75,10 @@ ms() { # DUR (ms, s, m) -> milliseconds
 hb_ms=$(ms "$heartbeat")
 retry_ms=$(ms "$retry")
 
+if [[ -n $async && -n $udp ]]; then
+  echo "qemu-lab: --async is TCP only (embassy-net has no embedded-nal-async UDP)" >&2
+  exit 2
+fi
 if [[ -n $target ]]; then
   [[ -z $fault$rows ]] || { echo "qemu-lab: --fault/--modem-rows run against their own lab, not $target" >&2; exit 2; }
   host=${target%:*}
@@ -87,8 +96,14 @@ rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || true
 
 echo "qemu-lab: building the firmware, the bridge and longlink" >&2
 FW_TARGET=${QEMU_FW_TARGET_DIR:-$ROOT/platforms/qemu-firmware/target}
+feature=net
+if [[ -n $async ]]; then
+  # Its own target dir: switching features would relink the other one.
+  feature=net-async
+  FW_TARGET=$FW_TARGET/net-async
+fi
 (cd platforms/qemu-firmware &&
-  CARGO_TARGET_DIR=$FW_TARGET cargo build -q --release --no-default-features --features net)
+  CARGO_TARGET_DIR=$FW_TARGET cargo build -q --release --no-default-features --features "$feature")
 cargo build -q --release -p longlink-qemu-bridge -p longlink-std
 HOST_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 ELF=$FW_TARGET/thumbv7em-none-eabihf/release/longlink-qemu-firmware
@@ -178,7 +193,7 @@ if [[ -n $dog ]]; then
   exit 1
 fi
 
-echo "qemu-lab: $transport, heartbeat ${hb_ms}ms, retry ${retry_ms}ms; QEMU udp 127.0.0.1:$qport <-> bridge 127.0.0.1:$bport -> server 127.0.0.1:$lport; logs in $LOG" >&2
+echo "qemu-lab: firmware --features $feature, $transport, heartbeat ${hb_ms}ms, retry ${retry_ms}ms; QEMU udp 127.0.0.1:$qport <-> bridge 127.0.0.1:$bport -> server 127.0.0.1:$lport; logs in $LOG" >&2
 SECONDS=0
 if [[ -n $target ]]; then
   "$BRIDGE" "${bridge_args[@]}" >"$LOG/bridge.log" 2>&1 &

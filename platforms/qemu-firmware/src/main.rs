@@ -24,11 +24,21 @@
 // The `net` firmware drives device registers: its one `unsafe` module is
 // `net::hw`. Every other build forbids unsafe code outright.
 #![cfg_attr(
-    not(any(feature = "net", feature = "net-nic", feature = "net-stack")),
+    not(any(
+        feature = "net",
+        feature = "net-async",
+        feature = "net-nic",
+        feature = "net-stack"
+    )),
     forbid(unsafe_code)
 )]
 #![cfg_attr(
-    any(feature = "net", feature = "net-nic", feature = "net-stack"),
+    any(
+        feature = "net",
+        feature = "net-async",
+        feature = "net-nic",
+        feature = "net-stack"
+    ),
     deny(unsafe_code)
 )]
 
@@ -46,7 +56,12 @@ mod scenario;
 #[cfg(feature = "product")]
 mod product;
 
-#[cfg(any(feature = "net", feature = "net-nic", feature = "net-stack"))]
+#[cfg(any(
+    feature = "net",
+    feature = "net-async",
+    feature = "net-nic",
+    feature = "net-stack"
+))]
 mod net;
 
 #[entry]
@@ -58,6 +73,8 @@ fn main() -> ! {
     let ok = scenario::run();
     #[cfg(feature = "net")]
     let ok = net::run();
+    #[cfg(feature = "net-async")]
+    let ok = net::asynch::run();
     #[cfg(all(feature = "net-stack", not(feature = "net")))]
     let ok = net::size::stack();
     #[cfg(all(feature = "net-nic", not(any(feature = "net", feature = "net-stack"))))]

@@ -62,13 +62,22 @@ pub fn start_clock(mut syst: SYST) {
 /// are minutes). Call from thread mode only, at least every 172 s (the main
 /// loop wakes every 10 ms), so that no wrap of the counter is missed.
 pub fn millis() -> u32 {
+    (ticks() / (TIMER_HZ / 1000)) as u32
+}
+
+/// Microseconds since [`start_clock`] (same rules as [`millis`]).
+#[cfg(feature = "net-async")]
+pub fn micros() -> u64 {
+    ticks() / (TIMER_HZ / 1_000_000)
+}
+
+fn ticks() -> u64 {
     let raw = counter();
     if raw < LAST.swap(raw, Ordering::Relaxed) {
         WRAPS.fetch_add(1, Ordering::Relaxed);
     }
-    let ticks = (u64::from(WRAPS.load(Ordering::Relaxed)) << 32 | u64::from(raw))
-        - u64::from(ORIGIN.load(Ordering::Relaxed));
-    (ticks / (TIMER_HZ / 1000)) as u32
+    (u64::from(WRAPS.load(Ordering::Relaxed)) << 32 | u64::from(raw))
+        - u64::from(ORIGIN.load(Ordering::Relaxed))
 }
 
 /// The clock smoltcp-nal reads.

@@ -145,3 +145,25 @@ pub fn stack_peak() -> Option<usize> {
     // cortex-m-rt puts the initial stack pointer at the top of RAM.
     Some(0x2000_0000 + 4 * 1024 * 1024 - a)
 }
+
+/// embassy-time's driver for the `net-async` firmware (embassy-net needs
+/// one): time from `clock` (1 MHz ticks); every wake-up request is granted
+/// at once, since the firmware's executor polls on every 1 ms tick anyway.
+/// Here because the driver is registered through `#[no_mangle]` symbols.
+#[cfg(feature = "net-async")]
+mod time_driver {
+    use core::task::Waker;
+
+    struct Ticks;
+
+    impl embassy_time_driver::Driver for Ticks {
+        fn now(&self) -> u64 {
+            super::super::clock::micros()
+        }
+        fn schedule_wake(&self, _at: u64, waker: &Waker) {
+            waker.wake_by_ref();
+        }
+    }
+
+    embassy_time_driver::time_driver_impl!(static DRIVER: Ticks = Ticks);
+}

@@ -207,7 +207,7 @@ impl Lan9118 {
 
     /// Takes one frame out of the RX FIFO into `rx_buf`: its length, or
     /// `None` when there is none or it was dropped.
-    fn read_frame(&mut self) -> Option<usize> {
+    pub(super) fn read_frame(&mut self) -> Option<usize> {
         if !Self::rx_pending() {
             return None;
         }
@@ -338,5 +338,74 @@ impl phy::TxToken for TxToken<'_> {
         let r = f(&mut self.0[..len]);
         send_frame(&self.0[..len]);
         r
+    }
+}
+
+/// The same controller as an `embassy-net` driver (the `net-async`
+/// firmware). Polled: every call that finds nothing asks to be polled again.
+#[cfg(feature = "net-async")]
+mod embassy {
+    use core::task::Context;
+
+    use embassy_net_driver::{Capabilities, Driver, HardwareAddress, LinkState};
+
+    use super::{phy_read, send_frame, Lan9118, MAX_FRAME, PHY_BSR, PHY_BSR_LINK};
+
+    impl Driver for Lan9118 {
+        type RxToken<'a> = Rx<'a>;
+        type TxToken<'a> = Tx<'a>;
+
+        fn receive(&mut self, cx: &mut Context<'_>) -> Option<(Rx<'_>, Tx<'_>)> {
+            let Some(n) = self.read_frame() else {
+                cx.waker().wake_by_ref();
+                return None;
+            };
+            Some((Rx(&mut self.rx_buf[..n]), Tx(&mut self.tx_buf)))
+        }
+
+        fn transmit(&mut self, _: &mut Context<'_>) -> Option<Tx<'_>> {
+            Some(Tx(&mut self.tx_buf))
+        }
+
+        fn link_state(&mut self, cx: &mut Context<'_>) -> LinkState {
+            cx.waker().wake_by_ref();
+            if phy_read(PHY_BSR) & PHY_BSR_LINK != 0 {
+                LinkState::Up
+            } else {
+                LinkState::Down
+            }
+        }
+
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = Capabilities::default();
+            caps.max_transmission_unit = MAX_FRAME;
+            caps.max_burst_size = Some(1);
+            caps
+        }
+
+        fn hardware_address(&self) -> HardwareAddress {
+            HardwareAddress::Ethernet(self.mac)
+        }
+    }
+
+    /// A received frame.
+    pub struct Rx<'a>(&'a mut [u8]);
+
+    impl embassy_net_driver::RxToken for Rx<'_> {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, f: F) -> R {
+            f(self.0)
+        }
+    }
+
+    /// Room for one frame to send.
+    pub struct Tx<'a>(&'a mut [u8; MAX_FRAME]);
+
+    impl embassy_net_driver::TxToken for Tx<'_> {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+            let len = len.min(MAX_FRAME);
+            let r = f(&mut self.0[..len]);
+            send_frame(&self.0[..len]);
+            r
+        }
     }
 }

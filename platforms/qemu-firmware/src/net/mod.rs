@@ -16,14 +16,16 @@
 // The size variants (`net-nic`, `net-stack`) use only part of it.
 #![cfg_attr(not(feature = "net"), allow(dead_code, unused_imports))]
 
-#[cfg(feature = "net")]
+#[cfg(feature = "net-async")]
+pub mod asynch;
+#[cfg(any(feature = "net", feature = "net-async"))]
 mod board;
 mod clock;
 mod hw;
 mod lan9118;
 #[cfg(feature = "net")]
 mod link;
-#[cfg(not(feature = "net"))]
+#[cfg(not(any(feature = "net", feature = "net-async")))]
 pub mod size;
 
 use cortex_m_semihosting::hprintln;
@@ -113,7 +115,7 @@ pub fn stack<'a>(
 }
 
 /// A numbered message for the fault run: `lost-L-I;`.
-#[cfg(feature = "net")]
+#[cfg(any(feature = "net", feature = "net-async"))]
 fn lost_message(buf: &mut [u8; 24], loss: u32, i: u32) -> &[u8] {
     buf[..5].copy_from_slice(b"lost-");
     let mut n = 5;
@@ -125,7 +127,7 @@ fn lost_message(buf: &mut [u8; 24], loss: u32, i: u32) -> &[u8] {
     &buf[..n + 1]
 }
 
-#[cfg(feature = "net")]
+#[cfg(any(feature = "net", feature = "net-async"))]
 fn write_decimal(out: &mut [u8], mut v: u32) -> usize {
     let mut digits = [0u8; 10];
     let mut len = 0;
