@@ -39,7 +39,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 rustup target add "$TARGET" >/dev/null 2>&1 || true
-for v in baseline product scenario net-nic net-stack net; do
+for v in baseline product scenario net-nic net-stack net net-async; do
   cargo build -q --release --no-default-features --features "$v"
   cp "$ELF" "$TMP/$v.elf"
 done
@@ -77,7 +77,7 @@ def symbols(elf):
             r[p[3]] = r.get(p[3], 0) + int(p[1], 16)
     return r
 
-sec = {v: sections(f"{tmp}/{v}.elf") for v in ("baseline", "product", "scenario", "net-nic", "net-stack", "net")}
+sec = {v: sections(f"{tmp}/{v}.elf") for v in ("baseline", "product", "scenario", "net-nic", "net-stack", "net", "net-async")}
 cols = [".text", ".rodata", ".data", ".bss"]
 def row(name, s):
     return f"| {name} | " + " | ".join(f"{s.get(c, 0):,}" for c in cols) + " |"
@@ -172,12 +172,14 @@ lines.append(row("baseline (as above)", sec["baseline"]))
 lines.append(row("net-nic: baseline + LAN9118 driver", sec["net-nic"]))
 lines.append(row("net-stack: net-nic + smoltcp + smoltcp-nal", sec["net-stack"]))
 lines.append(row("**net: the firmware** (+ longlink, SNTP, watchdog, LED, modem)", sec["net"]))
+lines.append(row("net-async: the same on embassy-net (smoltcp 0.13) + longlink-nal-async, TCP only", sec["net-async"]))
 for name, d in layers:
     lines.append(row(name, d))
 lines.append("")
 n = sec["net"]
 lines.append(f"Total flash of the `net` firmware: {flash(n):,} B (vector table + .text + .rodata + .data);")
 lines.append(f"static RAM (.data + .bss): {ram(n):,} B. The rest of its RAM is the main loop's stack frame:")
+lines.append(f"(`net-async`: {flash(sec['net-async']):,} B flash, {ram(sec['net-async']):,} B static RAM; it prints its peak stack too.)")
 lines.append("")
 net_size_of = next((l for l in net_sizes.splitlines() if l.startswith("size_of:")), "")
 peak = re.search(r"stack peak (\d+) B", net_sizes)
