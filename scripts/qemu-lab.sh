@@ -34,7 +34,8 @@
 # embassy-net with longlink-nal-async instead (`--features net-async`, TCP).
 #
 # QEMU's only contact with the host is a UDP socket pair on 127.0.0.1
-# (-netdev dgram). Builds what it needs; installs qemu-system-arm if missing.
+# (-netdev dgram), plus, in --modem-rows, its monitor on a 127.0.0.1 TCP
+# port. No TAP, no slirp, no other address. Builds what it needs; installs qemu-system-arm if missing.
 # Every run is time-limited (QEMU_SECONDS, default 300 for the verdict runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +58,7 @@ while [[ $# -gt 0 ]]; do
     --modem-rows) rows=1 ;;
     --watchdog) dog=1 ;;
     --async) async=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "qemu-lab: unknown option $1" >&2; exit 2 ;;
     *) target=$1 ;;
   esac

@@ -17,8 +17,13 @@
 //! 10 s heartbeat) thus run in milliseconds, deterministically. On a board,
 //! the clock closure reads a hardware timer and the loop executes `WFI`.
 //!
-//! The `product` and `baseline` features build the variants that
-//! `scripts/size-report.sh` compares (see `SIZES.md`).
+//! `--features net` builds the real-stack firmware instead: smoltcp (via
+//! smoltcp-nal and `longlink-nal`) on the board's LAN9118, talking to
+//! `qemu-bridge` on the host; `--features net-async` the same on embassy-net
+//! with `longlink-nal-async`. `scripts/qemu-lab.sh` runs them (see `net`).
+//!
+//! The `product` and `baseline` features (and `net-nic`, `net-stack`) build
+//! the variants that `scripts/size-report.sh` compares (see `SIZES.md`).
 #![no_std]
 #![no_main]
 // The `net` firmware drives device registers: its one `unsafe` module is
