@@ -131,6 +131,7 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT # run the EXIT trap when killed (timeout, Ctrl-C)
 
 transport=tcp
 [[ -n $udp ]] && transport=udp
@@ -204,7 +205,8 @@ if [[ -n $target ]]; then
   tail -n +1 -f "$LOG/bridge.log" "$LOG/firmware.log" &
   pids+=($!)
   if [[ -n ${QEMU_SECONDS:-} ]]; then
-    sleep "$QEMU_SECONDS"
+    sleep "$QEMU_SECONDS" &
+    wait $!
   else
     wait "$qemu_pid" || true
   fi
