@@ -117,6 +117,26 @@ struct WireStats {
     rx: u64,
     tx: u64,
     dropped: u64,
+    /// TCP SYNs from the firmware (connect attempts as the wire sees them).
+    syns: u64,
+}
+
+/// Whether `frame` is an Ethernet/IPv4/TCP segment with SYN set and ACK not.
+fn is_syn(frame: &[u8]) -> bool {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return false;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    if ip.next_header() != IpProtocol::Tcp {
+        return false;
+    }
+    TcpPacket::new_checked(ip.payload()).is_ok_and(|tcp| tcp.syn() && !tcp.ack())
 }
 
 /// QEMU's dgram netdev as a smoltcp device: one datagram, one frame.
@@ -141,6 +161,9 @@ impl Device for Wire {
                 continue;
             }
             self.stats.rx += 1;
+            if is_syn(&buf[..n]) {
+                self.stats.syns += 1;
+            }
             if self.verbose {
                 eprintln!("  <- frame {n} B");
             }
@@ -381,7 +404,7 @@ impl Bridge {
         Some(sockets.add(sock))
     }
 
-    fn tcp(&mut self, sockets: &mut SocketSet<'_>) {
+    fn tcp(&mut self, sockets: &mut SocketSet<'_>, syns: u64) {
         let listening = self
             .sessions
             .iter()
@@ -396,7 +419,9 @@ impl Bridge {
         }
         if !refusing && self.refused_logged && !self.accepting_logged {
             self.accepting_logged = true;
-            self.log("accepting connects again");
+            self.log(&format!(
+                "accepting connects again ({syns} SYNs refused meanwhile)"
+            ));
         }
         if !listening && !refusing {
             if let Some(handle) = Self::new_listener(sockets) {
@@ -706,7 +731,7 @@ fn main() -> ExitCode {
         if bridge.args.udp {
             bridge.udp(&mut sockets);
         } else {
-            bridge.tcp(&mut sockets);
+            bridge.tcp(&mut sockets, wire.stats.syns);
         }
         iface.poll(smoltcp::time::Instant::now(), &mut wire, &mut sockets);
 
@@ -757,8 +782,12 @@ fn main() -> ExitCode {
         }
         if bridge.args.seconds.is_some_and(|s| now - start >= s) {
             bridge.log(&format!(
-                "time is up: frames rx {} tx {} dropped {}, {} SNTP answers",
-                wire.stats.rx, wire.stats.tx, wire.stats.dropped, bridge.sntp_answers
+                "time is up: frames rx {} tx {} dropped {}, {} SYNs, {} SNTP answers",
+                wire.stats.rx,
+                wire.stats.tx,
+                wire.stats.dropped,
+                wire.stats.syns,
+                bridge.sntp_answers
             ));
             if bridge.args.expect.is_empty() {
                 return ExitCode::SUCCESS;
@@ -800,6 +829,34 @@ mod tests {
         req[0] = (4 << 3) | 4;
         assert!(sntp_answer(&req, t).is_none());
         assert!(sntp_answer(&[0u8; 10], t).is_none());
+    }
+
+    #[test]
+    fn syns_are_told_from_other_frames() {
+        use smoltcp::wire::{
+            EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet,
+            TcpPacket,
+        };
+        let mut frame = vec![0u8; 14 + 20 + 20];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        eth.set_src_addr(EthernetAddress([2, 0, 0, 0, 0, 2]));
+        let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len(40);
+        ip.set_next_header(IpProtocol::Tcp);
+        ip.set_src_addr(Ipv4Address::new(192, 0, 2, 2));
+        ip.set_dst_addr(Ipv4Address::new(192, 0, 2, 1));
+        let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+        tcp.set_header_len(20);
+        tcp.set_syn(true);
+        assert!(is_syn(&frame));
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+        TcpPacket::new_unchecked(ip.payload_mut()).set_ack(true);
+        assert!(!is_syn(&frame), "a SYN-ACK is not a connect attempt");
+        assert!(!is_syn(&[0u8; 10]));
     }
 
     #[test]
