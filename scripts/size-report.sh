@@ -39,7 +39,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 rustup target add "$TARGET" >/dev/null 2>&1 || true
-for v in baseline product scenario net-nic net-stack net net-async; do
+for v in baseline product product-acked scenario net-nic net-stack net net-async; do
   cargo build -q --release --no-default-features --features "$v"
   cp "$ELF" "$TMP/$v.elf"
 done
@@ -77,7 +77,7 @@ def symbols(elf):
             r[p[3]] = r.get(p[3], 0) + int(p[1], 16)
     return r
 
-sec = {v: sections(f"{tmp}/{v}.elf") for v in ("baseline", "product", "scenario", "net-nic", "net-stack", "net", "net-async")}
+sec = {v: sections(f"{tmp}/{v}.elf") for v in ("baseline", "product", "product-acked", "scenario", "net-nic", "net-stack", "net", "net-async")}
 cols = [".text", ".rodata", ".data", ".bss"]
 def row(name, s):
     return f"| {name} | " + " | ".join(f"{s.get(c, 0):,}" for c in cols) + " |"
@@ -110,6 +110,9 @@ lines.append("|---|---:|---:|---:|---:|")
 lines.append(row("baseline: cortex-m-rt + semihosting print (the example's runtime)", sec["baseline"]))
 lines.append(row("product: baseline + core + TestProtocol + longlink-nal", sec["product"]))
 lines.append(row("**longlink adds** (product - baseline)", delta))
+acked_delta = {c: sec["product-acked"].get(c, 0) - sec["product"].get(c, 0) for c in cols}
+lines.append(row("product-acked: product with the acknowledged mode (feature `acked`, `Delivery::Acked`)", sec["product-acked"]))
+lines.append(row("**the acknowledged mode adds** (product-acked - product)", acked_delta))
 lines.append(row("QEMU scenario (adds the in-memory stack, lab server, SNTP, test output)", sec["scenario"]))
 lines.append("")
 lines.append("`.text` excludes the 1,024-byte vector table every variant has.")
@@ -142,6 +145,8 @@ lines.append("Against MISSION.md's goals:")
 lines.append("")
 verdict = "met" if text_delta <= goal else "NOT met"
 lines.append(f"- flash: longlink adds {text_delta:,} B of `.text` (goal 6,144 B): {verdict}.")
+acked_text = acked_delta[".text"]
+lines.append(f"- flash, acknowledged mode: {acked_text:,} B more (goal: at most 1,536 B more): {'met' if acked_text <= 1536 else 'NOT met'}.")
 m = re.search(r"fixed (\d+) B", sizes or "")
 if m:
     fixed = int(m.group(1))
