@@ -225,9 +225,9 @@ impl Timers {
             Timer::Ack,
         ];
         let mut first = (Timer::Phase, self.0[0]);
-        for (t, &at) in ALL.iter().zip(&self.0).skip(1) {
-            if at < first.1 {
-                first = (*t, at);
+        for i in 1..TIMERS {
+            if self.0[i] < first.1 {
+                first = (ALL[i], self.0[i]);
             }
         }
         first
