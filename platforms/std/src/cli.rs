@@ -196,9 +196,21 @@ pub struct LabArgs {
     /// exit 0 only if every check passed.
     #[arg(long)]
     pub check: bool,
-    /// Message framing.
-    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
-    pub framing: FramingArg,
+    /// Message framing [default: raw; len16 with --acked].
+    #[arg(long, value_enum)]
+    pub framing: Option<FramingArg>,
+    /// Acknowledged delivery (PROTOCOL.md): decode the clients' D/H frames,
+    /// keep one duplicate filter per device session (not per connection),
+    /// acknowledge cumulatively, print each message once, count and drop
+    /// duplicates; stdin lines and --check's requests go as M frames.
+    /// TCP needs len16 framing (the default with --acked), UDP raw or len16.
+    /// With --check, adds the exactly-once checks (acks lost across a drop).
+    #[arg(long)]
+    pub acked: bool,
+    /// --acked: device sessions remembered (the least recently heard is
+    /// forgotten for a new one, counted in the summary).
+    #[arg(long, default_value_t = crate::lab::DEFAULT_MAX_SESSIONS, value_parser = parse_count, requires = "acked")]
+    pub max_sessions: usize,
     /// The client's heartbeat message (for --check).
     #[arg(long, default_value = "heart beat")]
     pub heartbeat_payload: String,
@@ -241,6 +253,16 @@ impl LabArgs {
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout.0,
             peer_expiry: self.peer_expiry,
+            max_sessions: self.max_sessions,
+        }
+    }
+
+    /// The framing: --framing, else len16 with --acked over TCP, else raw.
+    pub fn framing(&self) -> Framing {
+        match (self.framing, self.acked, self.udp) {
+            (Some(f), _, _) => f.into(),
+            (None, true, false) => Framing::Len16,
+            _ => Framing::Raw,
         }
     }
 

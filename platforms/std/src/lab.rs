@@ -23,6 +23,17 @@
 //!
 //! With TLS ([`Lab::start_tls`], `longlink lab --tls`) each TCP client gets a
 //! rustls server session, driven by the same I/O thread.
+//!
+//! With acknowledged delivery ([`Lab::start_acked`], `longlink lab --acked`)
+//! the lab speaks `PROTOCOL.md`: the I/O thread decodes each `D`/`H` frame,
+//! keeps one [`Dedup`] record per device *session* (not per connection: a
+//! device that reconnects from a new port keeps its session), at most
+//! [`Limits::max_sessions`] of them (the least recently heard is forgotten
+//! for a new one, counted), emits each application message once
+//! ([`LabEvent::Message`]; heartbeats as [`LabEvent::Beat`]), drops and
+//! counts duplicates, and acknowledges cumulatively: one `A` per session for
+//! all the frames of one read (or datagram), sent after the messages were
+//! queued as events. What the lab sends to clients goes as `M` frames.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -37,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use log::{debug, info, warn};
+use longlink_core::acked::{self, Dedup, Frame, Verdict};
 use longlink_core::framing::{self, Framing};
 use longlink_core::Transport;
 use rustls::{ServerConfig, ServerConnection};
@@ -73,6 +85,13 @@ pub const MAX_LINE: usize = 65_535;
 pub const DEFAULT_MAX_CLIENTS: usize = 512;
 /// `--peer-expiry` by default: a UDP peer silent this long is forgotten.
 pub const DEFAULT_PEER_EXPIRY: Duration = Duration::from_secs(120);
+/// `--max-sessions` by default (acknowledged mode).
+pub const DEFAULT_MAX_SESSIONS: usize = 4096;
+/// An acknowledgement is not queued to a client whose outgoing buffer holds
+/// more than [`OUTBOX`] plus this (it is dropped and counted; acks are
+/// cumulative, so the next one covers it, and a device that gets none
+/// reconnects and sends again).
+const ACK_SLACK: usize = 4096;
 
 /// Accept errors (out of descriptors) are retried after this, doubling up to
 /// [`ACCEPT_BACKOFF_MAX`].
@@ -106,6 +125,17 @@ pub enum LabEvent {
         at: Instant,
         /// The message, framing removed.
         bytes: Vec<u8>,
+    },
+    /// Acknowledged mode: a heartbeat (`H` frame) from a client; its
+    /// payload (the acked mode's heartbeats never reach
+    /// [`Message`](LabEvent::Message)).
+    Beat {
+        /// The client.
+        peer: SocketAddr,
+        /// When it was read.
+        at: Instant,
+        /// The heartbeat's payload.
+        payload: Vec<u8>,
     },
     /// A TCP client went away (or was dropped).
     Disconnected {
@@ -146,6 +176,10 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Forget a UDP peer that sent nothing for this long.
     pub peer_expiry: Duration,
+    /// Acknowledged mode: device sessions remembered (the least recently
+    /// heard is forgotten for a new one, counted in
+    /// [`LabStats::sessions_evicted`]).
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -154,6 +188,7 @@ impl Default for Limits {
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
             peer_expiry: DEFAULT_PEER_EXPIRY,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -171,6 +206,7 @@ impl Limits {
             + INBOUND_BUDGET
             + READ_CHUNK
             + self.max_clients * per_client
+            + self.max_sessions * PER_SESSION
     }
 }
 
@@ -182,6 +218,9 @@ const PER_CLIENT_FIXED: usize = 2048;
 const PER_TLS_CLIENT: usize = 2 * 18 * 1024 + OUTBOX;
 /// One queued event without its payload.
 const PER_EVENT: usize = 128;
+/// One session record (acknowledged mode): its hash-map entry and its
+/// place in the least-recently-heard order, rounded up.
+const PER_SESSION: usize = 64;
 
 /// Counters since the lab started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -219,6 +258,31 @@ pub struct LabStats {
     pub peers_expired: u64,
     /// UDP peers forgotten early to make room for a new one.
     pub peers_evicted: u64,
+    /// Acknowledged mode: heartbeats (`H`) received.
+    pub beats: u64,
+    /// Acknowledged mode: messages already delivered, received again
+    /// (dropped; acknowledged again).
+    pub duplicates: u64,
+    /// Acknowledged mode: messages after a gap (dropped; the ack says where
+    /// to resume).
+    pub gaps: u64,
+    /// Acknowledged mode: messages of a session the lab has no record of
+    /// that are not its first (dropped; the device's heartbeat restores it).
+    pub unknown_session: u64,
+    /// Acknowledged mode: frames that are not `D` or `H` (dropped, the
+    /// connection stays up).
+    pub malformed: u64,
+    /// Acknowledged mode: `A` frames sent.
+    pub acks_sent: u64,
+    /// Acknowledged mode: acks not sent because the client's buffer was
+    /// full (a later ack covers them).
+    pub acks_dropped: u64,
+    /// Acknowledged mode: acks held back by [`Lab::withhold_acks`].
+    pub acks_withheld: u64,
+    /// Acknowledged mode: device sessions remembered now.
+    pub sessions: u64,
+    /// Acknowledged mode: sessions forgotten to make room for a new one.
+    pub sessions_evicted: u64,
 }
 
 #[derive(Default)]
@@ -239,6 +303,16 @@ struct Counters {
     dropped_error: AtomicU64,
     peers_expired: AtomicU64,
     peers_evicted: AtomicU64,
+    beats: AtomicU64,
+    duplicates: AtomicU64,
+    gaps: AtomicU64,
+    unknown_session: AtomicU64,
+    malformed: AtomicU64,
+    acks_sent: AtomicU64,
+    acks_dropped: AtomicU64,
+    acks_withheld: AtomicU64,
+    sessions: AtomicU64,
+    sessions_evicted: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: usize) {
@@ -265,6 +339,16 @@ impl Counters {
             dropped_error: g(&self.dropped_error),
             peers_expired: g(&self.peers_expired),
             peers_evicted: g(&self.peers_evicted),
+            beats: g(&self.beats),
+            duplicates: g(&self.duplicates),
+            gaps: g(&self.gaps),
+            unknown_session: g(&self.unknown_session),
+            malformed: g(&self.malformed),
+            acks_sent: g(&self.acks_sent),
+            acks_dropped: g(&self.acks_dropped),
+            acks_withheld: g(&self.acks_withheld),
+            sessions: g(&self.sessions),
+            sessions_evicted: g(&self.sessions_evicted),
         }
     }
 }
@@ -302,9 +386,7 @@ impl EventState {
     }
 
     fn push(&mut self, e: LabEvent) {
-        if let LabEvent::Message { bytes, .. } = &e {
-            self.bytes += bytes.len();
-        }
+        self.bytes += payload_len(&e);
         self.queue.push_back(e);
     }
 
@@ -314,6 +396,15 @@ impl EventState {
             *registered = Some(self.epoch);
             self.waiters.push(waker.clone());
         }
+    }
+}
+
+/// The bytes an event carries (counted against [`EVENT_BYTES`]).
+fn payload_len(e: &LabEvent) -> usize {
+    match e {
+        LabEvent::Message { bytes, .. } => bytes.len(),
+        LabEvent::Beat { payload, .. } => payload.len(),
+        _ => 0,
     }
 }
 
@@ -345,9 +436,7 @@ impl Events {
                 return None;
             }
             if let Some(e) = s.queue.pop_front() {
-                if let LabEvent::Message { bytes, .. } = &e {
-                    s.bytes -= bytes.len();
-                }
+                s.bytes -= payload_len(&e);
                 let wake = if !s.waiters.is_empty()
                     && s.queue.len() <= EVENT_MESSAGES / 2
                     && s.bytes <= EVENT_BYTES / 2
@@ -701,6 +790,194 @@ impl UdpPeers {
 }
 
 // ---------------------------------------------------------------------------
+// Acknowledged mode: one `Dedup` record per device session, the least
+// recently heard forgotten first.
+
+struct Record {
+    dedup: Dedup,
+    /// Its key in `Sessions::order`.
+    tick: u64,
+}
+
+struct Sessions {
+    map: HashMap<u32, Record>,
+    /// Sessions by when they were last heard, oldest first.
+    order: std::collections::BTreeMap<u64, u32>,
+    tick: u64,
+    cap: usize,
+    /// Evicting sessions for new ones (logged once per run).
+    evicting: bool,
+}
+
+impl Sessions {
+    fn new(cap: usize) -> Sessions {
+        Sessions {
+            map: HashMap::new(),
+            order: std::collections::BTreeMap::new(),
+            tick: 0,
+            cap: cap.max(1),
+            evicting: false,
+        }
+    }
+
+    /// Runs `session`'s record over a `D` or `H` frame: what to do and the
+    /// ack, and how many sessions were forgotten to make room. A frame that
+    /// creates no state (a message of an unknown session that is not its
+    /// first) creates no record.
+    fn on_frame(
+        &mut self,
+        session: u32,
+        frame: &Frame<'_>,
+    ) -> (Option<(Verdict, Option<[u8; acked::ACK_LEN]>)>, usize) {
+        let mut dedup = self.map.get(&session).map(|r| r.dedup).unwrap_or_default();
+        let out = dedup.on_frame(frame);
+        let mut evicted = 0;
+        if dedup.state.is_some() {
+            self.tick += 1;
+            let tick = self.tick;
+            if let Some(r) = self.map.get_mut(&session) {
+                self.order.remove(&r.tick);
+                r.tick = tick;
+                r.dedup = dedup;
+            } else {
+                while self.map.len() >= self.cap {
+                    let Some((_, old)) = self.order.pop_first() else {
+                        break;
+                    };
+                    self.map.remove(&old);
+                    evicted += 1;
+                }
+                self.map.insert(session, Record { dedup, tick });
+            }
+            self.order.insert(tick, session);
+        }
+        (out, evicted)
+    }
+}
+
+/// Where the frames of one read (or datagram) go: plain mode, each is a
+/// message; acknowledged mode, through the session records, collecting one
+/// cumulative ack per session.
+struct Sink<'a> {
+    stats: &'a Counters,
+    withhold: &'a AtomicBool,
+    sessions: Option<&'a mut Sessions>,
+    acks: Vec<(u32, [u8; acked::ACK_LEN])>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(shared: &'a Shared, sessions: &'a mut Option<Sessions>) -> Sink<'a> {
+        Sink {
+            stats: &shared.stats,
+            withhold: &shared.withhold,
+            sessions: sessions.as_mut(),
+            acks: Vec::new(),
+        }
+    }
+
+    /// One whole frame (framing removed) from `peer`.
+    fn frame(&mut self, peer: SocketAddr, at: Instant, bytes: &[u8], ev: &mut EventState) {
+        let stats = self.stats;
+        let Some(sessions) = self.sessions.as_deref_mut() else {
+            ev.push(LabEvent::Message {
+                peer,
+                at,
+                bytes: bytes.to_vec(),
+            });
+            add(&stats.messages_in, 1);
+            return;
+        };
+        let (session, seq) = match Frame::decode(bytes) {
+            Ok(Frame::Data { session, seq, .. } | Frame::Beat { session, base: seq, .. }) => {
+                (session, seq)
+            }
+            Ok(_) | Err(_) => {
+                add(&stats.malformed, 1);
+                debug!(
+                    "{peer}: malformed frame dropped: {}",
+                    crate::text::text_and_hex(bytes, 32)
+                );
+                return;
+            }
+        };
+        let Ok(frame) = Frame::decode(bytes) else {
+            return;
+        };
+        let (result, evicted) = sessions.on_frame(session, &frame);
+        if evicted > 0 {
+            add(&stats.sessions_evicted, evicted);
+            if !sessions.evicting {
+                sessions.evicting = true;
+                warn!(
+                    "{} sessions (--max-sessions): forgetting the least recently heard for new ones (logged once per run)",
+                    sessions.cap
+                );
+            }
+        }
+        stats
+            .sessions
+            .store(sessions.map.len() as u64, Ordering::Relaxed);
+        let Some((verdict, ack)) = result else {
+            return;
+        };
+        match (verdict, frame) {
+            (Verdict::Deliver, Frame::Data { payload, .. }) => {
+                ev.push(LabEvent::Message {
+                    peer,
+                    at,
+                    bytes: payload.to_vec(),
+                });
+                add(&stats.messages_in, 1);
+            }
+            (Verdict::Beat, Frame::Beat { payload, .. }) => {
+                ev.push(LabEvent::Beat {
+                    peer,
+                    at,
+                    payload: payload.to_vec(),
+                });
+                add(&stats.beats, 1);
+            }
+            (Verdict::Duplicate, _) => {
+                add(&stats.duplicates, 1);
+                debug!("{peer}: session {session:08x} seq {seq}: duplicate dropped");
+                if self.withhold.swap(false, Ordering::AcqRel) {
+                    info!("{peer}: a duplicate arrived; acknowledging again");
+                }
+            }
+            (Verdict::Gap, _) => {
+                add(&stats.gaps, 1);
+                debug!("{peer}: session {session:08x} seq {seq}: after a gap, dropped");
+            }
+            (Verdict::Unknown, _) => {
+                add(&stats.unknown_session, 1);
+                debug!("{peer}: session {session:08x} seq {seq}: unknown session, dropped");
+            }
+            // `Dedup` gives Deliver only for D and Beat only for H.
+            (Verdict::Deliver | Verdict::Beat, _) => {}
+        }
+        let Some(ack) = ack else {
+            return;
+        };
+        if self.withhold.load(Ordering::Acquire) {
+            add(&stats.acks_withheld, 1);
+            return;
+        }
+        match self.acks.iter_mut().find(|(s, _)| *s == session) {
+            Some(slot) => slot.1 = ack,
+            None => self.acks.push((session, ack)),
+        }
+    }
+
+    /// The acks collected, framed for the wire.
+    fn framed_acks(&mut self, framing: Framing) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.acks)
+            .into_iter()
+            .filter_map(|(_, a)| frame(framing, &a).ok())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
 // State shared by the I/O thread and the API.
 
 struct Shared {
@@ -712,6 +989,10 @@ struct Shared {
     udp_peers: Mutex<UdpPeers>,
     udp: Option<Arc<Async<UdpSocket>>>,
     stats: Counters,
+    /// Acknowledged mode.
+    acked: bool,
+    /// Acks are held back until a duplicate arrives ([`Lab::withhold_acks`]).
+    withhold: AtomicBool,
 }
 
 impl Shared {
@@ -766,6 +1047,45 @@ impl Lab {
         tls: Option<Arc<ServerConfig>>,
         limits: Limits,
     ) -> std::io::Result<Lab> {
+        Self::start_mode(addr, transport, framing, tls, limits, false)
+    }
+
+    /// Like [`start_with`](Self::start_with), speaking the acknowledged
+    /// mode of `PROTOCOL.md` (see the module docs). `framing` must be
+    /// `Len16` over TCP, `Raw` or `Len16` over UDP.
+    pub fn start_acked(
+        addr: SocketAddr,
+        transport: Transport,
+        framing: Framing,
+        tls: Option<Arc<ServerConfig>>,
+        limits: Limits,
+    ) -> std::io::Result<Lab> {
+        Self::start_mode(addr, transport, framing, tls, limits, true)
+    }
+
+    fn start_mode(
+        addr: SocketAddr,
+        transport: Transport,
+        framing: Framing,
+        tls: Option<Arc<ServerConfig>>,
+        limits: Limits,
+        acked: bool,
+    ) -> std::io::Result<Lab> {
+        if acked {
+            let fits = match transport {
+                Transport::Tcp => framing == Framing::Len16,
+                Transport::Udp => framing != Framing::Lines,
+            };
+            if !fits {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "acknowledged mode over {transport:?} needs len16 framing{} (PROTOCOL.md), not {framing:?}",
+                        if transport == Transport::Udp { " or raw" } else { "" }
+                    ),
+                ));
+            }
+        }
         let ready = Arc::new(Ready::default());
         let (server, local, udp) = match transport {
             Transport::Tcp => {
@@ -805,6 +1125,8 @@ impl Lab {
             udp_peers: Mutex::new(UdpPeers::new(limits.max_clients, limits.peer_expiry)),
             udp,
             stats: Counters::default(),
+            acked,
+            withhold: AtomicBool::new(false),
         });
         let (flag, waker) = slot_waker(0, &ready);
         let mut io = Io {
@@ -820,6 +1142,7 @@ impl Lab {
                 scratch: vec![0; READ_CHUNK],
                 inbound: 0,
                 clients: 0,
+                sessions: acked.then(|| Sessions::new(limits.max_sessions)),
             },
         };
         // The first poll registers every source.
@@ -857,6 +1180,33 @@ impl Lab {
     /// The limits it runs with.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Whether it speaks the acknowledged mode ([`start_acked`](Self::start_acked)).
+    pub fn acked(&self) -> bool {
+        self.shared.acked
+    }
+
+    /// Acknowledged mode, for tests and `--check`: from now on, send no ack
+    /// (not even for heartbeats) until a client sends a message the lab
+    /// already delivered, as if every ack were lost. Combined with
+    /// [`drop_clients`](Self::drop_clients) it makes a device resend what
+    /// the lab delivered, which the lab must recognise as duplicates.
+    pub fn withhold_acks(&self) {
+        self.shared.withhold.store(true, Ordering::Release);
+    }
+
+    /// Frames an application message for the clients: in acknowledged mode
+    /// inside an `M` frame.
+    fn frame_out(&self, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        if self.shared.acked {
+            let mut m = Vec::with_capacity(message.len() + 1);
+            m.push(acked::MSG);
+            m.extend_from_slice(message);
+            frame(self.framing, &m)
+        } else {
+            frame(self.framing, message)
+        }
     }
 
     /// Counters since the start.
@@ -923,7 +1273,7 @@ impl Lab {
     /// Never waits for a client that is not reading: it is skipped (counted
     /// in [`LabStats::skipped`], logged once per stall).
     pub fn send_all(&self, message: &[u8]) -> usize {
-        let frame = match frame(self.framing, message) {
+        let frame = match self.frame_out(message) {
             Ok(f) => f,
             Err(e) => {
                 warn!("not sent to any client: {e}");
@@ -971,9 +1321,10 @@ impl Lab {
         }
     }
 
-    /// Sends `message` (framed) to one client.
+    /// Sends `message` (framed; in acknowledged mode as an `M` frame) to
+    /// one client.
     pub fn send_to(&self, peer: SocketAddr, message: &[u8]) -> std::io::Result<()> {
-        let frame = frame(self.framing, message)?;
+        let frame = self.frame_out(message)?;
         self.send_raw(peer, &frame)
     }
 
@@ -1111,6 +1462,8 @@ struct Ctx {
     inbound: usize,
     /// TCP clients served.
     clients: usize,
+    /// Acknowledged mode: the session records.
+    sessions: Option<Sessions>,
 }
 
 struct Io {
@@ -1477,7 +1830,7 @@ fn emit_frames(
     data: &[u8],
     mut scanned: usize,
     ev: &mut EventState,
-    stats: &Counters,
+    sink: &mut Sink<'_>,
 ) -> Result<(usize, usize), ()> {
     let mut used = 0;
     loop {
@@ -1486,12 +1839,7 @@ fn emit_frames(
         }
         match framing::decode_after(framing, &data[used..], MAX_FRAME, scanned) {
             Ok(Some(f)) => {
-                ev.push(LabEvent::Message {
-                    peer,
-                    at,
-                    bytes: data[used + f.start..used + f.end].to_vec(),
-                });
-                add(&stats.messages_in, 1);
+                sink.frame(peer, at, &data[used + f.start..used + f.end], ev);
                 used += f.consumed;
                 scanned = 0;
                 if framing == Framing::Raw {
@@ -1512,9 +1860,9 @@ impl Conn {
         if let Err(end) = self.input(cx, ctx) {
             return Poll::Ready(end);
         }
-        // Handshake messages, tickets, alerts, and what waited for the
-        // handshake to complete.
-        if self.tls.is_some() {
+        // Handshake messages, tickets, alerts, what waited for the
+        // handshake to complete, and acks.
+        if self.tls.is_some() || ctx.sessions.is_some() {
             if let Err(end) = self.flush(cx, ctx) {
                 return Poll::Ready(end);
             }
@@ -1634,7 +1982,6 @@ impl Conn {
     /// Handles `ctx.scratch[..n]`, fresh from the socket.
     fn received(&mut self, n: usize, ctx: &mut Ctx) -> Result<(), End> {
         let at = self.last_rx;
-        let stats = &ctx.shared.stats;
         if let Some(tls) = &mut self.tls {
             let mut data = &ctx.scratch[..n];
             let mut plain = Vec::new();
@@ -1668,7 +2015,7 @@ impl Conn {
                     at,
                     bytes: plain,
                 });
-                add(&stats.messages_in, 1);
+                add(&ctx.shared.stats.messages_in, 1);
                 ctx.shared.events.notify(ev);
                 return Ok(());
             }
@@ -1680,17 +2027,46 @@ impl Conn {
             return self.charge(ctx);
         }
         // Straight from the read buffer; only what is left is copied.
-        let mut ev = ctx.shared.events.lock();
+        let shared = ctx.shared.clone();
+        let mut ev = shared.events.lock();
         let data = &ctx.scratch[..n];
-        let (used, scanned) = emit_frames(ctx.framing, self.peer, at, data, 0, &mut ev, stats)
-            .map_err(|()| End::BadFrame)?;
-        ctx.shared.events.notify(ev);
+        let mut sink = Sink::new(&shared, &mut ctx.sessions);
+        let result = emit_frames(ctx.framing, self.peer, at, data, 0, &mut ev, &mut sink);
+        shared.events.notify(ev);
+        self.queue_acks(&mut sink, ctx.framing);
+        let (used, scanned) = result.map_err(|()| End::BadFrame)?;
         if used < n {
             self.inbuf.extend_from_slice(&ctx.scratch[used..n]);
             self.scanned = scanned;
             return self.charge(ctx);
         }
         Ok(())
+    }
+
+    /// Queues the acks of a batch (acknowledged mode). They go past the
+    /// [`OUTBOX`] cap by at most [`ACK_SLACK`]; beyond it an ack is dropped
+    /// and counted (the next one covers it).
+    fn queue_acks(&mut self, sink: &mut Sink<'_>, framing: Framing) {
+        if sink.acks.is_empty() {
+            return;
+        }
+        let stats = sink.stats;
+        let mut o = lock(&self.outbox.state);
+        if o.closed {
+            // Being dropped: the device resends on its next connection.
+            add(&stats.acks_dropped, sink.acks.len());
+            sink.acks.clear();
+            return;
+        }
+        for a in sink.framed_acks(framing) {
+            if o.buf.len() + a.len() <= OUTBOX + ACK_SLACK {
+                o.buf.extend(&a);
+                add(&stats.acks_sent, 1);
+            } else {
+                add(&stats.acks_dropped, 1);
+                debug!("{}: outgoing buffer full: ack dropped", self.peer);
+            }
+        }
     }
 
     /// Appends to `inbuf` within the shared budget.
@@ -1716,16 +2092,19 @@ impl Conn {
 
     /// Emits the complete frames `inbuf` holds, as room allows.
     fn emit_held(&mut self, ev: &mut EventState, ctx: &mut Ctx) -> Result<(), End> {
-        let (used, scanned) = emit_frames(
+        let shared = ctx.shared.clone();
+        let mut sink = Sink::new(&shared, &mut ctx.sessions);
+        let result = emit_frames(
             ctx.framing,
             self.peer,
             self.last_rx,
             &self.inbuf,
             self.scanned,
             ev,
-            &ctx.shared.stats,
-        )
-        .map_err(|()| End::BadFrame)?;
+            &mut sink,
+        );
+        self.queue_acks(&mut sink, ctx.framing);
+        let (used, scanned) = result.map_err(|()| End::BadFrame)?;
         self.scanned = scanned;
         if used > 0 {
             self.inbuf.drain(..used);
@@ -1739,13 +2118,38 @@ impl Conn {
 }
 
 impl UdpServer {
+    /// Sends the acks of a datagram (acknowledged mode); one the socket
+    /// cannot take at once is dropped and counted (the device sends again
+    /// after its ack timeout).
+    fn send_acks(&self, peer: SocketAddr, sink: &mut Sink<'_>, framing: Framing) {
+        if sink.acks.is_empty() {
+            return;
+        }
+        let stats = sink.stats;
+        for a in sink.framed_acks(framing) {
+            match self.socket.get_ref().send_to(&a, peer) {
+                Ok(_) => {
+                    add(&stats.acks_sent, 1);
+                    add(&stats.bytes_out, a.len());
+                }
+                Err(e) => {
+                    add(&stats.acks_dropped, 1);
+                    debug!("{peer}: ack not sent: {e}");
+                }
+            }
+        }
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>, ctx: &mut Ctx) {
         let shared = ctx.shared.clone();
         let stats = &shared.stats;
         for _ in 0..DATAGRAMS_PER_POLL {
             let mut ev = shared.events.lock();
             if let Some((peer, at, data)) = self.held.take() {
-                match emit_frames(ctx.framing, peer, at, &data, 0, &mut ev, stats) {
+                let mut sink = Sink::new(&shared, &mut ctx.sessions);
+                let result = emit_frames(ctx.framing, peer, at, &data, 0, &mut ev, &mut sink);
+                self.send_acks(peer, &mut sink, ctx.framing);
+                match result {
                     Ok((used, _)) if ev.full() && used < data.len() => {
                         self.held = Some((peer, at, data[used..].to_vec()));
                     }
@@ -1802,18 +2206,17 @@ impl UdpServer {
                 ev.push(LabEvent::Connected { peer, at });
             }
             let data = &ctx.scratch[..n];
+            let mut sink = Sink::new(&shared, &mut ctx.sessions);
             if ctx.framing == Framing::Raw {
-                // Each datagram is a message, even an empty one.
-                ev.push(LabEvent::Message {
-                    peer,
-                    at,
-                    bytes: data.to_vec(),
-                });
-                add(&stats.messages_in, 1);
+                // Each datagram is a message (a frame), even an empty one.
+                sink.frame(peer, at, data, &mut ev);
                 shared.events.notify(ev);
+                self.send_acks(peer, &mut sink, ctx.framing);
                 continue;
             }
-            match emit_frames(ctx.framing, peer, at, data, 0, &mut ev, stats) {
+            let result = emit_frames(ctx.framing, peer, at, data, 0, &mut ev, &mut sink);
+            self.send_acks(peer, &mut sink, ctx.framing);
+            match result {
                 Ok((used, _)) if used == n => {}
                 Ok((used, _)) if ev.full() => {
                     self.held = Some((peer, at, data[used..].to_vec()));
@@ -1832,6 +2235,29 @@ impl UdpServer {
 
 // ---------------------------------------------------------------------------
 // `longlink lab`.
+
+/// The statistics summary printed when the lab ends; `acked` adds the
+/// acknowledged mode's line.
+pub fn summary_acked(s: &LabStats, elapsed: Duration, acked: bool) -> String {
+    let mut out = summary(s, elapsed);
+    if acked {
+        out.push_str(&format!(
+            "\nacked: messages delivered {} (each once), duplicates dropped {}, after a gap {}, unknown session {}, malformed {}, heartbeats {}; acks sent {}, dropped {}, withheld {}; sessions {} (evicted {})",
+            s.messages_in,
+            s.duplicates,
+            s.gaps,
+            s.unknown_session,
+            s.malformed,
+            s.beats,
+            s.acks_sent,
+            s.acks_dropped,
+            s.acks_withheld,
+            s.sessions,
+            s.sessions_evicted,
+        ));
+    }
+    out
+}
 
 /// The statistics summary printed when the lab ends.
 pub fn summary(s: &LabStats, elapsed: Duration) -> String {
@@ -1926,8 +2352,18 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
     };
     let secure = tls.is_some();
     let limits = args.limits();
-    let lab = match Lab::start_with(args.listen, transport, args.framing.into(), tls, limits) {
+    let framing = args.framing();
+    let started = if args.acked {
+        Lab::start_acked(args.listen, transport, framing, tls, limits)
+    } else {
+        Lab::start_with(args.listen, transport, framing, tls, limits)
+    };
+    let lab = match started {
         Ok(l) => Arc::new(l),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("longlink lab: {e}");
+            return std::process::ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("longlink lab: cannot listen on {}: {e}", args.listen);
             return std::process::ExitCode::from(2);
@@ -1945,7 +2381,7 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
         serve(&lab, transport, secure)
     };
     lab.halt();
-    eprintln!("{}", summary(&lab.stats(), lab.uptime()));
+    eprintln!("{}", summary_acked(&lab.stats(), lab.uptime(), lab.acked()));
     code
 }
 
@@ -1953,9 +2389,14 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
 fn serve(lab: &Arc<Lab>, transport: Transport, secure: bool) -> std::process::ExitCode {
     let limits = lab.limits();
     let banner = format!(
-        "longlink lab: {:?}{} on {} ({:?} framing); type a line to send it to every client\n",
+        "longlink lab: {:?}{}{} on {} ({:?} framing); type a line to send it to every client\n",
         transport,
         if secure { " + TLS" } else { "" },
+        if lab.acked() {
+            ", acknowledged delivery"
+        } else {
+            ""
+        },
         lab.local_addr(),
         lab.framing()
     );
@@ -2030,6 +2471,10 @@ pub fn describe(e: &LabEvent) -> String {
             "{now} {peer} -> {} bytes: {}",
             bytes.len(),
             crate::text::text_and_hex(bytes, 256)
+        ),
+        LabEvent::Beat { peer, payload, .. } => format!(
+            "{now} {peer} heartbeat: {}",
+            crate::text::text_and_hex(payload, 64)
         ),
     }
 }
