@@ -203,7 +203,8 @@ pub struct LabArgs {
     /// keep one duplicate filter per device session (not per connection),
     /// acknowledge cumulatively, print each message once, count and drop
     /// duplicates; stdin lines and --check's requests go as M frames.
-    /// TCP needs len16 framing (the default with --acked), UDP raw or len16.
+    /// Needs len16 framing over TCP (the default with --acked), raw or len16
+    /// over UDP.
     /// With --check, adds the exactly-once checks (acks lost across a drop).
     #[arg(long)]
     pub acked: bool,
@@ -257,11 +258,11 @@ impl LabArgs {
         }
     }
 
-    /// The framing: --framing, else len16 with --acked over TCP, else raw.
+    /// The framing: --framing, else len16 with --acked (as the client), else raw.
     pub fn framing(&self) -> Framing {
         match (self.framing, self.acked, self.udp) {
             (Some(f), _, _) => f.into(),
-            (None, true, false) => Framing::Len16,
+            (None, true, _) => Framing::Len16,
             _ => Framing::Raw,
         }
     }
