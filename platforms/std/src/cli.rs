@@ -137,6 +137,13 @@ pub struct ClientArgs {
     /// again (UDP) or the connection given up (TCP); doubles per timeout.
     #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "acked")]
     pub ack_timeout: Duration,
+    /// On SIGINT/SIGTERM, wait up to this long for the queue to empty
+    /// (--acked: every message acknowledged; otherwise: every message
+    /// written to the socket) before exiting. A second signal ends the wait.
+    /// Either way the client reports how many queued messages were not
+    /// delivered, and exits with status 1 if any were left (0 if none).
+    #[arg(long, value_parser = parse_duration)]
+    pub drain: Option<Duration>,
     /// Reconnect when nothing was received for this long ("off" by default).
     #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
     pub idle_timeout: Toggle,
