@@ -206,7 +206,13 @@ fn forward(
         }
         let reading = now < stall_at;
         let a = pump(&mut client, &mut server, &mut up, reading, 64 * 1024);
-        let b = pump(&mut server, &mut client, &mut down, now < acks_stall_at, 64 * 1024);
+        let b = pump(
+            &mut server,
+            &mut client,
+            &mut down,
+            now < acks_stall_at,
+            64 * 1024,
+        );
         match (a, b) {
             (Ok(a), Ok(b)) => {
                 if !a && !b {
@@ -255,7 +261,7 @@ impl UdpProxy {
             while !s.load(Ordering::Relaxed) {
                 let mut idle = true;
                 // 0: client -> lab, 1: lab -> client.
-                for dir in 0..2 {
+                for (dir, held) in held.iter_mut().enumerate() {
                     let got = if dir == 0 {
                         front.recv_from(&mut buf).map(|(n, from)| {
                             client = Some(from);
@@ -283,23 +289,23 @@ impl UdpProxy {
                                 f.fetch_add(1, Ordering::Relaxed);
                                 send(&d);
                                 send(&d);
-                            } else if held[dir].is_none() && rng.chance(reorder) {
+                            } else if held.is_none() && rng.chance(reorder) {
                                 f.fetch_add(1, Ordering::Relaxed);
-                                held[dir] = Some((Instant::now(), d));
+                                *held = Some((Instant::now(), d));
                             } else {
                                 send(&d);
-                                if let Some((_, h)) = held[dir].take() {
+                                if let Some((_, h)) = held.take() {
                                     send(&h);
                                 }
                             }
                         }
                         Err(_) => {
                             // Nothing came after a held datagram: let it go.
-                            if held[dir]
+                            if held
                                 .as_ref()
                                 .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(5))
                             {
-                                if let Some((_, h)) = held[dir].take() {
+                                if let Some((_, h)) = held.take() {
                                     send(&h);
                                 }
                             }
@@ -599,7 +605,8 @@ fn run_blocking(
         let (stop, result) = (stop.clone(), result.clone());
         std::thread::spawn(move || {
             let t0 = Instant::now();
-            let clock = move || longlink_core::time::Instant::from_millis(t0.elapsed().as_millis() as u64);
+            let clock =
+                move || longlink_core::time::Instant::from_millis(t0.elapsed().as_millis() as u64);
             let meter = Rc::new(RefCell::new(Meter::default()));
             let m = meter.clone();
             let hook = move |e: longlink_nal::Event<'_>| {
@@ -677,7 +684,10 @@ fn async_driver_over_tcp_stall_and_reset_every_line_exactly_once_in_order() {
     );
     assert_exactly_once("async/TCP acked", &got, LINES_TCP, &lab.stats());
     assert!(resets >= 5, "the proxy must have cut the link: {resets}");
-    assert!(lab.stats().duplicates > 0, "acks were lost: the lab saw copies");
+    assert!(
+        lab.stats().duplicates > 0,
+        "acks were lost: the lab saw copies"
+    );
     assert!(stats.connects >= 5, "{stats:?}");
     let (_, max) = meter
         .report("async/TCP acked")
@@ -699,7 +709,10 @@ fn blocking_driver_over_tcp_stall_and_reset_every_line_exactly_once_in_order() {
     );
     assert_exactly_once("blocking/TCP acked", &got, LINES_TCP, &lab.stats());
     assert!(resets >= 5, "the proxy must have cut the link: {resets}");
-    assert!(lab.stats().duplicates > 0, "acks were lost: the lab saw copies");
+    assert!(
+        lab.stats().duplicates > 0,
+        "acks were lost: the lab saw copies"
+    );
     let (_, max) = meter
         .report("blocking/TCP acked")
         .expect("some reconnect had messages to resend");

@@ -393,7 +393,11 @@ pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, St
             break;
         }
         let until = settle.unwrap_or(deadline).min(deadline);
-        let event = lab.next_event(until.saturating_duration_since(now).min(Duration::from_millis(100)));
+        let event = lab.next_event(
+            until
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(100)),
+        );
         match event {
             Some(LabEvent::Message { bytes, .. }) if bytes.starts_with(b"back once ") => {
                 got.push(bytes)
@@ -408,10 +412,7 @@ pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, St
             lab.drop_clients();
             dropped_at = Some(Instant::now());
         }
-        if settle.is_none()
-            && dropped_at.is_some()
-            && lab.stats().duplicates > before.duplicates
-        {
+        if settle.is_none() && dropped_at.is_some() && lab.stats().duplicates > before.duplicates {
             let now = Instant::now();
             resent = dropped_at.map_or(Duration::ZERO, |d| now - d);
             settle = Some(now + Duration::from_millis(500));

@@ -445,7 +445,11 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
 /// not yet acknowledged, otherwise not yet fully written. A pending
 /// heartbeat is not counted.
 pub fn undelivered(link: &Link) -> usize {
-    link.with(|c| c.queued_frames().filter(|(_, heartbeat)| !heartbeat).count())
+    link.with(|c| {
+        c.queued_frames()
+            .filter(|(_, heartbeat)| !heartbeat)
+            .count()
+    })
 }
 
 /// `--drain`: waits until nothing is [`undelivered`], at most `patience`

@@ -799,6 +799,9 @@ struct Record {
     tick: u64,
 }
 
+/// What [`Dedup::on_frame`] says: the verdict and the ack to send.
+type Outcome = (Verdict, Option<[u8; acked::ACK_LEN]>);
+
 struct Sessions {
     map: HashMap<u32, Record>,
     /// Sessions by when they were last heard, oldest first.
@@ -824,11 +827,7 @@ impl Sessions {
     /// ack, and how many sessions were forgotten to make room. A frame that
     /// creates no state (a message of an unknown session that is not its
     /// first) creates no record.
-    fn on_frame(
-        &mut self,
-        session: u32,
-        frame: &Frame<'_>,
-    ) -> (Option<(Verdict, Option<[u8; acked::ACK_LEN]>)>, usize) {
+    fn on_frame(&mut self, session: u32, frame: &Frame<'_>) -> (Option<Outcome>, usize) {
         let mut dedup = self.map.get(&session).map(|r| r.dedup).unwrap_or_default();
         let out = dedup.on_frame(frame);
         let mut evicted = 0;
@@ -888,9 +887,12 @@ impl<'a> Sink<'a> {
             return;
         };
         let (session, seq) = match Frame::decode(bytes) {
-            Ok(Frame::Data { session, seq, .. } | Frame::Beat { session, base: seq, .. }) => {
-                (session, seq)
-            }
+            Ok(
+                Frame::Data { session, seq, .. }
+                | Frame::Beat {
+                    session, base: seq, ..
+                },
+            ) => (session, seq),
             Ok(_) | Err(_) => {
                 add(&stats.malformed, 1);
                 debug!(

@@ -219,8 +219,14 @@ fn acked_drain_succeeds_once_everything_is_acknowledged() {
     signal(&child, "TERM");
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "--drain did not wait");
-    let lab = Lab::start_acked(addr, Transport::Tcp, Framing::Len16, None, Limits::default())
-        .unwrap();
+    let lab = Lab::start_acked(
+        addr,
+        Transport::Tcp,
+        Framing::Len16,
+        None,
+        Limits::default(),
+    )
+    .unwrap();
     let want: Vec<Vec<u8>> = (0..4).map(|i| format!("acked {i}").into_bytes()).collect();
     assert_eq!(messages(&lab, 4, T), want);
     let status = wait_exit(&mut child, T).expect("the drain ends");
