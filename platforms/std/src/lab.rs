@@ -2665,6 +2665,150 @@ mod tests {
         assert_eq!(got, vec![MAX_LINE]);
     }
 
+    fn d(session: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![acked::DATA];
+        f.extend(session.to_be_bytes());
+        f.extend(seq.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    fn len16(f: &[u8]) -> Vec<u8> {
+        frame(Framing::Len16, f).unwrap()
+    }
+
+    fn next_message(lab: &Lab) -> Option<Vec<u8>> {
+        lab.wait_for(
+            Instant::now() + Duration::from_secs(5),
+            |e| match e {
+                LabEvent::Message { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            },
+            drop,
+        )
+    }
+
+    fn read_frame(c: &mut TcpStream) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut n = [0u8; 2];
+        c.read_exact(&mut n).unwrap();
+        let mut f = vec![0u8; usize::from(u16::from_be_bytes(n))];
+        c.read_exact(&mut f).unwrap();
+        f
+    }
+
+    #[test]
+    fn acked_lab_delivers_once_per_session_across_connections() {
+        let lab = Lab::start_acked(local(), Transport::Tcp, Framing::Len16, None, Limits::default())
+            .unwrap();
+        let s = 0x0A0B_0C0D;
+        let mut a = TcpStream::connect(lab.local_addr()).unwrap();
+        // Two messages in one write: one read, one cumulative ack.
+        let mut both = len16(&d(s, 0, b"a"));
+        both.extend(len16(&d(s, 1, b"b")));
+        a.write_all(&both).unwrap();
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"a"[..]));
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"b"[..]));
+        assert_eq!(read_frame(&mut a), acked::ack(s, 2));
+        assert_eq!(lab.stats().acks_sent, 1, "one ack for the batch");
+        drop(a);
+        // The device is back from another port, with the same session: "b"
+        // was delivered already.
+        let mut b = TcpStream::connect(lab.local_addr()).unwrap();
+        let mut again = len16(&d(s, 1, b"b"));
+        again.extend(len16(&d(s, 2, b"c")));
+        b.write_all(&again).unwrap();
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"c"[..]));
+        assert_eq!(read_frame(&mut b), acked::ack(s, 3));
+        assert_eq!(lab.stats().duplicates, 1);
+        // Malformed frames are counted; the connection stays up.
+        b.write_all(&len16(b"Zjunk")).unwrap();
+        b.write_all(&len16(&acked::ack(s, 1))).unwrap();
+        b.write_all(&len16(&d(s, 3, b"d"))).unwrap();
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"d"[..]));
+        assert_eq!(lab.stats().malformed, 2);
+        // A heartbeat is a Beat event, acknowledged with the window.
+        let mut h = vec![acked::BEAT];
+        h.extend(s.to_be_bytes());
+        h.extend(3u32.to_be_bytes());
+        h.extend(b"heart beat");
+        b.write_all(&len16(&h)).unwrap();
+        let beat = lab.wait_for(
+            Instant::now() + Duration::from_secs(5),
+            |e| match e {
+                LabEvent::Beat { payload, .. } => Some(payload.clone()),
+                _ => None,
+            },
+            drop,
+        );
+        assert_eq!(beat.as_deref(), Some(&b"heart beat"[..]));
+        // Out of order over TCP: a gap, dropped, the ack says where to resume.
+        b.write_all(&len16(&d(s, 9, b"z"))).unwrap();
+        let mut acks = Vec::new();
+        while acks.len() < 3 {
+            acks.push(read_frame(&mut b));
+        }
+        assert!(acks.iter().all(|a| *a == acked::ack(s, 4)), "{acks:?}");
+        assert_eq!(lab.stats().gaps, 1);
+        // What the lab sends goes as an M frame.
+        let peer = lab.clients()[0];
+        lab.send_to(peer, b"bin").unwrap();
+        assert_eq!(read_frame(&mut b), b"Mbin");
+        let st = lab.stats();
+        assert_eq!((st.messages_in, st.beats, st.sessions), (4, 1, 1));
+    }
+
+    #[test]
+    fn acked_sessions_are_capped_least_recently_heard_first() {
+        let limits = Limits {
+            max_sessions: 2,
+            ..Limits::default()
+        };
+        let lab = Lab::start_acked(local(), Transport::Udp, Framing::Raw, None, limits).unwrap();
+        let c = UdpSocket::bind(local()).unwrap();
+        c.connect(lab.local_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut ack = [0u8; 16];
+        let send = |f: Vec<u8>| {
+            c.send(&f).unwrap();
+        };
+        send(d(1, 0, b"1a"));
+        send(d(2, 0, b"2a"));
+        send(d(1, 1, b"1b"));
+        // 2 is now the least recently heard: 3 takes its place.
+        send(d(3, 0, b"3a"));
+        for want in [&b"1a"[..], b"2a", b"1b", b"3a"] {
+            assert_eq!(next_message(&lab).as_deref(), Some(want));
+        }
+        // 2 was forgotten: its next message is of an unknown session.
+        send(d(2, 1, b"2b"));
+        send(d(1, 2, b"1c"));
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"1c"[..]));
+        let st = lab.stats();
+        assert_eq!(st.sessions_evicted, 1);
+        assert_eq!(st.unknown_session, 1);
+        assert_eq!(st.sessions, 2);
+        // Every acknowledged frame got its datagram back (not the unknown).
+        let mut n = 0;
+        while n < 5 {
+            assert_eq!(c.recv(&mut ack).unwrap(), acked::ACK_LEN);
+            n += 1;
+        }
+        assert_eq!(lab.stats().acks_sent, 5);
+    }
+
+    #[test]
+    fn acked_refuses_framings_without_frame_boundaries() {
+        for (t, f) in [
+            (Transport::Tcp, Framing::Raw),
+            (Transport::Tcp, Framing::Lines),
+            (Transport::Udp, Framing::Lines),
+        ] {
+            let e = Lab::start_acked(local(), t, f, None, Limits::default()).err();
+            assert_eq!(e.map(|e| e.kind()), Some(std::io::ErrorKind::InvalidInput));
+        }
+    }
+
     #[test]
     fn the_stated_bound_counts_every_buffer() {
         let l = Limits::default();
