@@ -2798,6 +2798,52 @@ mod tests {
     }
 
     #[test]
+    fn acked_acks_to_a_client_that_does_not_read_are_bounded_and_counted() {
+        let lab = Lab::start_acked(local(), Transport::Tcp, Framing::Len16, None, Limits::default())
+            .unwrap();
+        // A tiny receive window: the lab's acks back up quickly.
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&lab.local_addr().into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        // Every frame a new session: one ack each, 11 bytes per 13 in.
+        const N: u32 = 200_000;
+        let writer = std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            for i in 0..N {
+                batch.extend(len16(&d(i, 0, b"")));
+                if batch.len() > 60_000 {
+                    c.write_all(&batch).unwrap();
+                    batch.clear();
+                }
+            }
+            c.write_all(&batch).unwrap();
+            c
+        });
+        let mut got = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < N && Instant::now() < deadline {
+            if let Some(LabEvent::Message { .. }) = lab.next_event(Duration::from_millis(100)) {
+                got += 1;
+            }
+            if got % 4096 == 0 {
+                let held: usize = lock(&lab.shared.tcp)
+                    .values()
+                    .map(|o| lock(&o.state).buf.len())
+                    .sum();
+                assert!(held <= OUTBOX + ACK_SLACK, "{held}");
+            }
+        }
+        let _c = writer.join().unwrap();
+        let st = lab.stats();
+        assert_eq!(got, N, "every message delivered");
+        assert!(st.acks_dropped > 0, "{st:?}");
+        assert_eq!(st.acks_sent + st.acks_dropped, u64::from(N));
+        assert_eq!(st.sessions, DEFAULT_MAX_SESSIONS as u64);
+        assert_eq!(st.sessions_evicted, u64::from(N) - DEFAULT_MAX_SESSIONS as u64);
+    }
+
+    #[test]
     fn acked_refuses_framings_without_frame_boundaries() {
         for (t, f) in [
             (Transport::Tcp, Framing::Raw),
