@@ -187,6 +187,9 @@ Bounds (hold whatever clients do):
   Over --max-clients, connections are accepted and closed at once (logged
   once per burst); failed accepts (out of descriptors) are retried after
   10 ms, doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
+  --acked: at most 4096 device sessions (--max-sessions, 64 B each, counted in
+  the bound), the least recently heard forgotten first; acks to a client that
+  does not read are dropped (counted) past its buffer plus 4 KiB.
   SIGINT/SIGTERM end the lab with a summary on stderr.";
 
 /// `longlink lab`.
@@ -621,6 +624,7 @@ mod tests {
             ),
             format!("at most {} ms for room", STALL.as_millis()),
             format!("longer than {MAX_LINE} bytes"),
+            format!("at most {} device sessions", d.max_sessions),
         ] {
             assert!(LAB_BOUNDS.contains(&fact), "--help lacks {fact:?}");
         }
