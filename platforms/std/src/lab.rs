@@ -2699,8 +2699,14 @@ mod tests {
 
     #[test]
     fn acked_lab_delivers_once_per_session_across_connections() {
-        let lab = Lab::start_acked(local(), Transport::Tcp, Framing::Len16, None, Limits::default())
-            .unwrap();
+        let lab = Lab::start_acked(
+            local(),
+            Transport::Tcp,
+            Framing::Len16,
+            None,
+            Limits::default(),
+        )
+        .unwrap();
         let s = 0x0A0B_0C0D;
         let mut a = TcpStream::connect(lab.local_addr()).unwrap();
         // Two messages in one write: one read, one cumulative ack.
@@ -2799,10 +2805,17 @@ mod tests {
 
     #[test]
     fn acked_acks_to_a_client_that_does_not_read_are_bounded_and_counted() {
-        let lab = Lab::start_acked(local(), Transport::Tcp, Framing::Len16, None, Limits::default())
-            .unwrap();
+        let lab = Lab::start_acked(
+            local(),
+            Transport::Tcp,
+            Framing::Len16,
+            None,
+            Limits::default(),
+        )
+        .unwrap();
         // A tiny receive window: the lab's acks back up quickly.
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
         sock.connect(&lab.local_addr().into()).unwrap();
         let mut c: TcpStream = sock.into();
@@ -2840,7 +2853,10 @@ mod tests {
         assert!(st.acks_dropped > 0, "{st:?}");
         assert_eq!(st.acks_sent + st.acks_dropped, u64::from(N));
         assert_eq!(st.sessions, DEFAULT_MAX_SESSIONS as u64);
-        assert_eq!(st.sessions_evicted, u64::from(N) - DEFAULT_MAX_SESSIONS as u64);
+        assert_eq!(
+            st.sessions_evicted,
+            u64::from(N) - DEFAULT_MAX_SESSIONS as u64
+        );
     }
 
     #[test]
