@@ -2839,7 +2839,7 @@ mod tests {
             if let Some(LabEvent::Message { .. }) = lab.next_event(Duration::from_millis(100)) {
                 got += 1;
             }
-            if got % 4096 == 0 {
+            if got.is_multiple_of(4096) {
                 let held: usize = lock(&lab.shared.tcp)
                     .values()
                     .map(|o| lock(&o.state).buf.len())
