@@ -886,13 +886,14 @@ impl<'a> Sink<'a> {
             add(&stats.messages_in, 1);
             return;
         };
-        let (session, seq) = match Frame::decode(bytes) {
+        // Only `D` and `H` come from a device; anything else is malformed.
+        let (frame, session, seq) = match Frame::decode(bytes) {
             Ok(
-                Frame::Data { session, seq, .. }
+                f @ (Frame::Data { session, seq, .. }
                 | Frame::Beat {
                     session, base: seq, ..
-                },
-            ) => (session, seq),
+                }),
+            ) => (f, session, seq),
             Ok(_) | Err(_) => {
                 add(&stats.malformed, 1);
                 debug!(
@@ -901,9 +902,6 @@ impl<'a> Sink<'a> {
                 );
                 return;
             }
-        };
-        let Ok(frame) = Frame::decode(bytes) else {
-            return;
         };
         let (result, evicted) = sessions.on_frame(session, &frame);
         if evicted > 0 {
@@ -2800,6 +2798,12 @@ mod tests {
             assert_eq!(c.recv(&mut ack).unwrap(), acked::ACK_LEN);
             n += 1;
         }
+        // Counted once `send_to` returned, which may be after the datagram
+        // arrived.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lab.stats().acks_sent < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(lab.stats().acks_sent, 5);
     }
 
@@ -2848,6 +2852,12 @@ mod tests {
             }
         }
         let _c = writer.join().unwrap();
+        // The last acks are counted just after their messages were queued.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let counted = |s: LabStats| s.acks_sent + s.acks_dropped;
+        while counted(lab.stats()) < u64::from(N) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let st = lab.stats();
         assert_eq!(got, N, "every message delivered");
         assert!(st.acks_dropped > 0, "{st:?}");

@@ -239,9 +239,20 @@ fn acked_drain_succeeds_once_everything_is_acknowledged() {
 
 #[test]
 fn lab_check_acked_passes_against_the_client_binary() {
+    check_acked(false);
+}
+
+#[test]
+fn lab_check_acked_passes_against_the_client_binary_over_udp() {
+    check_acked(true);
+}
+
+fn check_acked(udp: bool) {
     let listen = free_port().to_string();
+    let scheme = if udp { "udp" } else { "tcp" };
     let mut lab = Command::new(BIN)
         .args(["lab", "--listen", &listen, "--check", "--acked"])
+        .args(if udp { &["--udp"][..] } else { &[] })
         .args(["--timeout", "10s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -249,7 +260,7 @@ fn lab_check_acked_passes_against_the_client_binary() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let mut client = Command::new(BIN)
-        .args(["-q", "client", &format!("tcp://{listen}"), "--acked"])
+        .args(["-q", "client", &format!("{scheme}://{listen}"), "--acked"])
         .args(["--heartbeat", "200ms", "--retry-delay", "200ms"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
