@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use log::{debug, info, warn};
-use longlink_core::acked::{self, Dedup, Frame, Verdict};
+use longlink_core::acked::{self, seq_before, Dedup, Frame, Verdict};
 use longlink_core::framing::{self, Framing};
 use longlink_core::Transport;
 use rustls::{ServerConfig, ServerConnection};
@@ -810,6 +810,8 @@ struct Sessions {
     cap: usize,
     /// Evicting sessions for new ones (logged once per run).
     evicting: bool,
+    /// While acks are withheld: the first message delivered meanwhile.
+    withheld_from: Option<(u32, u32)>,
 }
 
 impl Sessions {
@@ -820,6 +822,7 @@ impl Sessions {
             tick: 0,
             cap: cap.max(1),
             evicting: false,
+            withheld_from: None,
         }
     }
 
@@ -903,6 +906,10 @@ impl<'a> Sink<'a> {
                 return;
             }
         };
+        if !self.withhold.load(Ordering::Acquire) {
+            // Not withholding (any more): no marker from an earlier run.
+            sessions.withheld_from = None;
+        }
         let (result, evicted) = sessions.on_frame(session, &frame);
         if evicted > 0 {
             add(&stats.sessions_evicted, evicted);
@@ -928,6 +935,9 @@ impl<'a> Sink<'a> {
                     bytes: payload.to_vec(),
                 });
                 add(&stats.messages_in, 1);
+                if self.withhold.load(Ordering::Acquire) && sessions.withheld_from.is_none() {
+                    sessions.withheld_from = Some((session, seq));
+                }
             }
             (Verdict::Beat, Frame::Beat { payload, .. }) => {
                 ev.push(LabEvent::Beat {
@@ -940,8 +950,14 @@ impl<'a> Sink<'a> {
             (Verdict::Duplicate, _) => {
                 add(&stats.duplicates, 1);
                 debug!("{peer}: session {session:08x} seq {seq}: duplicate dropped");
-                if self.withhold.swap(false, Ordering::AcqRel) {
-                    info!("{peer}: a duplicate arrived; acknowledging again");
+                // A copy of a message delivered while acks were withheld:
+                // the device did resend it; acknowledge again.
+                let resent = sessions
+                    .withheld_from
+                    .is_some_and(|(s, first)| s == session && !seq_before(seq, first));
+                if resent && self.withhold.swap(false, Ordering::AcqRel) {
+                    sessions.withheld_from = None;
+                    info!("{peer}: a message delivered while acks were withheld came again; acknowledging again");
                 }
             }
             (Verdict::Gap, _) => {
@@ -1188,12 +1204,23 @@ impl Lab {
     }
 
     /// Acknowledged mode, for tests and `--check`: from now on, send no ack
-    /// (not even for heartbeats) until a client sends a message the lab
-    /// already delivered, as if every ack were lost. Combined with
-    /// [`drop_clients`](Self::drop_clients) it makes a device resend what
-    /// the lab delivered, which the lab must recognise as duplicates.
+    /// (not even for heartbeats) until a client sends again a message the
+    /// lab delivered while withholding, as if every ack were lost. Combined
+    /// with [`drop_clients`](Self::drop_clients) it makes a device resend
+    /// what the lab delivered, which the lab must recognise as duplicates.
     pub fn withhold_acks(&self) {
         self.shared.withhold.store(true, Ordering::Release);
+    }
+
+    /// Sends acks again (ends [`withhold_acks`](Self::withhold_acks)).
+    pub fn release_acks(&self) {
+        self.shared.withhold.store(false, Ordering::Release);
+    }
+
+    /// Whether acks are still withheld ([`withhold_acks`](Self::withhold_acks)):
+    /// no copy of a message delivered meanwhile came back yet.
+    pub fn withholding(&self) -> bool {
+        self.shared.withhold.load(Ordering::Acquire)
     }
 
     /// Frames an application message for the clients: in acknowledged mode
