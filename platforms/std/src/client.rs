@@ -421,7 +421,7 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
     let mut text = summary(&stats, started.elapsed());
     if acked {
         text.push_str(&format!(
-            "\nacked: messages acknowledged {}, acks {} (ignored {}), ack timeouts {}",
+            "\nacked: messages acknowledged {}, acks that moved the window {} (ignored {}), ack timeouts {}",
             stats.messages_acked, stats.acks, stats.acks_ignored, stats.ack_timeouts
         ));
     }
