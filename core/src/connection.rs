@@ -225,6 +225,9 @@ impl Timers {
             Timer::Ack,
         ];
         let mut first = (Timer::Phase, self.0[0]);
+        // Two arrays indexed in step: the `zip` form links
+        // `Iterator::nth` (76 B on Cortex-M) for nothing.
+        #[allow(clippy::needless_range_loop)]
         for i in 1..TIMERS {
             if self.0[i] < first.1 {
                 first = (ALL[i], self.0[i]);
