@@ -280,7 +280,7 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
     }
 
     // The test protocol.
-    let token = format!("back {:08x}", crate::cli::random_seed() as u32);
+    let token = format!("back {:08x}", crate::clock::random_seed() as u32);
     let hb = &opts.heartbeat;
     let step_timeout = opts.timeout.min(Duration::from_secs(10));
     for (name, req, expect) in [
@@ -366,7 +366,7 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
 /// reply was delivered exactly once, in order, and at least one duplicate
 /// was dropped.
 pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, String) {
-    let token = format!("{:08x}", crate::cli::random_seed() as u32);
+    let token = format!("{:08x}", crate::clock::random_seed() as u32);
     let want: Vec<Vec<u8>> = (1..=3)
         .map(|i| format!("back once {token} {i}").into_bytes())
         .collect();
@@ -450,27 +450,6 @@ pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, St
         )
     };
     (passed, detail)
-}
-
-/// `longlink lab --check`.
-pub fn main(lab: &Lab, args: &crate::cli::LabArgs) -> std::process::ExitCode {
-    let opts = CheckOptions {
-        heartbeat: args.heartbeat_payload.as_bytes().to_vec(),
-        heartbeats: args.heartbeats,
-        timeout: args.timeout,
-    };
-    let report = run(lab, &opts, |line| {
-        eprintln!(
-            "{} {line}",
-            crate::logger::timestamp(std::time::SystemTime::now())
-        );
-    });
-    print!("{}", report.render());
-    if report.passed() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
 }
 
 #[cfg(test)]

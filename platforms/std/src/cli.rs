@@ -496,25 +496,20 @@ impl ClientArgs {
                     max: ms(self.backoff_max),
                 },
             },
-            seed: self.seed.unwrap_or_else(random_seed),
+            seed: self.seed.unwrap_or_else(crate::clock::random_seed),
             delivery: if self.acked {
                 Delivery::Acked(Acked {
                     ack_timeout: ms(self.ack_timeout),
-                    ..Acked::new(self.session.unwrap_or_else(|| random_seed() as u32))
+                    ..Acked::new(
+                        self.session
+                            .unwrap_or_else(|| crate::clock::random_seed() as u32),
+                    )
                 })
             } else {
                 Delivery::Socket
             },
         }
     }
-}
-
-/// A seed from the standard library's per-process random hash keys.
-pub fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! `longlink-nal-async` driver over `std-embedded-nal-async`, so a laptop
 //! runs the hardware code path), the [`lab`] test server and its
 //! acceptance script ([`check`]), the [`demo`], and [benchmarks](mod@bench).
+//! Each command's `main` (options, printing, exit status) lives in [`cmd`];
+//! [`cli`] only parses the command line.
 //!
 //! ```text
 //! longlink client tcp://127.0.0.1:50798 --heartbeat 10s --framing lines
@@ -20,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cmd;
 pub mod demo;
 pub mod lab;
 pub mod logger;

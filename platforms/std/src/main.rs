@@ -1,9 +1,10 @@
 //! The `longlink` binary: parses the command line and hands over to the
-//! library.
+//! command's module.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 use longlink_std::cli::{Cli, Command};
+use longlink_std::cmd;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -17,10 +18,10 @@ fn main() -> std::process::ExitCode {
     };
     longlink_std::logger::init(longlink_std::logger::level(quiet, cli.verbose));
     match &cli.command {
-        Command::Client(args) => longlink_std::client::main(args),
-        Command::Lab(args) => longlink_std::lab::main(args),
-        Command::Demo(args) => longlink_std::demo::main(args),
-        Command::Bench(args) => longlink_std::bench::main(args),
-        Command::BareEcho { addr } => longlink_std::bench::bare_echo(*addr),
+        Command::Client(args) => cmd::client::main(args),
+        Command::Lab(args) => cmd::lab::main(args),
+        Command::Demo(args) => cmd::demo::main(args),
+        Command::Bench(args) => cmd::bench::main(args),
+        Command::BareEcho { addr } => cmd::bench::bare_echo(*addr),
     }
 }
