@@ -19,7 +19,7 @@ use longlink_core::{
 use crate::check::{request, Expect, Report};
 use crate::client::{Client, ClientEvent, Observed, Server};
 use crate::lab::{Lab, LabEvent};
-use crate::text::{duration, escape};
+use crate::text::duration;
 
 /// The demo's shortened intervals.
 #[derive(Debug, Clone, Copy)]
@@ -107,8 +107,9 @@ fn fit(s: &str, max: usize) -> String {
     }
 }
 
+/// Text in quotes, binary in hex (`11 22 33`).
 fn quote(bytes: &[u8]) -> String {
-    format!("\"{}\"", escape(bytes))
+    crate::text::show(bytes)
 }
 
 struct Demo {

@@ -770,6 +770,16 @@ impl UdpPeers {
         (true, evicted)
     }
 
+    /// Forgets `addr`; false if it was not known.
+    fn remove(&mut self, addr: SocketAddr) -> bool {
+        let Some(i) = self.map.remove(&addr) else {
+            return false;
+        };
+        self.unlink(i);
+        self.free.push(i);
+        true
+    }
+
     fn clear(&mut self) {
         self.map.clear();
         self.nodes.clear();
@@ -1419,6 +1429,21 @@ impl Lab {
             o.close();
         }
         lock(&self.shared.udp_peers).clear();
+    }
+
+    /// Closes one client's connection (TCP) or forgets it (UDP); false if
+    /// it was not a client.
+    pub fn drop_client(&self, peer: SocketAddr) -> bool {
+        match self.transport {
+            Transport::Tcp => match lock(&self.shared.tcp).get(&peer) {
+                Some(o) if !o.is_closed() => {
+                    o.close();
+                    true
+                }
+                _ => false,
+            },
+            Transport::Udp => lock(&self.shared.udp_peers).remove(peer),
+        }
     }
 
     /// Stops listening and closes every client.
