@@ -312,6 +312,13 @@ fn log_event(event: &Event<'_>) {
         Event::Core(CoreEvent::FrameRejected) => {
             warn!("frame rejected (larger than {RX} bytes, or cut off)")
         }
+        // The core logs these itself.
+        Event::Core(
+            e @ (CoreEvent::Connected
+            | CoreEvent::LinkReset
+            | CoreEvent::RadioCycle
+            | CoreEvent::ReplyDropped),
+        ) => debug!("{}", event_words(e)),
         Event::Core(e) => info!("{}", event_words(e)),
         Event::Connecting(a) => debug!("connecting to {a}"),
         Event::StackError { op, error } => {
