@@ -258,7 +258,10 @@ pub fn play(transport: Transport, timing: Timing, mut say: impl FnMut(&str)) -> 
     let addr = lab.local_addr();
     d.chart.push(
         d.t(Instant::now()),
-        Row::Server(format!("listening on {addr} ({transport:?})")),
+        Row::Server(format!(
+            "listening on {addr} ({})",
+            crate::text::transport(transport)
+        )),
     );
     let config = Config {
         transport,

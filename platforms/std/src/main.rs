@@ -8,11 +8,11 @@ use longlink_std::cmd;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The demo and the benchmark print their own report; their log is
-    // opt-in with -v.
+    // The demo and the benchmark print their own report; their log (errors
+    // aside) is opt-in with -v, -vv.
     let quiet = match cli.command {
         Command::Demo(_) | Command::Bench(_) | Command::BareEcho { .. } => {
-            cli.quiet.saturating_add(1)
+            cli.quiet.saturating_add(2)
         }
         _ => cli.quiet,
     };

@@ -4,7 +4,7 @@
 //! stdin commands, binary shown as hex) and its conventions (durations,
 //! host names, URLs, log lines, --help).
 // Test harness helpers outside #[test] fns unwrap too.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -531,6 +531,25 @@ fn demo_shows_bin_as_hex() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("11 22 33"), "{text}");
     assert!(!text.contains("\\x11"), "{text}");
+    assert!(!text.contains("(Tcp)"), "no Debug output:\n{text}");
+
+    // `longlink demo | head -1`: no panic, the status still tells.
+    let mut demo = Command::new(BIN)
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(demo.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("longlink demo"), "{first}");
+    let status = wait_exit(&mut demo, Duration::from_secs(60)).unwrap();
+    let err = read_all(demo.stderr.take());
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
