@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use log::{debug, info, warn};
@@ -40,6 +41,19 @@ pub fn main(args: &LabArgs) -> std::process::ExitCode {
     let secure = tls.is_some();
     let limits = args.limits();
     let framing = args.framing();
+    // The handler comes first: a signal sent as soon as the lab listens
+    // must end it with its summary, not kill it.
+    let slot: Arc<OnceLock<Arc<Lab>>> = Arc::new(OnceLock::new());
+    let early = Arc::new(AtomicBool::new(false));
+    {
+        let (slot, early) = (slot.clone(), early.clone());
+        if let Err(e) = ctrlc::set_handler(move || match slot.get() {
+            Some(lab) => lab.interrupt(),
+            None => early.store(true, Ordering::SeqCst),
+        }) {
+            warn!("no signal handler ({e}); stop with kill -9");
+        }
+    }
     let started = if args.acked {
         Lab::start_acked(args.listen, transport, framing, tls, limits)
     } else {
@@ -56,11 +70,9 @@ pub fn main(args: &LabArgs) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    {
-        let lab = lab.clone();
-        if let Err(e) = ctrlc::set_handler(move || lab.interrupt()) {
-            warn!("no signal handler ({e}); stop with kill -9");
-        }
+    let _ = slot.set(lab.clone());
+    if early.load(Ordering::SeqCst) {
+        lab.interrupt();
     }
     let (code, quiet) = if args.check {
         (check(&lab, args), false)
@@ -431,7 +443,7 @@ fn serve(
         limits.memory_bound(secure).div_ceil(1 << 20)
     );
     let numbers = Arc::new(Mutex::new(Numbers::default()));
-    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed = Arc::new(AtomicBool::new(false));
     {
         let (lab, numbers, closed) = (lab.clone(), numbers.clone(), closed.clone());
         let input = args.input;
@@ -440,13 +452,13 @@ fn serve(
             .name("stdin".into())
             .spawn(move || {
                 read_lines(std::io::stdin().lock(), |line| {
-                    if closed.load(std::sync::atomic::Ordering::Relaxed) {
+                    if closed.load(Ordering::Relaxed) {
                         return;
                     }
                     match parse_command(line, input) {
                         Ok(cmd) => {
                             if !obey(&lab, &numbers, output, cmd) {
-                                closed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                closed.store(true, Ordering::Relaxed);
                                 lab.interrupt();
                             }
                         }
@@ -493,7 +505,7 @@ fn serve(
             break;
         }
     }
-    if broken || closed.load(std::sync::atomic::Ordering::Relaxed) {
+    if broken || closed.load(Ordering::Relaxed) {
         // Nobody reads what the lab prints any more (`longlink lab | head`):
         // end quietly, like any filter.
         debug!("stdout is closed: stopping");
