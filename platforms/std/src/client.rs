@@ -293,9 +293,9 @@ fn observe(event: &Event<'_>) -> Observed {
     match event {
         Event::Core(e) => Observed::Core(*e),
         Event::Connecting(a) => Observed::Connecting(*a),
-        Event::StackError { op, error } => {
-            Observed::StackError(format!("{op}: {}", error_words(&format!("{error:?}"))))
-        }
+        // The error's own text, for programs; the log has it in words
+        // ([`error_words`]).
+        Event::StackError { op, error } => Observed::StackError(format!("{op}: {error:?}")),
         Event::Sent(b) => Observed::Sent(b.to_vec()),
         Event::Received(b) => Observed::Received(b.to_vec()),
         // `Event` is non-exhaustive.
