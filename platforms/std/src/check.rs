@@ -217,10 +217,10 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
     let mut report = Report::default();
     let start = Instant::now();
     progress(&format!(
-        "waiting for a client on {} ({:?}, {:?} framing)",
+        "waiting for a client on {} ({}, {} framing)",
         lab.local_addr(),
-        lab.transport(),
-        lab.framing()
+        crate::text::transport(lab.transport()),
+        crate::text::framing(lab.framing())
     ));
     let Some(peer) = lab.wait_for(
         start + opts.timeout,

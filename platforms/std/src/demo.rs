@@ -201,9 +201,9 @@ impl Demo {
                 Observed::Core(CoreEvent::Disconnected(Disconnect::PeerClosed)) => {
                     self.chart.push(t, Row::Client("server closed".into()))
                 }
-                Observed::Core(CoreEvent::Disconnected(why)) => self
+                Observed::Core(e @ CoreEvent::Disconnected(_)) => self
                     .chart
-                    .push(t, Row::Client(format!("disconnected ({why:?})"))),
+                    .push(t, Row::Client(crate::client::event_words(&e))),
                 _ => {}
             }
         }

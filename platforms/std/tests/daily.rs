@@ -634,3 +634,22 @@ fn rust_log_overrides_the_level() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(" DEBUG "), "{err}");
 }
+
+#[test]
+fn udp_client_prints_each_datagram() {
+    let lab = Lab::start(any(), Transport::Udp, Framing::Raw).unwrap();
+    let url = format!("udp://{}", lab.local_addr());
+    let mut child = Command::new(BIN)
+        .args(["client", &url, "--output", "hex", "--count", "1"])
+        .args(["--heartbeat", "100ms", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A UDP client is known from its first datagram (a heartbeat).
+    let peer = connected(&lab);
+    lab.send_to(peer, b"bin").unwrap();
+    assert!(wait_exit(&mut child, T).unwrap().success());
+    assert_eq!(read_all(child.stdout.take()), "62 69 6e\n");
+}

@@ -42,17 +42,26 @@ enum Stop {
 pub struct Inbound {
     framing: Framing,
     acked: bool,
+    datagrams: bool,
     buf: Vec<u8>,
 }
 
 impl Inbound {
-    /// A decoder for this framing.
+    /// A decoder for this framing (over TCP).
     pub fn new(framing: Framing, acked: bool) -> Inbound {
         Inbound {
             framing,
             acked,
+            datagrams: false,
             buf: Vec::new(),
         }
+    }
+
+    /// A decoder for UDP: a frame never spans datagrams (a cut-off one is
+    /// dropped, as the core drops it).
+    pub fn datagrams(mut self) -> Inbound {
+        self.datagrams = true;
+        self
     }
 
     /// A new connection: an unfinished frame of the last one is gone.
@@ -89,7 +98,11 @@ impl Inbound {
                 }
             }
         }
-        self.buf.drain(..used);
+        if self.datagrams {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..used);
+        }
     }
 }
 
@@ -112,12 +125,15 @@ pub fn format_message(output: OutputArg, message: &[u8]) -> Vec<u8> {
 /// The hook that prints received messages and counts them.
 fn printer(
     args: &ClientArgs,
-    framing: Framing,
-    acked: bool,
+    config: &longlink_core::Config,
     connected: Arc<AtomicBool>,
     stop: Sender<Stop>,
 ) -> impl FnMut(&Event<'_>) + Send + 'static {
-    let mut inbound = Inbound::new(framing, acked);
+    let acked = config.delivery != Delivery::Socket;
+    let mut inbound = Inbound::new(config.framing, acked);
+    if config.transport == longlink_core::Transport::Udp {
+        inbound = inbound.datagrams();
+    }
     let output = args.output;
     let count = args.count;
     let mut seen = 0usize;
@@ -189,7 +205,7 @@ pub fn main(args: &ClientArgs) -> std::process::ExitCode {
         }
     }
     let connected = Arc::new(AtomicBool::new(false));
-    let hook = printer(args, config.framing, acked, connected.clone(), tx.clone());
+    let hook = printer(args, &config, connected.clone(), tx.clone());
     let client = match Client::spawn_hooked(server, config, tls, hook) {
         Ok(c) => c,
         Err(e) => {
@@ -359,6 +375,12 @@ mod tests {
         let mut acked = Inbound::new(Framing::Len16, true);
         let got = messages(&mut acked, &[&[0, 3, b'M', b'h', b'i']]);
         assert_eq!(got, [b"hi".to_vec()]);
+        // UDP: a cut-off frame does not join the next datagram.
+        let mut udp = Inbound::new(Framing::Lines, false).datagrams();
+        assert_eq!(
+            messages(&mut udp, &[b"a\nb", b"c\n"]),
+            [b"a".to_vec(), b"c".to_vec()]
+        );
     }
 
     #[test]
