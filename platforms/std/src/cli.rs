@@ -254,7 +254,8 @@ Stdin (one command per line):
   @N TEXT        send TEXT to client #N only (the number the lab printed at
                  its connect; @ADDR, such as @127.0.0.1:40312, works too)
   !list          list the clients with their numbers
-  !drop N        close client #N (!drop all: every client)
+  !drop N        close client #N at once, unsent bytes and all (!drop all:
+                 every client)
   !help          this list
   With --input hex, TEXT is hex bytes (@2 11 22 33); with --input escaped,
   \\xNN escapes (@2 \\x11\\x22\\x33). A line that starts with '!' or '@'

@@ -10,7 +10,9 @@
 //! ```text
 //! longlink client tcp://127.0.0.1:50798 --heartbeat 10s --framing lines
 //! longlink client tls://example.com:50799 [--ca ca.pem] [--cert c.pem --key k.pem]
-//! longlink lab --listen 127.0.0.1:50798 [--udp] [--check]
+//! longlink client tcp://127.0.0.1:50798 --output json --count 1 --timeout 30s
+//! echo "11 22 33" | longlink client tcp://127.0.0.1:50798 --input hex --exit-on-eof
+//! longlink lab --listen localhost:50798 [--udp] [--check [--json]] [--output hex|json]
 //! longlink lab --tls --cert server.pem --key server.key [--client-ca ca.pem]
 //! longlink demo
 //! longlink bench --idle 30s --samples 1000

@@ -190,7 +190,10 @@ fn timeout_stops_the_client_and_never_connecting_exits_3() {
     // Connected: --timeout ends it with 0.
     let lab = Lab::start(any(), Transport::Tcp, Framing::Raw).unwrap();
     let url = format!("tcp://{}", lab.local_addr());
-    let (status, out, err, took) = client_run(&[&url, "--timeout", "600ms"], b"");
+    let (status, out, err, took) = client_run(
+        &[&url, "--timeout", "800ms", "--connect-deadline", "300ms"],
+        b"",
+    );
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(out.is_empty(), "{out}");
