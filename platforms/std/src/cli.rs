@@ -288,7 +288,8 @@ Bounds (hold whatever clients do):
 #[derive(Debug, Args)]
 #[command(after_help = LAB_BOUNDS)]
 pub struct LabArgs {
-    /// Address to listen on (use 0.0.0.0:50798 to reach it from a device).
+    /// Address to listen on: IP:PORT or HOST:PORT (localhost:5000); use
+    /// 0.0.0.0:50798 to reach it from a device.
     #[arg(long, default_value = "127.0.0.1:50798", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// UDP instead of TCP.
@@ -346,16 +347,16 @@ pub struct LabArgs {
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub peer_expiry: Duration,
     /// Serve TLS over TCP (needs --cert and --key).
-    #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp")]
+    #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp", help_heading = "TLS")]
     pub tls: bool,
     /// --tls: the server's certificate chain (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "TLS")]
     pub cert: Option<PathBuf>,
     /// --tls: the server's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "TLS")]
     pub key: Option<PathBuf>,
     /// --tls: require client certificates issued by these CAs (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "TLS")]
     pub client_ca: Option<PathBuf>,
 }
 
