@@ -109,7 +109,7 @@ impl Driver {
             let mut read_record = vec![0u8; 16640];
             let mut write_record = vec![0u8; 1024];
             let mut scratch = vec![0u8; 512];
-            let seed = longlink_std::cli::random_seed();
+            let seed = longlink_std::clock::random_seed();
             let mut rng = TestRng(seed);
             let mut modem = AlwaysUp;
             let hook = |ev: Event<'_>| {

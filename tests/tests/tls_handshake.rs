@@ -105,7 +105,7 @@ fn embedded_tls_handshake_time() {
     let tls: TlsTcp<NoopRawMutex, 256, 256> = TlsTcp::new();
     let mut read_record = vec![0u8; 16640];
     let mut write_record = vec![0u8; 1024];
-    let mut rng = TestRng(longlink_std::cli::random_seed());
+    let mut rng = TestRng(longlink_std::clock::random_seed());
     let ca_der = ca.cert.to_vec();
     let check = ServerCheck::new(&ca_der, "localhost");
     let n = count();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use longlink_core::{Framing, Transport, BIN_REPLY};
 
 use crate::lab::{Lab, LabEvent};
-use crate::text::{duration, escape};
+use crate::text::{duration, escape, json_string, show};
 
 /// One check and its outcome.
 #[derive(Debug, Clone)]
@@ -40,6 +40,30 @@ impl Report {
     /// True when there was at least one check and all passed.
     pub fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The report as one JSON object:
+    /// `{"passed":true,"checks":[{"name":..,"passed":..,"detail":..}],..}`.
+    pub fn to_json(&self) -> String {
+        let checks: Vec<String> = self
+            .checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"name\":{},\"passed\":{},\"detail\":{}}}",
+                    json_string(&c.name),
+                    c.passed,
+                    json_string(&c.detail)
+                )
+            })
+            .collect();
+        let passed = self.checks.iter().filter(|c| c.passed).count();
+        format!(
+            "{{\"passed\":{},\"checks_passed\":{passed},\"checks_failed\":{},\"checks\":[{}]}}",
+            self.passed(),
+            self.checks.len() - passed,
+            checks.join(",")
+        )
     }
 
     /// A table with one line per check, then `N passed, M failed`.
@@ -112,9 +136,9 @@ pub fn request(
         };
         let Some(event) = event else {
             return Err(format!(
-                "no reply within {} (got {:?})",
+                "no reply within {} (got {})",
                 duration(timeout),
-                escape(&got)
+                show(&got)
             ));
         };
         match event {
@@ -131,7 +155,7 @@ pub fn request(
                         return if got == want {
                             Ok((got, at - sent))
                         } else {
-                            Err(format!("got {:?}", escape(&got)))
+                            Err(format!("got {}", show(&got)))
                         };
                     }
                     Expect::UnixTime { tolerance_s } if got.len() >= 10 => {
@@ -193,10 +217,10 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
     let mut report = Report::default();
     let start = Instant::now();
     progress(&format!(
-        "waiting for a client on {} ({:?}, {:?} framing)",
+        "waiting for a client on {} ({}, {} framing)",
         lab.local_addr(),
-        lab.transport(),
-        lab.framing()
+        crate::text::transport(lab.transport()),
+        crate::text::framing(lab.framing())
     ));
     let Some(peer) = lab.wait_for(
         start + opts.timeout,
@@ -280,7 +304,7 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
     }
 
     // The test protocol.
-    let token = format!("back {:08x}", crate::cli::random_seed() as u32);
+    let token = format!("back {:08x}", crate::clock::random_seed() as u32);
     let hb = &opts.heartbeat;
     let step_timeout = opts.timeout.min(Duration::from_secs(10));
     for (name, req, expect) in [
@@ -296,12 +320,12 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
             Expect::UnixTime { tolerance_s: 2 },
         ),
     ] {
-        progress(&format!("sending {:?}", escape(req)));
+        progress(&format!("sending {}", show(req)));
         match request(lab, peer, req, expect, hb, step_timeout) {
             Ok((reply, rtt)) => report.add(
                 name,
                 true,
-                format!("\"{}\", round trip {}", escape(&reply), duration(rtt)),
+                format!("{}, round trip {}", show(&reply), duration(rtt)),
             ),
             Err(e) => report.add(name, false, e),
         }
@@ -366,7 +390,7 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
 /// reply was delivered exactly once, in order, and at least one duplicate
 /// was dropped.
 pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, String) {
-    let token = format!("{:08x}", crate::cli::random_seed() as u32);
+    let token = format!("{:08x}", crate::clock::random_seed() as u32);
     let want: Vec<Vec<u8>> = (1..=3)
         .map(|i| format!("back once {token} {i}").into_bytes())
         .collect();
@@ -452,27 +476,6 @@ pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, St
     (passed, detail)
 }
 
-/// `longlink lab --check`.
-pub fn main(lab: &Lab, args: &crate::cli::LabArgs) -> std::process::ExitCode {
-    let opts = CheckOptions {
-        heartbeat: args.heartbeat_payload.as_bytes().to_vec(),
-        heartbeats: args.heartbeats,
-        timeout: args.timeout,
-    };
-    let report = run(lab, &opts, |line| {
-        eprintln!(
-            "{} {line}",
-            crate::logger::timestamp(std::time::SystemTime::now())
-        );
-    });
-    print!("{}", report.render());
-    if report.passed() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +501,9 @@ mod tests {
         r.add("b", false, "why");
         assert!(!r.passed());
         assert!(r.render().ends_with("1 passed, 1 failed\n"));
+        assert_eq!(
+            r.to_json(),
+            r#"{"passed":false,"checks_passed":1,"checks_failed":1,"checks":[{"name":"a","passed":true,"detail":""},{"name":"b","passed":false,"detail":"why"}]}"#
+        );
     }
 }

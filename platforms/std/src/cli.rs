@@ -1,7 +1,7 @@
 //! The command line: `longlink client|lab|demo|bench`, and the parsers for
 //! URLs, durations and framings.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,46 +82,92 @@ pub enum BackoffArg {
     Exponential,
 }
 
+/// How received messages are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputArg {
+    /// Client: each message as it is, then a newline (like `nc`). Lab: one
+    /// line per event, with time and client, text and hex.
+    #[default]
+    Text,
+    /// Each message as hex bytes (`11 22 33`), one per line (lab: with time
+    /// and client).
+    Hex,
+    /// JSON Lines: `{"time":..,"dir":"in"|"out",..,"hex":..,"text":..}`
+    /// (`text` is null when the bytes are not printable).
+    Json,
+}
+
+/// How stdin lines become messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum InputArg {
+    /// Each line as it is.
+    #[default]
+    Text,
+    /// Each line is hex bytes: `11 22 33`, `112233` or `11:22:33`.
+    Hex,
+    /// Text with escapes: `\xNN`, `\n`, `\r`, `\t`, `\0`, `\\`.
+    Escaped,
+}
+
+impl InputArg {
+    /// The message a stdin line stands for.
+    pub fn decode(self, line: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            InputArg::Text => Ok(line.to_vec()),
+            InputArg::Hex => crate::text::parse_hex(&String::from_utf8_lossy(line)),
+            InputArg::Escaped => crate::text::unescape(line),
+        }
+    }
+}
+
+/// Exit status of `longlink client` when it never connected (within
+/// `--connect-deadline`, or before `--timeout`/`--count`/`--exit-on-eof`
+/// ended it).
+pub const EXIT_NEVER_CONNECTED: u8 = 3;
+
 /// `longlink client`.
 #[derive(Debug, Args)]
+#[command(after_help = CLIENT_EXIT)]
 pub struct ClientArgs {
     /// tcp://HOST:PORT, udp://HOST:PORT or tls://HOST:PORT (HOST: an IP
     /// address or a name, resolved at every connect; tls: TCP + TLS, the
     /// server's certificate verified for HOST).
     #[arg(value_parser = parse_url)]
     pub url: Target,
-    /// tls: trust the CA certificates in this PEM file (default: the
-    /// system's root certificates).
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// tls: client certificate chain (PEM) for mutual TLS; needs --key.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// tls: private key (PEM) of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// tls: check the server's certificate for this name instead of HOST.
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
-    /// tls: give up on a TLS handshake after this long (counted as a failed
-    /// connect).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
+    /// How received messages are printed on stdout (logs go to stderr).
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// How stdin lines are read: as text, as hex bytes, or with \xNN escapes.
+    #[arg(long, value_enum, default_value_t = InputArg::Text)]
+    pub input: InputArg,
+    /// Stop after N messages were received (like mosquitto_sub -C).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub count: Option<usize>,
+    /// Stop after this long (like mosquitto_sub -W), e.g. 30s or 1m30s.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Stop when stdin ended and every line was delivered: written to the
+    /// socket, or with --acked acknowledged (like nc -N).
+    #[arg(long)]
+    pub exit_on_eof: bool,
+    /// Exit with status 3 if not connected within this long.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub connect_deadline: Option<Duration>,
     /// Heartbeat interval, or "off".
     #[arg(long, default_value = "10s", value_parser = parse_opt_duration)]
     pub heartbeat: Toggle,
     /// Heartbeat message (at most 24 bytes).
     #[arg(long, default_value = "heart beat", value_parser = parse_payload)]
     pub heartbeat_payload: String,
+    /// Message framing [default: raw; len16 with --acked].
+    #[arg(long, value_enum)]
+    pub framing: Option<FramingArg>,
     /// Pause after a failed connect or a lost connection.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub retry_delay: Duration,
     /// Consecutive failed connects before a link reset.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_failures: u16,
-    /// Message framing [default: raw; len16 with --acked].
-    #[arg(long, value_enum)]
-    pub framing: Option<FramingArg>,
     /// Send a heartbeat only when nothing else was sent for its interval.
     #[arg(long)]
     pub heartbeat_when_idle: bool,
@@ -157,18 +203,64 @@ pub struct ClientArgs {
     /// Cap of the exponential backoff.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub backoff_max: Duration,
-    /// How long to wait for the network (always up on a desktop; kept for
-    /// completeness).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub network_wait: Duration,
     /// Jitter seed (default: random).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// tls: trust the CA certificates in this PEM file (default: the
+    /// system's root certificates).
+    #[arg(long, value_name = "FILE", help_heading = "TLS (tls:// URLs)")]
+    pub ca: Option<PathBuf>,
+    /// tls: client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS (tls:// URLs)"
+    )]
+    pub cert: Option<PathBuf>,
+    /// tls: private key (PEM) of --cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS (tls:// URLs)"
+    )]
+    pub key: Option<PathBuf>,
+    /// tls: check the server's certificate for this name instead of HOST.
+    #[arg(long, value_name = "NAME", help_heading = "TLS (tls:// URLs)")]
+    pub server_name: Option<String>,
+    /// tls: give up on a TLS handshake after this long (counted as a failed
+    /// connect).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "TLS (tls:// URLs)")]
+    pub handshake_timeout: Duration,
 }
+
+/// What `longlink client --help` says about stopping and exit status.
+pub const CLIENT_EXIT: &str = "\
+Stopping and exit status:
+  Received messages go to stdout, one per line (--output); logs to stderr.
+  The client runs until SIGINT/SIGTERM, --count, --timeout or --exit-on-eof;
+  on every stop it prints a summary and the number of undelivered messages
+  on stderr. Exit status: 0 when nothing queued was left undelivered, 1 when
+  some was, 2 for bad options, 3 when it never connected (within
+  --connect-deadline, or at all before it stopped). A closed stdout
+  (`longlink client ... | head -1`) stops it quietly.";
 
 /// What `longlink lab --help` says about its bounds (kept equal to the
 /// constants in [`crate::lab`] by a unit test).
 pub const LAB_BOUNDS: &str = "\
+Stdin (one command per line):
+  TEXT           send TEXT to every client
+  @N TEXT        send TEXT to client #N only (the number the lab printed at
+                 its connect; @ADDR, such as @127.0.0.1:40312, works too)
+  !list          list the clients with their numbers
+  !drop N        close client #N at once, unsent bytes and all (!drop all:
+                 every client)
+  !help          this list
+  With --input hex, TEXT is hex bytes (@2 11 22 33); with --input escaped,
+  \\xNN escapes (@2 \\x11\\x22\\x33). A line that starts with '!' or '@'
+  as data: write it as hex or escape it (\\x21).
+
 Bounds (hold whatever clients do):
   One I/O thread serves every client: an idle client costs one file descriptor
   and about 1 KiB. When the printer (stdout) or a --check script is slow, the
@@ -196,8 +288,9 @@ Bounds (hold whatever clients do):
 #[derive(Debug, Args)]
 #[command(after_help = LAB_BOUNDS)]
 pub struct LabArgs {
-    /// Address to listen on (use 0.0.0.0:50798 to reach it from a device).
-    #[arg(long, default_value = "127.0.0.1:50798")]
+    /// Address to listen on: IP:PORT or HOST:PORT (localhost:5000); use
+    /// 0.0.0.0:50798 to reach it from a device.
+    #[arg(long, default_value = "127.0.0.1:50798", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// UDP instead of TCP.
     #[arg(long)]
@@ -206,6 +299,16 @@ pub struct LabArgs {
     /// exit 0 only if every check passed.
     #[arg(long)]
     pub check: bool,
+    /// --check: print the report as one JSON object on stdout.
+    #[arg(long, requires = "check")]
+    pub json: bool,
+    /// How events and messages are printed on stdout.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// How stdin lines are read (after any @CLIENT prefix): as text, as hex
+    /// bytes, or with \xNN escapes.
+    #[arg(long, value_enum, default_value_t = InputArg::Text)]
+    pub input: InputArg,
     /// Message framing [default: raw; len16 with --acked].
     #[arg(long, value_enum)]
     pub framing: Option<FramingArg>,
@@ -244,16 +347,16 @@ pub struct LabArgs {
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub peer_expiry: Duration,
     /// Serve TLS over TCP (needs --cert and --key).
-    #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp")]
+    #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp", help_heading = "TLS")]
     pub tls: bool,
     /// --tls: the server's certificate chain (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "TLS")]
     pub cert: Option<PathBuf>,
     /// --tls: the server's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "TLS")]
     pub key: Option<PathBuf>,
     /// --tls: require client certificates issued by these CAs (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls", help_heading = "TLS")]
     pub client_ca: Option<PathBuf>,
 }
 
@@ -356,24 +459,37 @@ pub fn parse_url(s: &str) -> Result<Target, String> {
         other => return Err(format!("unknown scheme {other:?}: use tcp, udp or tls")),
     };
     let rest = rest.trim_end_matches('/');
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?}: missing :PORT"))?;
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or_else(|| {
+            format!("{s:?}: an IPv6 address opened with '[' needs its ']' (tcp://[::1]:5000)")
+        })?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("{s:?}: missing :PORT after [{addr}]"))?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{addr:?} is not an IPv6 address"));
+        }
+        (addr, port)
+    } else {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?}: missing :PORT"))?;
+        if host.contains(':') {
+            return Err(format!(
+                "{host:?}: write IPv6 addresses as [addr] (tcp://[::1]:5000)"
+            ));
+        }
+        check_host(host).map_err(|e| format!("{s:?}: {e}"))?;
+        (host, port)
+    };
     let port: u16 = port
         .parse()
         .map_err(|_| format!("{port:?} is not a port number"))?;
     if port == 0 {
         return Err("port 0 cannot be connected to".into());
     }
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
     if host.is_empty() {
         return Err(format!("{s:?}: missing host"));
-    }
-    if host.contains(':') && host.parse::<IpAddr>().is_err() {
-        return Err(format!("{host:?}: write IPv6 addresses as [addr]"));
     }
     Ok(Target {
         transport,
@@ -394,32 +510,63 @@ pub fn parse_payload(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+/// Parses a duration with humantime (`250ms`, `5s`, `1m30s`, `2h`,
+/// `1.5s`), or a bare number of seconds; from 1 ms to 49 days.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration like 500ms, 10s, 5m"))?;
-    let scale = match unit.trim() {
-        "ms" => 1e-3,
-        "" | "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("{other:?}: unknown unit (use ms, s, m or h)")),
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?}: too long"))?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?}: {e} (write a duration like 500ms, 10s, 1m30s)"))?
     };
-    let secs = value * scale;
-    if !secs.is_finite() || secs > 49.0 * 86_400.0 {
-        return Err(format!("{s:?}: too long"));
+    if d > Duration::from_secs(49 * 86_400) {
+        return Err(format!("{s:?}: too long (at most 49 days)"));
     }
-    let d = Duration::from_secs_f64(secs);
     if d < Duration::from_millis(1) {
         return Err(format!("{s:?}: must be at least 1ms"));
     }
     Ok(d)
+}
+
+/// A listening address: `IP:PORT`, or `HOST:PORT` with a host name
+/// (`localhost:5000`), resolved once, the first address taken.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: expected HOST:PORT (127.0.0.1:50798, localhost:50798)"))?;
+    check_host(host)?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{host:?}: cannot resolve: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?}: the name has no address"))
+}
+
+/// A host name must be a plain name or address: no spaces, slashes or
+/// other characters a name never has.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%')))
+    {
+        return Err(format!(
+            "{host:?}: a host name cannot contain {c:?} (letters, digits, '.', '-' only)"
+        ));
+    }
+    Ok(())
 }
 
 /// A positive whole number.
@@ -480,7 +627,7 @@ impl ClientArgs {
         Config {
             transport: self.url.transport,
             framing,
-            network_wait: ms(self.network_wait),
+            network_wait: Config::default().network_wait,
             radio_off: Config::default().radio_off,
             retry_delay: ms(self.retry_delay),
             max_failures: self.max_failures,
@@ -496,25 +643,20 @@ impl ClientArgs {
                     max: ms(self.backoff_max),
                 },
             },
-            seed: self.seed.unwrap_or_else(random_seed),
+            seed: self.seed.unwrap_or_else(crate::clock::random_seed),
             delivery: if self.acked {
                 Delivery::Acked(Acked {
                     ack_timeout: ms(self.ack_timeout),
-                    ..Acked::new(self.session.unwrap_or_else(|| random_seed() as u32))
+                    ..Acked::new(
+                        self.session
+                            .unwrap_or_else(|| crate::clock::random_seed() as u32),
+                    )
                 })
             } else {
                 Delivery::Socket
             },
         }
     }
-}
-
-/// A seed from the standard library's per-process random hash keys.
-pub fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 #[cfg(test)]
@@ -541,6 +683,11 @@ mod tests {
             "tcp://a:0",
             "tcp://a:70000",
             "tcp://fe80::x:5",
+            "tcp://a b:1",
+            "tcp://[::1",
+            "tcp://[::1]",
+            "tcp://[nope]:1",
+            "tcp://a/b:1",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
@@ -554,10 +701,19 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         for bad in ["", "s", "5x", "0", "0.1ms", "-1s", "1e9h", "ms5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_opt_duration("off"), Ok(Toggle(None)));
+        assert!(parse_url("tcp://[::1").unwrap_err().contains("']'"));
+        assert!(parse_url("tcp://a b:1").unwrap_err().contains("' '"));
+        assert_eq!(
+            parse_listen("localhost:5000").map(|a| (a.ip().is_loopback(), a.port())),
+            Ok((true, 5000))
+        );
+        assert!(parse_listen("a b:5000").is_err());
         assert_eq!(
             parse_opt_duration("2s"),
             Ok(Toggle(Some(Duration::from_secs(2))))

@@ -18,8 +18,8 @@ use embassy_futures::select::{select, Either};
 use embassy_sync::signal::Signal;
 use log::{debug, info, warn};
 use longlink_core::{
-    Config, ConfigError, Connection, Disconnect, Event as CoreEvent, QueueError, Remote, Stats,
-    TestProtocol,
+    Config, ConfigError, ConnectFailure, Connection, Disconnect, Event as CoreEvent, QueueError,
+    Remote, Stats, Status, TestProtocol,
 };
 use longlink_nal_async::{
     AlwaysUp, Clock, CriticalSectionRawMutex, Event, Longlink, Net, RunError,
@@ -168,6 +168,27 @@ impl Client {
         tls: Option<TlsSetup>,
         observer: Option<Sender<ClientEvent>>,
     ) -> Result<Client, SpawnError> {
+        let hook = move |event: &Event<'_>| {
+            if let Some(tx) = &observer {
+                let _ = tx.send(ClientEvent {
+                    at: Instant::now(),
+                    what: observe(event),
+                });
+            }
+        };
+        Self::spawn_hooked(server, config, tls, hook)
+    }
+
+    /// Like [`spawn_with`](Self::spawn_with), with every event (after it
+    /// was logged) handed to `hook` on the client's thread, as it happens.
+    /// The driver waits for the hook: a hook that blocks (a full stdout)
+    /// holds the connection back instead of buffering without bound.
+    pub fn spawn_hooked(
+        server: Server,
+        config: Config,
+        tls: Option<TlsSetup>,
+        hook: impl FnMut(&Event<'_>) + Send + 'static,
+    ) -> Result<Client, SpawnError> {
         let clock = StdClock::new();
         let conn: Connection<TestProtocol, QUEUE, RX> =
             Connection::new(config, TestProtocol::default(), clock.now())
@@ -178,14 +199,7 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("longlink".into())
             .spawn(move || match tls {
-                None => drive(
-                    &l,
-                    &s,
-                    &clock,
-                    Net::all(Stack::default()),
-                    &server,
-                    observer,
-                ),
+                None => drive(&l, &s, &clock, Net::all(Stack::default()), &server, hook),
                 Some(t) => {
                     let tcp = TlsConnector::new(Stack::default(), t.config, t.server_name)
                         .with_handshake_timeout(t.handshake_timeout);
@@ -194,7 +208,7 @@ impl Client {
                         udp: Stack::default(),
                         dns: Stack::default(),
                     };
-                    drive(&l, &s, &clock, net, &server, observer)
+                    drive(&l, &s, &clock, net, &server, hook)
                 }
             })
             .map_err(SpawnError::Thread)?;
@@ -203,6 +217,12 @@ impl Client {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Asks the client to stop (from any thread); [`stop`](Self::stop)
+    /// or dropping it waits for it.
+    pub fn signal_stop(&self) {
+        self.stop.signal(());
     }
 
     /// The shared connection (enqueue, stats, status).
@@ -246,7 +266,7 @@ fn drive<T, U, D>(
     clock: &StdClock,
     net: Net<T, U, D>,
     server: &Server,
-    observer: Option<Sender<ClientEvent>>,
+    mut on_event: impl FnMut(&Event<'_>),
 ) -> Result<(), RunError>
 where
     T: embedded_nal_async::TcpConnect,
@@ -257,12 +277,7 @@ where
     let mut modem = AlwaysUp;
     let hook = |event: Event<'_>| {
         log_event(&event);
-        if let Some(tx) = &observer {
-            let _ = tx.send(ClientEvent {
-                at: Instant::now(),
-                what: observe(&event),
-            });
-        }
+        on_event(&event);
     };
     async_io::block_on(async {
         let run = link.run(net, server.remote(), clock, &mut modem, &mut scratch, hook);
@@ -278,6 +293,8 @@ fn observe(event: &Event<'_>) -> Observed {
     match event {
         Event::Core(e) => Observed::Core(*e),
         Event::Connecting(a) => Observed::Connecting(*a),
+        // The error's own text, for programs; the log has it in words
+        // ([`error_words`]).
         Event::StackError { op, error } => Observed::StackError(format!("{op}: {error:?}")),
         Event::Sent(b) => Observed::Sent(b.to_vec()),
         Event::Received(b) => Observed::Received(b.to_vec()),
@@ -287,28 +304,155 @@ fn observe(event: &Event<'_>) -> Observed {
 }
 
 /// What the log shows. The core logs its own decisions under the target
-/// `longlink`; this adds the reasons and what only the driver sees.
+/// `longlink`; this adds the reasons and what only the driver sees, in
+/// words.
 fn log_event(event: &Event<'_>) {
     match event {
-        Event::Core(CoreEvent::Status(s)) => debug!("status: {s:?}"),
-        Event::Core(CoreEvent::Disconnected(Disconnect::PeerClosed)) => {
-            info!("closed by the server")
-        }
+        Event::Core(CoreEvent::Status(s)) => debug!("status: {}", status_words(*s)),
         Event::Core(CoreEvent::FrameRejected) => {
             warn!("frame rejected (larger than {RX} bytes, or cut off)")
         }
-        Event::Core(e) => info!("{e:?}"),
+        // The core logs these itself.
+        Event::Core(
+            e @ (CoreEvent::Connected
+            | CoreEvent::LinkReset
+            | CoreEvent::RadioCycle
+            | CoreEvent::ReplyDropped),
+        ) => debug!("{}", event_words(e)),
+        Event::Core(e) => info!("{}", event_words(e)),
         Event::Connecting(a) => debug!("connecting to {a}"),
-        Event::StackError { op, error } => info!("{op} failed: {error:?}"),
+        Event::StackError { op, error } => {
+            info!("{op} failed: {}", error_words(&format!("{error:?}")))
+        }
         Event::Sent(b) => info!("sent {} bytes: {}", b.len(), text_and_hex(b, 96)),
         Event::Received(b) => info!("received {} bytes: {}", b.len(), text_and_hex(b, 96)),
         _ => debug!("{event:?}"),
     }
 }
 
+/// A decision of the state machine, in words.
+pub fn event_words(e: &CoreEvent) -> String {
+    match e {
+        CoreEvent::Connected => "connected".into(),
+        CoreEvent::Disconnected(why) => format!(
+            "disconnected: {}",
+            match why {
+                Disconnect::PeerClosed => "closed by the server",
+                Disconnect::IoError => "a send or receive failed",
+                Disconnect::IdleTimeout => "nothing received within --idle-timeout",
+                Disconnect::NetworkLost => "the network went away",
+                Disconnect::BadFrame => "the server sent a frame too large or malformed",
+                Disconnect::AckTimeout => "no acknowledgement within --ack-timeout",
+                #[allow(unreachable_patterns)]
+                _ => "other",
+            }
+        ),
+        CoreEvent::ConnectFailed(why) => format!(
+            "connect failed: {}",
+            match why {
+                ConnectFailure::Failed => "refused or unreachable",
+                ConnectFailure::TimedOut => "timed out (--connect-timeout)",
+                ConnectFailure::NetworkLost => "the network went away",
+                #[allow(unreachable_patterns)]
+                _ => "other",
+            }
+        ),
+        CoreEvent::LinkReset => "too many failed connects in a row: resetting the link".into(),
+        CoreEvent::RadioCycle => "no network: radio off and on".into(),
+        CoreEvent::FrameRejected => "frame rejected".into(),
+        CoreEvent::ReplyDropped => "a reply was dropped (it cannot fit in the queue)".into(),
+        CoreEvent::Status(s) => format!("status: {}", status_words(*s)),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
+    }
+}
+
+/// A status in words.
+pub fn status_words(s: Status) -> &'static str {
+    match s {
+        Status::WaitingForNetwork => "waiting for the network",
+        Status::RadioOff => "radio off",
+        Status::Connecting => "connecting",
+        Status::BackingOff => "waiting before the next attempt",
+        Status::Connected => "connected",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
+/// A stack error's `Debug` text in words: an OS error by its system
+/// message (`Connection refused (os error 111)`), an `io::Error` by its
+/// message or kind (`timed out`), a wrapper such as `Tcp(..)` removed. The
+/// drivers hand errors as `&dyn Debug`, so this works on the text.
+pub fn error_words(debug: &str) -> String {
+    fn after<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+        s.find(key).map(|i| &s[i + key.len()..])
+    }
+    fn ident(s: &str) -> &str {
+        let end = s
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(s.len());
+        &s[..end]
+    }
+    fn quoted(s: &str) -> Option<&str> {
+        s.find('"').map(|end| &s[..end])
+    }
+    fn words(camel: &str) -> String {
+        let mut out = String::with_capacity(camel.len() + 4);
+        for (i, c) in camel.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push(' ');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+    if let Some(code) = after(debug, "Os { code: ") {
+        let digits: String = code
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        if let Ok(code) = digits.parse::<i32>() {
+            return std::io::Error::from_raw_os_error(code).to_string();
+        }
+    }
+    for key in ["message: \"", "error: \""] {
+        if let Some(m) = after(debug, key).and_then(quoted) {
+            return m.to_string();
+        }
+    }
+    for key in ["kind: ", "Kind("] {
+        if let Some(k) = after(debug, key).map(ident).filter(|k| !k.is_empty()) {
+            return words(k);
+        }
+    }
+    // `Tcp(TimedOut)`, `Tls(Handshake)`: the innermost name.
+    let mut inner = debug.trim();
+    while let Some(open) = inner.find('(') {
+        if !inner.ends_with(')') || !inner[..open].chars().all(|c| c.is_ascii_alphanumeric()) {
+            break;
+        }
+        inner = &inner[open + 1..inner.len() - 1];
+    }
+    if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return words(inner);
+    }
+    inner.to_string()
+}
+
 /// Reads lines from `input` and queues each (without its `\n` or `\r\n`;
 /// the framing adds its own delimiter). Returns at end of input.
 pub fn queue_lines(link: &Link, input: impl BufRead) {
+    queue_lines_as(link, input, |line| Ok(line.to_vec()));
+}
+
+/// [`queue_lines`], each line turned into a message by `decode` (hex,
+/// escapes); a line it refuses is reported and not sent.
+pub fn queue_lines_as(
+    link: &Link,
+    input: impl BufRead,
+    decode: impl Fn(&[u8]) -> Result<Vec<u8>, String>,
+) {
     let mut input = input;
     let mut line = Vec::new();
     loop {
@@ -327,8 +471,15 @@ pub fn queue_lines(link: &Link, input: impl BufRead) {
                 line.pop();
             }
         }
-        match async_io::block_on(link.enqueue(&line)) {
-            Ok(()) => debug!("queued {} bytes ({} waiting)", line.len(), link.queued()),
+        let message = match decode(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("stdin line not sent: {e}");
+                continue;
+            }
+        };
+        match async_io::block_on(link.enqueue(&message)) {
+            Ok(()) => debug!("queued {} bytes ({} waiting)", message.len(), link.queued()),
             Err(QueueError::Empty) => debug!("empty line not queued (raw framing sends nothing)"),
             Err(e) => warn!("line not queued: {e}"),
         }
@@ -363,84 +514,6 @@ pub fn summary(stats: &Stats, elapsed: std::time::Duration) -> String {
     )
 }
 
-/// `longlink client`: runs until SIGINT/SIGTERM, then prints the summary.
-pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
-    let config = args.config();
-    let tls = match args.tls_setup() {
-        Ok(t) => t,
-        Err(e) => {
-            log::error!("{e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let secure = tls.is_some();
-    let started = Instant::now();
-    // Before the first connect: a signal that arrives once the server has
-    // seen us must end the client cleanly, not kill it.
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    }) {
-        warn!("no signal handler ({e}); stop with kill -9");
-    }
-    let server = args.url.server();
-    let client = match Client::spawn_with(server.clone(), config.clone(), tls, None) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("{e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    info!(
-        "longlink client: {:?}{} to {} (heartbeat {:?}, retry {:?}, framing {:?})",
-        config.transport,
-        if secure { " + TLS" } else { "" },
-        server,
-        config.heartbeat_interval.map(std::time::Duration::from),
-        std::time::Duration::from(config.retry_delay),
-        config.framing
-    );
-    let link = client.link_arc();
-    // Detached: a read blocked on stdin must not hold up the exit.
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            queue_lines(&link, std::io::stdin().lock());
-            info!("end of input; still running (Ctrl-C to stop)");
-        });
-    let _ = rx.recv();
-    let acked = config.delivery != longlink_core::Delivery::Socket;
-    if let Some(patience) = args.drain {
-        drain(client.link(), patience, &rx, acked);
-    }
-    info!("stopping");
-    let link = client.link_arc();
-    let stats = client.stop();
-    // Counted once the driver stopped: nothing changes any more.
-    let left = undelivered(&link);
-    let mut text = summary(&stats, started.elapsed());
-    if acked {
-        text.push_str(&format!(
-            "\nacked: messages acknowledged {}, acks that moved the window {} (ignored {}), ack timeouts {}",
-            stats.messages_acked, stats.acks, stats.acks_ignored, stats.ack_timeouts
-        ));
-    }
-    text.push_str(&format!(
-        "\n{left} queued message(s) not delivered ({})",
-        if acked {
-            "not acknowledged by the server"
-        } else {
-            "not written to the socket"
-        }
-    ));
-    eprintln!("{text}");
-    if left == 0 {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
-}
-
 /// Application messages (and replies) still queued: in acknowledged mode
 /// not yet acknowledged, otherwise not yet fully written. A pending
 /// heartbeat is not counted.
@@ -454,24 +527,28 @@ pub fn undelivered(link: &Link) -> usize {
 
 /// `--drain`: waits until nothing is [`undelivered`], at most `patience`
 /// or until another signal arrives on `signals`. Returns what is left.
-pub fn drain(
+pub fn drain<T>(
     link: &Link,
     patience: Duration,
-    signals: &std::sync::mpsc::Receiver<()>,
+    signals: &std::sync::mpsc::Receiver<T>,
     acked: bool,
 ) -> usize {
     let give_up = Instant::now() + patience;
     let mut left = undelivered(link);
     if left > 0 {
         info!(
-            "draining: waiting up to {patience:?} for {left} queued message(s) to be {}",
+            "draining: waiting up to {} for {left} queued message(s) to be {}",
+            humantime::format_duration(patience),
             if acked { "acknowledged" } else { "written" }
         );
     }
     while left > 0 {
         let now = Instant::now();
         if now >= give_up {
-            warn!("drain: gave up after {patience:?} with {left} message(s) queued");
+            warn!(
+                "drain: gave up after {} with {left} message(s) queued",
+                humantime::format_duration(patience)
+            );
             break;
         }
         let wait = (give_up - now).min(Duration::from_millis(10));
@@ -482,4 +559,25 @@ pub fn drain(
         left = undelivered(link);
     }
     left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_words() {
+        let refused = format!("{:?}", std::io::Error::from_raw_os_error(111));
+        assert!(error_words(&format!("Tcp({refused})")).starts_with("Connection refused"));
+        let timed_out = format!("{:?}", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(error_words(&format!("Tcp({timed_out})")), "timed out");
+        let custom = format!("{:?}", std::io::Error::other("handshake took too long"));
+        assert_eq!(error_words(&custom), "handshake took too long");
+        assert_eq!(error_words("Tls(HandshakeFailed)"), "handshake failed");
+        assert_eq!(error_words("odd { thing }"), "odd { thing }");
+        assert_eq!(
+            event_words(&CoreEvent::Disconnected(Disconnect::PeerClosed)),
+            "disconnected: closed by the server"
+        );
+    }
 }

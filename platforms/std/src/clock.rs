@@ -54,6 +54,14 @@ pub fn unix_time_ms() -> Option<u64> {
     u64::try_from(since.as_millis()).ok()
 }
 
+/// A seed from the standard library's per-process random hash keys.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

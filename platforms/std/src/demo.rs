@@ -19,7 +19,7 @@ use longlink_core::{
 use crate::check::{request, Expect, Report};
 use crate::client::{Client, ClientEvent, Observed, Server};
 use crate::lab::{Lab, LabEvent};
-use crate::text::{duration, escape};
+use crate::text::duration;
 
 /// The demo's shortened intervals.
 #[derive(Debug, Clone, Copy)]
@@ -107,8 +107,9 @@ fn fit(s: &str, max: usize) -> String {
     }
 }
 
+/// Text in quotes, binary in hex (`11 22 33`).
 fn quote(bytes: &[u8]) -> String {
-    format!("\"{}\"", escape(bytes))
+    crate::text::show(bytes)
 }
 
 struct Demo {
@@ -200,9 +201,9 @@ impl Demo {
                 Observed::Core(CoreEvent::Disconnected(Disconnect::PeerClosed)) => {
                     self.chart.push(t, Row::Client("server closed".into()))
                 }
-                Observed::Core(CoreEvent::Disconnected(why)) => self
+                Observed::Core(e @ CoreEvent::Disconnected(_)) => self
                     .chart
-                    .push(t, Row::Client(format!("disconnected ({why:?})"))),
+                    .push(t, Row::Client(crate::client::event_words(&e))),
                 _ => {}
             }
         }
@@ -257,7 +258,10 @@ pub fn play(transport: Transport, timing: Timing, mut say: impl FnMut(&str)) -> 
     let addr = lab.local_addr();
     d.chart.push(
         d.t(Instant::now()),
-        Row::Server(format!("listening on {addr} ({transport:?})")),
+        Row::Server(format!(
+            "listening on {addr} ({})",
+            crate::text::transport(transport)
+        )),
     );
     let config = Config {
         transport,
@@ -499,26 +503,6 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
         .windows(needle.len())
         .filter(|w| *w == needle)
         .count()
-}
-
-/// `longlink demo`.
-pub fn main(args: &crate::cli::DemoArgs) -> std::process::ExitCode {
-    let transport = if args.udp {
-        Transport::Udp
-    } else {
-        Transport::Tcp
-    };
-    let started = Instant::now();
-    println!("longlink demo: the tutorial's long connection, client and lab server on loopback ({transport:?})\n");
-    let (chart, report) = play(transport, Timing::default(), |s| println!("{s}"));
-    println!("\n{}", chart.render());
-    print!("{}", report.render());
-    println!("demo took {}", duration(started.elapsed()));
-    if report.passed() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
 }
 
 #[cfg(test)]

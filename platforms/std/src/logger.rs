@@ -1,59 +1,16 @@
-//! A small `log` backend: one line per record on stderr, with the UTC time of
-//! day to the millisecond.
+//! The log: `env_logger` on stderr, one line per record with an RFC 3339
+//! date to the millisecond (soak tests run for days), the level and the
+//! message. `-q`/`-v` set the level; `RUST_LOG` (env_logger's syntax, such
+//! as `debug` or `longlink=trace`) overrides them.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::LevelFilter;
 
-struct StderrLogger;
-
-impl Log for StderrLogger {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = format!(
-            "{} {:<5} {}\n",
-            timestamp(SystemTime::now()),
-            level_name(record.level()),
-            record.args()
-        );
-        // One write per line keeps lines whole when threads log together.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
-
-    fn flush(&self) {}
-}
-
-fn level_name(l: Level) -> &'static str {
-    match l {
-        Level::Error => "ERROR",
-        Level::Warn => "WARN",
-        Level::Info => "INFO",
-        Level::Debug => "DEBUG",
-        Level::Trace => "TRACE",
-    }
-}
-
-/// `HH:MM:SS.mmm` (UTC).
+/// `2026-12-01T23:25:33.123Z` (UTC), the date of log and lab lines.
 pub fn timestamp(t: SystemTime) -> String {
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let day_ms = ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
+    crate::text::rfc3339(t)
 }
 
 /// The level for `-q`/`-v` counts: default info, `-q` warnings only, `-v`
@@ -68,22 +25,36 @@ pub fn level(quiet: u8, verbose: u8) -> LevelFilter {
     }
 }
 
-/// Installs the logger (once; later calls only change the level).
+/// Installs the logger (once; later calls only change the level). `RUST_LOG`,
+/// when set, takes precedence over `level`.
 pub fn init(level: LevelFilter) {
-    static LOGGER: StderrLogger = StderrLogger;
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level)
+        .parse_env(env_logger::Env::default())
+        .target(env_logger::Target::Stderr)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:<5} {}",
+                timestamp(SystemTime::now()),
+                record.level(),
+                record.args()
+            )
+        });
+    if b.try_init().is_err() {
+        log::set_max_level(level);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
-    fn formats_time_of_day() {
+    fn dates_log_lines() {
         let t = UNIX_EPOCH + Duration::from_millis(86_400_000 * 3 + 3_723_045);
-        assert_eq!(timestamp(t), "01:02:03.045");
+        assert_eq!(timestamp(t), "1970-01-04T01:02:03.045Z");
     }
 
     #[test]

@@ -191,8 +191,10 @@ impl Lab {
     }
 }
 
-/// A number from the summary: the digits after `key`.
+/// A number from the summary: the digits after `key` (looked for from the
+/// summary's first line on: the log before it may name the same words).
 fn figure(summary: &str, key: &str) -> u64 {
+    let summary = &summary[summary.find("longlink lab ran").unwrap_or(0)..];
     let at = summary
         .find(key)
         .unwrap_or_else(|| panic!("no {key:?} in:\n{summary}"));
