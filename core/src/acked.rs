@@ -241,6 +241,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn vectors_in_protocol_md_match_the_code() {
+        let doc = include_str!("../../PROTOCOL.md");
+        for (name, hex_frame) in VECTORS {
+            let row = std::format!("| {name} | `{hex_frame}` |");
+            assert!(doc.contains(&row), "PROTOCOL.md lacks {row}");
+        }
+        // And over TCP, behind the Len16 prefix.
+        let mut framed = std::vec![0u8; 2 + 11];
+        let n = crate::Framing::Len16
+            .encode(&hex(VECTORS[0].1), &mut framed)
+            .unwrap();
+        assert_eq!(framed[..n], hex("000b 44 0a0b0c0d 00000000 6869"));
+        assert!(doc.contains("`000b 44 0a0b0c0d 00000000 6869`"));
+    }
+
+    #[test]
     fn malformed_frames_are_refused() {
         for bad in [
             &b""[..],

@@ -157,6 +157,12 @@ pub struct Config {
     /// The heartbeat message, at most [`HEARTBEAT_MAX`] bytes, held in the
     /// config itself. Tutorial: `heart beat`.
     pub heartbeat_payload: Payload,
+    /// Send a heartbeat only when nothing else was sent for
+    /// `heartbeat_interval` (the timer restarts on every write, as MQTT's
+    /// keep-alive): fewer bytes and radio wake-ups on a busy link. Default:
+    /// off (the tutorial sends one every interval, busy or not). The first
+    /// heartbeat after connecting is sent either way.
+    pub heartbeat_when_idle: bool,
     /// Dead-peer detection: reconnect when nothing was received for this long
     /// on an established connection. Not in the tutorial; default off.
     pub idle_timeout: Option<Duration>,
@@ -201,6 +207,7 @@ impl Default for Config {
             max_failures: 5,
             heartbeat_interval: Some(Duration::from_secs(10)),
             heartbeat_payload: payload(TUTORIAL_HEARTBEAT).unwrap_or_default(),
+            heartbeat_when_idle: false,
             idle_timeout: None,
             connect_timeout: None,
             backoff: Backoff::Fixed,

@@ -495,6 +495,11 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
         self.stats.bytes_out = self.stats.bytes_out.wrapping_add(len as u64);
         self.written += len;
+        if len > 0 && self.config.heartbeat_when_idle {
+            // The link is not idle: the next heartbeat is an interval away.
+            self.timers
+                .set(Timer::Heartbeat, now, self.config.heartbeat_interval);
+        }
         // The frames this write completed.
         while let Some((frame_len, heartbeat)) = self.queue.entry(self.sent) {
             if self.written < self.sent_bytes + frame_len {

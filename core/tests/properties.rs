@@ -118,6 +118,7 @@ fn config() -> impl Strategy<Value = Config> {
                 max_failures,
                 heartbeat_interval,
                 heartbeat_payload: longlink_core::payload(heartbeat_payload).unwrap(),
+                heartbeat_when_idle: false,
                 idle_timeout,
                 connect_timeout,
                 backoff: match cap {

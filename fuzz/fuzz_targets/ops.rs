@@ -74,6 +74,7 @@ fn config(f: &FuzzConfig) -> Config {
         heartbeat_interval: f.heartbeat.map(ms),
         heartbeat_payload: longlink_core::payload([&b"heart beat"[..], b"hb", b"h"][usize::from(f.payload % 3)])
             .unwrap_or_default(),
+        heartbeat_when_idle: false,
         idle_timeout: f.idle.map(ms),
         connect_timeout: f.connect_timeout.map(ms),
         backoff: match f.backoff_cap {

@@ -1136,3 +1136,26 @@ fn a_heartbeat_payload_is_held_by_value() {
     t.connect();
     assert_eq!(t.flush(), b"ping");
 }
+
+#[test]
+fn a_heartbeat_when_idle_waits_for_a_quiet_interval() {
+    let mut t = T::<TestProtocol, 256, 64>::new(Config {
+        heartbeat_when_idle: true,
+        ..Config::default()
+    });
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"heart beat", "the first one goes anyway");
+    // A message every 6 s keeps the link busy: no heartbeat at 10 s or 20 s.
+    for at in [6, 12, 18, 24] {
+        t.at(at * S);
+        t.c.enqueue(b"data").unwrap();
+        assert_eq!(t.flush(), b"data", "at {at} s");
+    }
+    // Quiet from 24 s: the next heartbeat at 34 s, not before.
+    t.at(33 * S);
+    assert_eq!(t.flush(), b"");
+    t.at(34 * S);
+    assert_eq!(t.flush(), b"heart beat");
+    assert_eq!(t.c.stats().heartbeats_sent, 2);
+}

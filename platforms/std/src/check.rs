@@ -102,8 +102,15 @@ pub fn request(
     let deadline = sent + timeout;
     let mut got: Vec<u8> = Vec::new();
     loop {
+        // Checked before each event: a flood of other events must not keep
+        // the step going past its deadline.
         let left = deadline.saturating_duration_since(Instant::now());
-        let Some(event) = lab.next_event(left) else {
+        let event = if left.is_zero() {
+            None
+        } else {
+            lab.next_event(left)
+        };
+        let Some(event) = event else {
             return Err(format!(
                 "no reply within {} (got {:?})",
                 duration(timeout),
@@ -218,6 +225,9 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
     let deadline = Instant::now() + opts.timeout;
     while beats.len() < opts.heartbeats as usize {
         let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
         match lab.next_event(left) {
             Some(LabEvent::Message { peer: p, at, bytes }) if p == peer => {
                 for _ in 0..heartbeats_in(lab.framing(), &bytes, &opts.heartbeat) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use longlink_core::{payload, Backoff, Config, Framing, Transport, HEARTBEAT_MAX};
+use longlink_core::{payload, Acked, Backoff, Config, Delivery, Framing, Transport, HEARTBEAT_MAX};
 
 use crate::client::Server;
 
@@ -119,9 +119,24 @@ pub struct ClientArgs {
     /// Consecutive failed connects before a link reset.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_failures: u16,
-    /// Message framing.
-    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
-    pub framing: FramingArg,
+    /// Message framing [default: raw; len16 with --acked].
+    #[arg(long, value_enum)]
+    pub framing: Option<FramingArg>,
+    /// Send a heartbeat only when nothing else was sent for its interval.
+    #[arg(long)]
+    pub heartbeat_when_idle: bool,
+    /// Acknowledged delivery (PROTOCOL.md): every line exactly once, in
+    /// order, across reconnects, against a server that acknowledges
+    /// (`longlink lab --acked`). Needs len16 framing over TCP.
+    #[arg(long)]
+    pub acked: bool,
+    /// --acked: this run's session number (default: random).
+    #[arg(long, requires = "acked")]
+    pub session: Option<u32>,
+    /// --acked: how long a message may wait for its ack before it is sent
+    /// again (UDP) or the connection given up (TCP); doubles per timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "acked")]
+    pub ack_timeout: Duration,
     /// Reconnect when nothing was received for this long ("off" by default).
     #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
     pub idle_timeout: Toggle,
@@ -144,8 +159,32 @@ pub struct ClientArgs {
     pub seed: Option<u64>,
 }
 
+/// What `longlink lab --help` says about its bounds (kept equal to the
+/// constants in [`crate::lab`] by a unit test).
+pub const LAB_BOUNDS: &str = "\
+Bounds (hold whatever clients do):
+  One I/O thread serves every client: an idle client costs one file descriptor
+  and about 1 KiB. When the printer (stdout) or a --check script is slow, the
+  lab stops reading from the senders, so TCP's flow control slows them; it
+  never buffers without limit.
+  Event queue: at most 4096 events and 2 MiB of messages, plus one message
+  of at most 1 MiB. Per client: a 64 KiB outgoing buffer (TLS: plus about
+  100 KiB of rustls buffers) and an unfinished inbound frame of at most 1 MiB;
+  all unfinished frames together at most 32 MiB (a client that would pass it
+  is dropped and logged). With the default 512 clients the lab's buffers stay
+  under 69 MiB (119 MiB with --tls); the bound for the limits given is logged
+  at start.
+  A stdin broadcast waits at most 500 ms for room in a client's buffer, then
+  skips that client (counted, logged once) and does not wait for it again
+  until it has drained its buffer: a slow client never holds up the others.
+  Over --max-clients, connections are accepted and closed at once (logged
+  once per burst); failed accepts (out of descriptors) are retried after
+  10 ms, doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
+  SIGINT/SIGTERM end the lab with a summary on stderr.";
+
 /// `longlink lab`.
 #[derive(Debug, Args)]
+#[command(after_help = LAB_BOUNDS)]
 pub struct LabArgs {
     /// Address to listen on (use 0.0.0.0:50798 to reach it from a device).
     #[arg(long, default_value = "127.0.0.1:50798")]
@@ -166,9 +205,21 @@ pub struct LabArgs {
     /// Heartbeats to wait for and time (for --check).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..))]
     pub heartbeats: u32,
-    /// Longest wait for any one step (for --check).
+    /// Longest wait for any one step (for --check); each step ends within
+    /// it (requests within the lesser of it and 10s) plus 50ms, whatever the
+    /// traffic, so a run ends within 3 x TIMEOUT + 4 x min(TIMEOUT, 10s) + 1s.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// TCP clients served at once (more are accepted and closed at once);
+    /// UDP peers remembered (the least recently heard makes room).
+    #[arg(long, default_value_t = crate::lab::DEFAULT_MAX_CLIENTS, value_parser = parse_count)]
+    pub max_clients: usize,
+    /// Drop a TCP client that sent nothing for this long ("off" by default).
+    #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
+    pub idle_timeout: Toggle,
+    /// Forget a UDP peer that sent nothing for this long.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub peer_expiry: Duration,
     /// Serve TLS over TCP (needs --cert and --key).
     #[arg(long, requires_all = ["cert", "key"], conflicts_with = "udp")]
     pub tls: bool,
@@ -184,6 +235,15 @@ pub struct LabArgs {
 }
 
 impl LabArgs {
+    /// The lab's limits from --max-clients, --idle-timeout, --peer-expiry.
+    pub fn limits(&self) -> crate::lab::Limits {
+        crate::lab::Limits {
+            max_clients: self.max_clients,
+            idle_timeout: self.idle_timeout.0,
+            peer_expiry: self.peer_expiry,
+        }
+    }
+
     /// The rustls server configuration for --tls (`None` without it).
     pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
         let (true, Some(cert), Some(key)) = (self.tls, &self.cert, &self.key) else {
@@ -329,6 +389,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A positive whole number.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?}: expected a whole number")),
+    }
+}
+
 /// A duration that can be switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Toggle(pub Option<Duration>);
@@ -370,9 +439,14 @@ impl ClientArgs {
 
     /// The core's config for these options.
     pub fn config(&self) -> Config {
+        let framing = match (self.framing, self.acked) {
+            (Some(f), _) => f.into(),
+            (None, true) => Framing::Len16,
+            (None, false) => Framing::Raw,
+        };
         Config {
             transport: self.url.transport,
-            framing: self.framing.into(),
+            framing,
             network_wait: ms(self.network_wait),
             radio_off: Config::default().radio_off,
             retry_delay: ms(self.retry_delay),
@@ -380,6 +454,7 @@ impl ClientArgs {
             heartbeat_interval: self.heartbeat.0.map(ms),
             // `parse_payload` checked the length.
             heartbeat_payload: payload(self.heartbeat_payload.as_bytes()).unwrap_or_default(),
+            heartbeat_when_idle: self.heartbeat_when_idle,
             idle_timeout: self.idle_timeout.0.map(ms),
             connect_timeout: self.connect_timeout.0.map(ms),
             backoff: match self.backoff {
@@ -389,6 +464,14 @@ impl ClientArgs {
                 },
             },
             seed: self.seed.unwrap_or_else(random_seed),
+            delivery: if self.acked {
+                Delivery::Acked(Acked {
+                    ack_timeout: ms(self.ack_timeout),
+                    ..Acked::new(self.session.unwrap_or_else(|| random_seed() as u32))
+                })
+            } else {
+                Delivery::Socket
+            },
         }
     }
 }
@@ -464,6 +547,53 @@ mod tests {
         assert_eq!(c.framing, t.framing);
         assert_eq!(c.backoff, t.backoff);
         assert_eq!((c.idle_timeout, c.connect_timeout), (None, None));
+    }
+
+    #[test]
+    fn lab_limits_and_their_help() {
+        let cli = Cli::try_parse_from(["longlink", "lab"]).unwrap();
+        let Command::Lab(args) = cli.command else {
+            panic!("not a lab command");
+        };
+        assert_eq!(args.limits(), crate::lab::Limits::default());
+        let cli = Cli::try_parse_from([
+            "longlink",
+            "lab",
+            "--max-clients",
+            "7",
+            "--idle-timeout",
+            "30s",
+            "--peer-expiry",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Lab(args) = cli.command else {
+            panic!("not a lab command");
+        };
+        let l = args.limits();
+        assert_eq!(l.max_clients, 7);
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.peer_expiry, Duration::from_secs(5));
+        assert!(Cli::try_parse_from(["longlink", "lab", "--max-clients", "0"]).is_err());
+        // The help states the constants the lab runs with.
+        use crate::lab::*;
+        let d = Limits::default();
+        for fact in [
+            format!("{EVENT_MESSAGES} events and {} MiB", EVENT_BYTES >> 20),
+            format!("message\n  of at most {} MiB", MAX_FRAME >> 20),
+            format!("{} KiB outgoing", OUTBOX >> 10),
+            format!("at most {} MiB (a client", INBOUND_BUDGET >> 20),
+            format!("default {} clients", d.max_clients),
+            format!("under {} MiB", d.memory_bound(false).div_ceil(1 << 20)),
+            format!(
+                "({} MiB with --tls)",
+                d.memory_bound(true).div_ceil(1 << 20)
+            ),
+            format!("at most {} ms for room", STALL.as_millis()),
+            format!("longer than {MAX_LINE} bytes"),
+        ] {
+            assert!(LAB_BOUNDS.contains(&fact), "--help lacks {fact:?}");
+        }
     }
 
     #[test]

@@ -1,24 +1,42 @@
 //! The lab: a test server in the spirit of the tutorial's TCP test lab.
 //!
-//! Plain blocking std sockets and a thread per client: the lab is the
-//! independent party the client is tested against, so it deliberately shares
-//! no I/O code with the client. Events go to a channel; `longlink lab` prints
-//! them, `--check` and the demo script against them.
+//! The lab is the independent party the client is tested against, so it
+//! deliberately shares no I/O code with the client. It may face a network of
+//! devices, so it is built like a server:
+//!
+//! - **One I/O thread** serves every socket: the listener (or the UDP
+//!   socket) and each client is a *slot* polled when async-io's reactor says
+//!   its socket is ready (or when the printer freed room, or a sender queued
+//!   bytes). An idle client costs one descriptor and about a kilobyte.
+//! - **Bounded everywhere, backpressure instead of buffering.** Events go to a
+//!   bounded queue ([`EVENT_MESSAGES`], [`EVENT_BYTES`]); when it is full the
+//!   I/O thread stops reading from the senders (TCP's flow control then slows
+//!   them) and stops accepting. Each client has its own bounded outgoing
+//!   buffer ([`OUTBOX`]); a client that does not read is skipped by
+//!   broadcasts (counted, logged once per stall), never waited for.
+//! - A connection cap ([`Limits::max_clients`]), an optional idle timeout,
+//!   accept errors (out of descriptors) backed off instead of retried at once,
+//!   UDP peers kept in a constant-time LRU that expires them.
+//!
+//! Events go to [`Lab::next_event`]; `longlink lab` prints them, `--check`
+//! and the demo script against them.
 //!
 //! With TLS ([`Lab::start_tls`], `longlink lab --tls`) each TCP client gets a
-//! rustls server session: the reader thread feeds it what the socket
-//! delivers, senders encrypt under its lock, and one more lock per client
-//! keeps the encrypted records on the wire in the order they were made.
+//! rustls server session, driven by the same I/O thread.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use async_io::{Async, Timer};
+use log::{debug, info, warn};
 use longlink_core::framing::{self, Framing};
 use longlink_core::Transport;
 use rustls::{ServerConfig, ServerConnection};
@@ -26,6 +44,49 @@ use rustls::{ServerConfig, ServerConnection};
 /// The largest inbound frame the lab accepts (lines and len16 framing); a
 /// longer one is reported and the client dropped.
 pub const MAX_FRAME: usize = 1 << 20;
+/// Bytes read from a socket at a time (also the largest raw TCP message and
+/// UDP datagram).
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Queued events at most (messages and connection events) before the lab
+/// stops reading from clients.
+pub const EVENT_MESSAGES: usize = 4096;
+/// Message bytes queued for the printer at most before the lab stops reading
+/// from clients.
+pub const EVENT_BYTES: usize = 2 << 20;
+/// Each client's outgoing buffer. A broadcast that does not fit waits at
+/// most [`STALL`] for room, then skips the client (and does not wait for it
+/// again until it drained its buffer).
+pub const OUTBOX: usize = 64 * 1024;
+/// Bytes of unfinished frames held for all clients together; a client whose
+/// partial frame would push the total past it is dropped.
+pub const INBOUND_BUDGET: usize = 32 << 20;
+/// How long a broadcast waits for room in a client's full outgoing buffer
+/// before it skips that client.
+pub const STALL: Duration = Duration::from_millis(500);
+/// How long a direct send ([`Lab::send_to`]) waits for room in a client's
+/// outgoing buffer before it gives up.
+pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
+/// The longest stdin line `longlink lab` sends (the len16 limit).
+pub const MAX_LINE: usize = 65_535;
+/// `--max-clients` by default: well under the common limit of 1,024 open
+/// files (each client takes one).
+pub const DEFAULT_MAX_CLIENTS: usize = 512;
+/// `--peer-expiry` by default: a UDP peer silent this long is forgotten.
+pub const DEFAULT_PEER_EXPIRY: Duration = Duration::from_secs(120);
+
+/// Accept errors (out of descriptors) are retried after this, doubling up to
+/// [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Work done for one slot before the others get their turn.
+const READS_PER_POLL: usize = 4;
+const ACCEPTS_PER_POLL: usize = 64;
+const DATAGRAMS_PER_POLL: usize = 64;
+/// Slots polled before the reactor is asked for new readiness.
+const SLOTS_PER_ROUND: usize = 256;
+/// Buffers larger than this are freed when they empty, so an idle client
+/// keeps no memory from an earlier burst.
+const KEEP_CAPACITY: usize = 4096;
 
 /// Something the lab saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,58 +135,592 @@ pub enum LabEvent {
     },
 }
 
-/// A TLS client's server session.
-struct TlsPeer {
-    session: Mutex<ServerConnection>,
-    /// Held while encrypted bytes are made and written, so records reach the
-    /// socket in sequence order.
-    wire: Mutex<TcpStream>,
+/// The lab's limits (`longlink lab --max-clients/--idle-timeout/--peer-expiry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP clients served at once (more are accepted and closed at once);
+    /// UDP peers remembered (the least recently heard is forgotten for a new
+    /// one).
+    pub max_clients: usize,
+    /// Drop a TCP client that sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Forget a UDP peer that sent nothing for this long.
+    pub peer_expiry: Duration,
 }
 
-impl TlsPeer {
-    /// Encrypts `plaintext` (if any) and writes whatever rustls has for the
-    /// client.
-    fn send(&self, plaintext: &[u8]) -> std::io::Result<()> {
-        let mut wire = self.wire.lock().unwrap_or_else(PoisonError::into_inner);
-        let out = {
-            let mut s = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-            if !plaintext.is_empty() {
-                s.writer().write_all(plaintext)?;
-            }
-            let mut out = Vec::new();
-            while s.wants_write() {
-                s.write_tls(&mut out)?;
-            }
-            out
-        };
-        wire.write_all(&out)
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            idle_timeout: None,
+            peer_expiry: DEFAULT_PEER_EXPIRY,
+        }
     }
 }
 
-struct Peer {
-    stream: TcpStream,
-    tls: Option<Arc<TlsPeer>>,
+impl Limits {
+    /// The most memory the lab's own buffers can hold with these limits, in
+    /// bytes: the event queue, every client's outgoing buffer and TLS
+    /// buffers, the shared budget for unfinished frames, the read buffer.
+    /// (Allocator overhead and the process's baseline come on top.)
+    pub fn memory_bound(&self, tls: bool) -> usize {
+        let per_client = OUTBOX + PER_CLIENT_FIXED + if tls { PER_TLS_CLIENT } else { 0 };
+        EVENT_BYTES
+            + MAX_FRAME
+            + (EVENT_MESSAGES + 2 * self.max_clients) * PER_EVENT
+            + INBOUND_BUDGET
+            + READ_CHUNK
+            + self.max_clients * per_client
+    }
+}
+
+/// The bookkeeping of one client (slot, outgoing buffer, reactor source,
+/// map entries), rounded up; measured at about 1 KiB (BENCHMARKS.md).
+const PER_CLIENT_FIXED: usize = 2048;
+/// rustls's buffers for one session: a record in each direction and its
+/// sendable buffer (capped at [`OUTBOX`]) on top of ours.
+const PER_TLS_CLIENT: usize = 2 * 18 * 1024 + OUTBOX;
+/// One queued event without its payload.
+const PER_EVENT: usize = 128;
+
+/// Counters since the lab started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabStats {
+    /// TCP connections accepted (refusals excluded) or UDP peers first heard.
+    pub clients_seen: u64,
+    /// Most TCP clients (UDP peers) at once.
+    pub peak_clients: u64,
+    /// Connections accepted and closed at once because of `max_clients`.
+    pub refused: u64,
+    /// Failed accepts (out of descriptors, aborted connections).
+    pub accept_errors: u64,
+    /// Messages received (after framing).
+    pub messages_in: u64,
+    /// Bytes received (TLS: ciphertext).
+    pub bytes_in: u64,
+    /// Messages queued to clients (direct sends and broadcasts).
+    pub messages_out: u64,
+    /// Bytes handed to the sockets (TLS: plaintext handed to rustls).
+    pub bytes_out: u64,
+    /// Broadcast copies skipped because the client was not reading.
+    pub skipped: u64,
+    /// Clients dropped by the idle timeout.
+    pub dropped_idle: u64,
+    /// Clients dropped for an undecodable frame.
+    pub dropped_bad_frame: u64,
+    /// Clients dropped because TLS failed.
+    pub dropped_tls: u64,
+    /// Clients dropped because their unfinished frame exceeded the shared
+    /// budget.
+    pub dropped_budget: u64,
+    /// Clients lost to a socket error (reset, broken pipe).
+    pub dropped_error: u64,
+    /// UDP peers forgotten after `peer_expiry` of silence.
+    pub peers_expired: u64,
+    /// UDP peers forgotten early to make room for a new one.
+    pub peers_evicted: u64,
 }
 
 #[derive(Default)]
-struct Peers {
-    tcp: HashMap<SocketAddr, Peer>,
-    udp: Vec<SocketAddr>,
+struct Counters {
+    clients_seen: AtomicU64,
+    peak_clients: AtomicU64,
+    refused: AtomicU64,
+    accept_errors: AtomicU64,
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+    skipped: AtomicU64,
+    dropped_idle: AtomicU64,
+    dropped_bad_frame: AtomicU64,
+    dropped_tls: AtomicU64,
+    dropped_budget: AtomicU64,
+    dropped_error: AtomicU64,
+    peers_expired: AtomicU64,
+    peers_evicted: AtomicU64,
 }
 
+fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> LabStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LabStats {
+            clients_seen: g(&self.clients_seen),
+            peak_clients: g(&self.peak_clients),
+            refused: g(&self.refused),
+            accept_errors: g(&self.accept_errors),
+            messages_in: g(&self.messages_in),
+            bytes_in: g(&self.bytes_in),
+            messages_out: g(&self.messages_out),
+            bytes_out: g(&self.bytes_out),
+            skipped: g(&self.skipped),
+            dropped_idle: g(&self.dropped_idle),
+            dropped_bad_frame: g(&self.dropped_bad_frame),
+            dropped_tls: g(&self.dropped_tls),
+            dropped_budget: g(&self.dropped_budget),
+            dropped_error: g(&self.dropped_error),
+            peers_expired: g(&self.peers_expired),
+            peers_evicted: g(&self.peers_evicted),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked leaves the data usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------
+// The event queue: bounded, the I/O thread waits for room by registering a
+// waker, the consumer blocks on a condition variable.
+
+struct Events {
+    state: Mutex<EventState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct EventState {
+    queue: VecDeque<LabEvent>,
+    bytes: usize,
+    /// Slots waiting for room, woken when the queue is half empty.
+    waiters: Vec<Waker>,
+    /// Bumped each time the waiters are woken: a slot registers once per
+    /// epoch.
+    epoch: u64,
+    consumer_waiting: bool,
+    interrupted: bool,
+}
+
+impl EventState {
+    fn full(&self) -> bool {
+        self.queue.len() >= EVENT_MESSAGES || self.bytes >= EVENT_BYTES
+    }
+
+    fn push(&mut self, e: LabEvent) {
+        if let LabEvent::Message { bytes, .. } = &e {
+            self.bytes += bytes.len();
+        }
+        self.queue.push_back(e);
+    }
+
+    /// Registers `waker` for room, once per epoch.
+    fn wait_for_room(&mut self, waker: &Waker, registered: &mut Option<u64>) {
+        if *registered != Some(self.epoch) {
+            *registered = Some(self.epoch);
+            self.waiters.push(waker.clone());
+        }
+    }
+}
+
+impl Events {
+    fn lock(&self) -> MutexGuard<'_, EventState> {
+        lock(&self.state)
+    }
+
+    /// Wakes the consumer if it waits (after pushes, with the lock released).
+    fn notify(&self, state: MutexGuard<'_, EventState>) {
+        let waiting = state.consumer_waiting;
+        drop(state);
+        if waiting {
+            self.ready.notify_all();
+        }
+    }
+
+    fn push(&self, e: LabEvent) {
+        let mut s = self.lock();
+        s.push(e);
+        self.notify(s);
+    }
+
+    fn next(&self, timeout: Duration) -> Option<LabEvent> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut s = self.lock();
+        loop {
+            if s.interrupted {
+                return None;
+            }
+            if let Some(e) = s.queue.pop_front() {
+                if let LabEvent::Message { bytes, .. } = &e {
+                    s.bytes -= bytes.len();
+                }
+                let wake = if !s.waiters.is_empty()
+                    && s.queue.len() <= EVENT_MESSAGES / 2
+                    && s.bytes <= EVENT_BYTES / 2
+                {
+                    s.epoch += 1;
+                    std::mem::take(&mut s.waiters)
+                } else {
+                    Vec::new()
+                };
+                drop(s);
+                for w in wake {
+                    w.wake();
+                }
+                return Some(e);
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return None;
+            }
+            s.consumer_waiting = true;
+            s = self
+                .ready
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            s.consumer_waiting = false;
+        }
+    }
+
+    fn interrupt(&self) {
+        self.lock().interrupted = true;
+        self.ready.notify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The scheduler of the I/O thread: a slot's waker puts its id on the ready
+// queue (once until it is polled) and wakes the thread.
+
+#[derive(Default)]
+struct ReadyState {
+    ids: VecDeque<usize>,
+    thread: Option<Waker>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Ready {
+    state: Mutex<ReadyState>,
+}
+
+impl Ready {
+    fn push(&self, id: usize) {
+        let thread = {
+            let mut s = lock(&self.state);
+            s.ids.push_back(id);
+            s.thread.take()
+        };
+        if let Some(t) = thread {
+            t.wake();
+        }
+    }
+
+    fn stop(&self) {
+        let thread = {
+            let mut s = lock(&self.state);
+            s.stop = true;
+            s.thread.take()
+        };
+        if let Some(t) = thread {
+            t.wake();
+        }
+    }
+}
+
+struct SlotWaker {
+    id: usize,
+    queued: AtomicBool,
+    ready: Arc<Ready>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.ready.push(self.id);
+        }
+    }
+}
+
+fn slot_waker(id: usize, ready: &Arc<Ready>) -> (Arc<SlotWaker>, Waker) {
+    let flag = Arc::new(SlotWaker {
+        id,
+        queued: AtomicBool::new(false),
+        ready: ready.clone(),
+    });
+    (flag.clone(), Waker::from(flag))
+}
+
+// ---------------------------------------------------------------------------
+// A client's outgoing buffer, filled by senders on any thread, drained by the
+// I/O thread.
+
+struct Outbox {
+    peer: SocketAddr,
+    state: Mutex<OutState>,
+    /// Signalled when bytes leave (or the client closes).
+    room: Condvar,
+    /// The client's slot.
+    waker: Waker,
+}
+
+struct OutState {
+    buf: VecDeque<u8>,
+    closed: bool,
+    /// Senders waiting for room.
+    waiting: usize,
+    /// Broadcast copies skipped since the client fell behind; broadcasts
+    /// do not wait for it until it drained its buffer.
+    skipped: u64,
+}
+
+/// Why a frame did not get into an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The client is gone or being dropped.
+    Closed,
+    /// The buffer is full and did not make room within the patience given
+    /// (or, for a broadcast, the client is being skipped already).
+    Stalled,
+}
+
+impl Outbox {
+    fn new(peer: SocketAddr, waker: Waker) -> Outbox {
+        Outbox {
+            peer,
+            state: Mutex::new(OutState {
+                buf: VecDeque::new(),
+                closed: false,
+                waiting: 0,
+                skipped: 0,
+            }),
+            room: Condvar::new(),
+            waker,
+        }
+    }
+
+    /// Queues `frame` whole. A frame that does not fit waits for room, at
+    /// most `patience`; a broadcast does not wait at all for a client that
+    /// is already being skipped (until it drained its buffer). A frame
+    /// larger than [`OUTBOX`] goes alone into an empty buffer.
+    fn push(&self, frame: &[u8], patience: Duration, broadcast: bool) -> Result<(), Refused> {
+        let give_up = Instant::now() + patience;
+        let mut s = lock(&self.state);
+        loop {
+            if s.closed {
+                return Err(Refused::Closed);
+            }
+            if s.buf.is_empty() || s.buf.len() + frame.len() <= OUTBOX {
+                s.buf.extend(frame);
+                drop(s);
+                self.waker.wake_by_ref();
+                return Ok(());
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() || broadcast && s.skipped > 0 {
+                return Err(Refused::Stalled);
+            }
+            s.waiting += 1;
+            s = self
+                .room
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            s.waiting -= 1;
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.room.notify_all();
+        self.waker.wake_by_ref();
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+}
+
+impl OutState {
+    /// `n` bytes left the buffer.
+    fn consumed(&mut self, n: usize, peer: SocketAddr, room: &Condvar) {
+        self.buf.drain(..n);
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = VecDeque::new();
+        }
+        if self.skipped > 0 && self.buf.is_empty() {
+            info!(
+                "{peer} is reading again; {} broadcast message(s) were skipped meanwhile",
+                self.skipped
+            );
+            self.skipped = 0;
+        }
+        if self.waiting > 0 {
+            room.notify_all();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// UDP peers: a least-recently-heard list in a slab, found through a hash map,
+// every operation in constant time.
+
+const NIL: usize = usize::MAX;
+
+struct PeerNode {
+    addr: SocketAddr,
+    last: Instant,
+    prev: usize,
+    next: usize,
+}
+
+struct UdpPeers {
+    map: HashMap<SocketAddr, usize>,
+    nodes: Vec<PeerNode>,
+    free: Vec<usize>,
+    /// Least recently heard.
+    head: usize,
+    /// Most recently heard.
+    tail: usize,
+    cap: usize,
+    expiry: Duration,
+}
+
+impl UdpPeers {
+    fn new(cap: usize, expiry: Duration) -> UdpPeers {
+        UdpPeers {
+            map: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            cap: cap.max(1),
+            expiry,
+        }
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.nodes[prev].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.nodes[next].prev = prev;
+        }
+    }
+
+    fn link_tail(&mut self, i: usize) {
+        self.nodes[i].prev = self.tail;
+        self.nodes[i].next = NIL;
+        if self.tail == NIL {
+            self.head = i;
+        } else {
+            self.nodes[self.tail].next = i;
+        }
+        self.tail = i;
+    }
+
+    fn remove_head(&mut self) {
+        let i = self.head;
+        if i == NIL {
+            return;
+        }
+        self.unlink(i);
+        self.map.remove(&self.nodes[i].addr);
+        self.free.push(i);
+    }
+
+    /// Forgets peers silent for the expiry; returns how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while self.head != NIL
+            && now.saturating_duration_since(self.nodes[self.head].last) >= self.expiry
+        {
+            self.remove_head();
+            n += 1;
+        }
+        n
+    }
+
+    /// Records a datagram from `addr`: `(new peer, peers evicted for it)`.
+    fn touch(&mut self, addr: SocketAddr, now: Instant) -> (bool, usize) {
+        if let Some(&i) = self.map.get(&addr) {
+            self.nodes[i].last = now;
+            self.unlink(i);
+            self.link_tail(i);
+            return (false, 0);
+        }
+        let mut evicted = 0;
+        while self.map.len() >= self.cap {
+            self.remove_head();
+            evicted += 1;
+        }
+        let node = PeerNode {
+            addr,
+            last: now,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        };
+        self.map.insert(addr, i);
+        self.link_tail(i);
+        (true, evicted)
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.nodes.clear();
+        self.free.clear();
+        self.head = NIL;
+        self.tail = NIL;
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::with_capacity(self.map.len());
+        let mut i = self.head;
+        while i != NIL {
+            out.push(self.nodes[i].addr);
+            i = self.nodes[i].next;
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State shared by the I/O thread and the API.
+
 struct Shared {
-    peers: Mutex<Peers>,
+    events: Events,
+    ready: Arc<Ready>,
     stopping: AtomicBool,
-    events: Sender<LabEvent>,
+    /// TCP clients by address.
+    tcp: Mutex<HashMap<SocketAddr, Arc<Outbox>>>,
+    udp_peers: Mutex<UdpPeers>,
+    udp: Option<Arc<Async<UdpSocket>>>,
+    stats: Counters,
 }
 
 impl Shared {
-    fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
-        // A reader thread that panicked leaves the map usable.
-        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-    fn emit(&self, e: LabEvent) {
-        let _ = self.events.send(e);
+    fn expire_peers(&self, peers: &mut UdpPeers, now: Instant) {
+        let n = peers.expire(now);
+        if n > 0 {
+            add(&self.stats.peers_expired, n);
+            debug!("forgot {n} UDP peer(s) silent for {:?}", peers.expiry);
+        }
     }
 }
 
@@ -134,17 +729,17 @@ pub struct Lab {
     addr: SocketAddr,
     transport: Transport,
     framing: Framing,
+    limits: Limits,
     shared: Arc<Shared>,
-    udp: Option<UdpSocket>,
-    /// Behind a mutex so a `Lab` can be shared with a thread that sends.
-    events: Mutex<Receiver<LabEvent>>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    started: Instant,
 }
 
 impl Lab {
-    /// Listens on `addr` (port 0: any free port).
+    /// Listens on `addr` (port 0: any free port) with the default
+    /// [`Limits`].
     pub fn start(addr: SocketAddr, transport: Transport, framing: Framing) -> std::io::Result<Lab> {
-        Self::start_with(addr, transport, framing, None)
+        Self::start_with(addr, transport, framing, None, Limits::default())
     }
 
     /// Listens on `addr` for TLS over TCP with this rustls configuration
@@ -154,51 +749,94 @@ impl Lab {
         framing: Framing,
         config: Arc<ServerConfig>,
     ) -> std::io::Result<Lab> {
-        Self::start_with(addr, Transport::Tcp, framing, Some(config))
+        Self::start_with(
+            addr,
+            Transport::Tcp,
+            framing,
+            Some(config),
+            Limits::default(),
+        )
     }
 
-    fn start_with(
+    /// Listens on `addr` with these limits; `tls` (TCP only) serves TLS.
+    pub fn start_with(
         addr: SocketAddr,
         transport: Transport,
         framing: Framing,
         tls: Option<Arc<ServerConfig>>,
+        limits: Limits,
     ) -> std::io::Result<Lab> {
-        let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared {
-            peers: Mutex::new(Peers::default()),
-            stopping: AtomicBool::new(false),
-            events: tx,
-        });
-        let mut lab = Lab {
-            addr,
-            transport,
-            framing,
-            shared: shared.clone(),
-            udp: None,
-            events: Mutex::new(rx),
-            threads: Vec::new(),
-        };
-        match transport {
+        let ready = Arc::new(Ready::default());
+        let (server, local, udp) = match transport {
             Transport::Tcp => {
-                let listener = TcpListener::bind(addr)?;
-                lab.addr = listener.local_addr()?;
-                let t = std::thread::Builder::new()
-                    .name("lab-accept".into())
-                    .spawn(move || accept_loop(&listener, &shared, framing, tls.as_ref()))?;
-                lab.threads.push(t);
+                let listener = Async::new(listen(addr)?)?;
+                let local = listener.get_ref().local_addr()?;
+                let server = Server::Tcp(Listener {
+                    socket: listener,
+                    tls,
+                    backoff: None,
+                    delay: ACCEPT_BACKOFF_MIN,
+                    failing: 0,
+                    refusing: 0,
+                    waited: None,
+                });
+                (server, local, None)
             }
             Transport::Udp => {
-                let socket = UdpSocket::bind(addr)?;
-                lab.addr = socket.local_addr()?;
-                let reader = socket.try_clone()?;
-                lab.udp = Some(socket);
-                let t = std::thread::Builder::new()
-                    .name("lab-udp".into())
-                    .spawn(move || udp_loop(&reader, &shared, framing))?;
-                lab.threads.push(t);
+                let socket = Arc::new(Async::new(UdpSocket::bind(addr)?)?);
+                let local = socket.get_ref().local_addr()?;
+                let server = Server::Udp(UdpServer {
+                    socket: socket.clone(),
+                    held: None,
+                    waited: None,
+                    evicting: false,
+                });
+                (server, local, Some(socket))
             }
-        }
-        Ok(lab)
+        };
+        let shared = Arc::new(Shared {
+            events: Events {
+                state: Mutex::new(EventState::default()),
+                ready: Condvar::new(),
+            },
+            ready: ready.clone(),
+            stopping: AtomicBool::new(false),
+            tcp: Mutex::new(HashMap::new()),
+            udp_peers: Mutex::new(UdpPeers::new(limits.max_clients, limits.peer_expiry)),
+            udp,
+            stats: Counters::default(),
+        });
+        let (flag, waker) = slot_waker(0, &ready);
+        let mut io = Io {
+            server,
+            server_flag: flag,
+            server_waker: waker,
+            slots: Vec::new(),
+            free: Vec::new(),
+            ctx: Ctx {
+                shared: shared.clone(),
+                framing,
+                limits,
+                scratch: vec![0; READ_CHUNK],
+                inbound: 0,
+                clients: 0,
+            },
+        };
+        // The first poll registers every source.
+        io.server_flag.queued.store(true, Ordering::Release);
+        ready.push(0);
+        let thread = std::thread::Builder::new()
+            .name("lab-io".into())
+            .spawn(move || async_io::block_on(std::future::poll_fn(|cx| io.poll(cx))))?;
+        Ok(Lab {
+            addr: local,
+            transport,
+            framing,
+            limits,
+            shared,
+            thread: Mutex::new(Some(thread)),
+            started: Instant::now(),
+        })
     }
 
     /// The address actually listened on.
@@ -216,14 +854,37 @@ impl Lab {
         self.framing
     }
 
-    /// The next event, waiting at most `timeout`.
+    /// The limits it runs with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Counters since the start.
+    pub fn stats(&self) -> LabStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// The next event, waiting at most `timeout`. Events are queued in a
+    /// bounded queue: while nobody takes them, the lab stops reading from
+    /// clients (and accepting new ones).
     pub fn next_event(&self, timeout: Duration) -> Option<LabEvent> {
-        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        events.recv_timeout(timeout).ok()
+        self.shared.events.next(timeout)
+    }
+
+    /// Makes every pending and later [`next_event`](Self::next_event) return
+    /// `None` at once (for a signal handler: the consumer winds up).
+    pub fn interrupt(&self) {
+        self.shared.events.interrupt();
+    }
+
+    /// Whether [`interrupt`](Self::interrupt) was called.
+    pub fn interrupted(&self) -> bool {
+        self.shared.events.lock().interrupted
     }
 
     /// Waits until `deadline` for an event `pick` accepts, returning what it
-    /// made of it; events it rejects are passed to `skipped`.
+    /// made of it; events it rejects are passed to `skipped`. Returns `None`
+    /// at the deadline even while events keep coming.
     pub fn wait_for<T>(
         &self,
         deadline: Instant,
@@ -231,7 +892,7 @@ impl Lab {
         mut skipped: impl FnMut(LabEvent),
     ) -> Option<T> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.checked_duration_since(Instant::now())?;
             let e = self.next_event(left)?;
             match pick(&e) {
                 Some(t) => return Some(t),
@@ -240,22 +901,74 @@ impl Lab {
         }
     }
 
-    /// Clients currently known (TCP: connected; UDP: seen since the last
+    /// Clients currently known (TCP: connected and not being dropped; UDP:
+    /// heard within the peer expiry, since the last
     /// [`drop_clients`](Self::drop_clients)).
     pub fn clients(&self) -> Vec<SocketAddr> {
-        let p = self.shared.peers();
         match self.transport {
-            Transport::Tcp => p.tcp.keys().copied().collect(),
-            Transport::Udp => p.udp.clone(),
+            Transport::Tcp => lock(&self.shared.tcp)
+                .iter()
+                .filter(|(_, o)| !o.is_closed())
+                .map(|(a, _)| *a)
+                .collect(),
+            Transport::Udp => {
+                let mut p = lock(&self.shared.udp_peers);
+                self.shared.expire_peers(&mut p, Instant::now());
+                p.addrs()
+            }
         }
     }
 
     /// Sends `message` (framed) to every client; returns how many it reached.
+    /// Never waits for a client that is not reading: it is skipped (counted
+    /// in [`LabStats::skipped`], logged once per stall).
     pub fn send_all(&self, message: &[u8]) -> usize {
-        self.clients()
-            .into_iter()
-            .filter(|peer| self.send_to(*peer, message).is_ok())
-            .count()
+        let frame = match frame(self.framing, message) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("not sent to any client: {e}");
+                return 0;
+            }
+        };
+        match self.transport {
+            Transport::Tcp => {
+                let outboxes: Vec<Arc<Outbox>> = lock(&self.shared.tcp).values().cloned().collect();
+                let mut reached = 0;
+                for o in outboxes {
+                    match o.push(&frame, STALL, true) {
+                        Ok(()) => {
+                            reached += 1;
+                            add(&self.shared.stats.messages_out, 1);
+                        }
+                        Err(Refused::Closed) => {}
+                        Err(Refused::Stalled) => {
+                            add(&self.shared.stats.skipped, 1);
+                            let mut s = lock(&o.state);
+                            if s.skipped == 0 {
+                                warn!(
+                                    "{} is not reading fast enough (its {} KiB buffer stayed full for {STALL:?}): skipping broadcasts to it until it drained it",
+                                    o.peer,
+                                    OUTBOX / 1024
+                                );
+                            }
+                            s.skipped += 1;
+                        }
+                    }
+                }
+                reached
+            }
+            Transport::Udp => self
+                .clients()
+                .into_iter()
+                .filter(|peer| match self.udp_send(*peer, &frame, STALL) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        add(&self.shared.stats.skipped, 1);
+                        false
+                    }
+                })
+                .count(),
+        }
     }
 
     /// Sends `message` (framed) to one client.
@@ -265,22 +978,58 @@ impl Lab {
     }
 
     /// Sends bytes as they are, without framing (for malformed-input tests).
+    /// Waits while the client's buffer is full; gives up after
+    /// [`SEND_PATIENCE`].
     pub fn send_raw(&self, peer: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
-        match (&self.udp, self.transport) {
-            (Some(s), Transport::Udp) => s.send_to(bytes, peer).map(|_| ()),
-            _ => {
-                let (stream, tls) = {
-                    let peers = self.shared.peers();
-                    let p = peers
-                        .tcp
-                        .get(&peer)
-                        .ok_or(std::io::ErrorKind::NotConnected)?;
-                    (p.stream.try_clone()?, p.tls.clone())
-                };
-                match tls {
-                    Some(t) => t.send(bytes),
-                    None => (&stream).write_all(bytes),
+        use std::io::ErrorKind;
+        if bytes.len() > MAX_FRAME + 2 {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} bytes: more than the lab sends at once", bytes.len()),
+            ));
+        }
+        match self.transport {
+            Transport::Udp => self.udp_send(peer, bytes, SEND_PATIENCE),
+            Transport::Tcp => {
+                let o = lock(&self.shared.tcp)
+                    .get(&peer)
+                    .cloned()
+                    .ok_or(ErrorKind::NotConnected)?;
+                match o.push(bytes, SEND_PATIENCE, false) {
+                    Ok(()) => {
+                        add(&self.shared.stats.messages_out, 1);
+                        Ok(())
+                    }
+                    Err(Refused::Closed) => Err(ErrorKind::NotConnected.into()),
+                    Err(Refused::Stalled) => Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!("{peer} made no room for {SEND_PATIENCE:?}"),
+                    )),
                 }
+            }
+        }
+    }
+
+    fn udp_send(&self, peer: SocketAddr, bytes: &[u8], patience: Duration) -> std::io::Result<()> {
+        let Some(s) = &self.shared.udp else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        let give_up = Instant::now() + patience;
+        loop {
+            match s.get_ref().send_to(bytes, peer) {
+                Ok(_) => {
+                    add(&self.shared.stats.messages_out, 1);
+                    add(&self.shared.stats.bytes_out, bytes.len());
+                    return Ok(());
+                }
+                // The socket is non-blocking (the I/O thread reads it): a
+                // full send buffer is waited out, not a lost datagram.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -288,38 +1037,32 @@ impl Lab {
     /// Closes every client connection (TCP) or forgets every client (UDP);
     /// the lab keeps listening.
     pub fn drop_clients(&self) {
-        let mut p = self.shared.peers();
-        for p in p.tcp.values() {
-            let _ = p.stream.shutdown(Shutdown::Both);
+        for o in lock(&self.shared.tcp).values() {
+            o.close();
         }
-        p.udp.clear();
+        lock(&self.shared.udp_peers).clear();
     }
 
     /// Stops listening and closes every client.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.halt();
     }
 
-    fn halt(&mut self) {
+    /// Stops the I/O thread (once) and waits for it.
+    pub fn halt(&self) {
         if self.shared.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
         self.drop_clients();
-        // Unblock the accept or recv the listener thread sits in.
-        let wake = loopback_of(self.addr);
-        match self.transport {
-            Transport::Tcp => {
-                let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-            }
-            Transport::Udp => {
-                if let Ok(s) = UdpSocket::bind(SocketAddr::new(wake.ip(), 0)) {
-                    let _ = s.send_to(b"", wake);
-                }
-            }
-        }
-        for t in self.threads.drain(..) {
+        self.shared.ready.stop();
+        if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
+    }
+
+    /// How long since it started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 }
 
@@ -328,6 +1071,23 @@ impl Drop for Lab {
         self.halt();
     }
 }
+
+/// A TCP listener on `addr` with a backlog of [`BACKLOG`] (std's is 128:
+/// a burst of connects while the I/O thread is busy would overflow it and
+/// each dropped SYN costs its client a one-second retransmit).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std does: a restarted lab can listen on its port at once.
+    #[cfg(unix)]
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
+
+/// Connections the kernel queues for the lab to accept.
+pub const BACKLOG: i32 = 1024;
 
 /// Frames `message` for the wire.
 pub fn frame(framing: Framing, message: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -338,249 +1098,819 @@ pub fn frame(framing: Framing, message: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn loopback_of(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        let ip = match addr {
-            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-        };
-        SocketAddr::new(ip, addr.port())
-    } else {
-        addr
-    }
+// ---------------------------------------------------------------------------
+// The I/O thread.
+
+struct Ctx {
+    shared: Arc<Shared>,
+    framing: Framing,
+    limits: Limits,
+    /// The read buffer every slot reads into in turn.
+    scratch: Vec<u8>,
+    /// Bytes held in all clients' inbound buffers.
+    inbound: usize,
+    /// TCP clients served.
+    clients: usize,
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<Shared>,
-    framing: Framing,
-    tls: Option<&Arc<ServerConfig>>,
-) {
-    let mut readers = Vec::new();
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
+struct Io {
+    server: Server,
+    server_flag: Arc<SlotWaker>,
+    server_waker: Waker,
+    /// Clients, at index id - 1.
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    ctx: Ctx,
+}
+
+enum Server {
+    Tcp(Listener),
+    Udp(UdpServer),
+}
+
+struct Listener {
+    socket: Async<TcpListener>,
+    tls: Option<Arc<ServerConfig>>,
+    /// Waiting out an accept error.
+    backoff: Option<Timer>,
+    delay: Duration,
+    /// Accept errors in the current run of them.
+    failing: u64,
+    /// Connections refused in the current run at the cap.
+    refusing: u64,
+    waited: Option<u64>,
+}
+
+struct UdpServer {
+    socket: Arc<Async<UdpSocket>>,
+    /// A datagram whose frames did not all fit in the event queue.
+    held: Option<(SocketAddr, Instant, Vec<u8>)>,
+    waited: Option<u64>,
+    /// Evicting peers for new ones (logged once per run).
+    evicting: bool,
+}
+
+struct Slot {
+    flag: Arc<SlotWaker>,
+    waker: Waker,
+    conn: Conn,
+}
+
+struct Conn {
+    peer: SocketAddr,
+    stream: Async<TcpStream>,
+    tls: Option<Box<ServerConnection>>,
+    announced: bool,
+    /// Received bytes not yet emitted as messages: complete frames waiting
+    /// for room in the event queue, then an unfinished frame.
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` already searched for a newline without success.
+    scanned: usize,
+    /// `inbuf`'s capacity as counted in `Ctx::inbound`.
+    charged: usize,
+    outbox: Arc<Outbox>,
+    last_rx: Instant,
+    idle: Option<Timer>,
+    waited: Option<u64>,
+}
+
+/// Why a client's slot ended.
+enum End {
+    Eof,
+    Dropped,
+    Error(std::io::Error),
+    Idle,
+    BadFrame,
+    Tls(String),
+    Budget,
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Interrupted
+}
+
+impl Io {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut r = lock(&self.ctx.shared.ready.state);
+            if r.stop {
+                return Poll::Ready(());
+            }
+            r.thread = Some(cx.waker().clone());
         }
-        let Ok(stream) = stream else { continue };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(writer) = stream.try_clone() else {
-            continue;
-        };
-        let session = match tls {
-            None => None,
-            Some(config) => {
-                let Ok(wire) = stream.try_clone() else {
-                    continue;
-                };
-                match ServerConnection::new(config.clone()) {
-                    Ok(s) => Some(Arc::new(TlsPeer {
-                        session: Mutex::new(s),
-                        wire: Mutex::new(wire),
-                    })),
-                    Err(e) => {
-                        shared.emit(LabEvent::TlsFailed {
-                            peer,
-                            at: Instant::now(),
-                            error: e.to_string(),
-                        });
-                        continue;
-                    }
-                }
+        for _ in 0..SLOTS_PER_ROUND {
+            let Some(id) = lock(&self.ctx.shared.ready.state).ids.pop_front() else {
+                return Poll::Pending;
+            };
+            if id == 0 {
+                self.server_flag.queued.store(false, Ordering::Release);
+                self.poll_server();
+            } else {
+                self.poll_client(id);
+            }
+        }
+        // More is ready: let the reactor look at the sockets, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn poll_server(&mut self) {
+        let waker = self.server_waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let accepted = match &mut self.server {
+            Server::Tcp(l) => l.poll(&mut cx, &mut self.ctx),
+            Server::Udp(u) => {
+                u.poll(&mut cx, &mut self.ctx);
+                Vec::new()
             }
         };
-        shared.peers().tcp.insert(
+        for (stream, peer, tls) in accepted {
+            self.admit(stream, peer, tls);
+        }
+    }
+
+    fn admit(
+        &mut self,
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+        tls: Option<Box<ServerConnection>>,
+    ) {
+        let ctx = &mut self.ctx;
+        let id = match self.free.pop() {
+            Some(i) => i + 1,
+            None => {
+                self.slots.push(None);
+                self.slots.len()
+            }
+        };
+        let (flag, waker) = slot_waker(id, &ctx.shared.ready);
+        let outbox = Arc::new(Outbox::new(peer, waker.clone()));
+        let secure = tls.is_some();
+        let conn = Conn {
             peer,
-            Peer {
-                stream: writer,
-                tls: session.clone(),
-            },
-        );
-        if session.is_none() {
-            shared.emit(LabEvent::Connected {
+            stream,
+            tls,
+            announced: !secure,
+            inbuf: Vec::new(),
+            scanned: 0,
+            charged: 0,
+            outbox: outbox.clone(),
+            last_rx: Instant::now(),
+            idle: None,
+            waited: None,
+        };
+        lock(&ctx.shared.tcp).insert(peer, outbox);
+        ctx.clients += 1;
+        let stats = &ctx.shared.stats;
+        add(&stats.clients_seen, 1);
+        stats
+            .peak_clients
+            .fetch_max(ctx.clients as u64, Ordering::Relaxed);
+        if !secure {
+            ctx.shared.events.push(LabEvent::Connected {
                 peer,
                 at: Instant::now(),
             });
         }
-        let sh = shared.clone();
-        if let Ok(t) = std::thread::Builder::new()
-            .name("lab-client".into())
-            .spawn(move || tcp_reader(stream, peer, &sh, framing, session.as_deref()))
-        {
-            readers.push(t);
-        }
-        readers.retain(|t: &JoinHandle<()>| !t.is_finished());
+        self.slots[id - 1] = Some(Slot { flag, waker, conn });
+        // The first poll registers the socket with the reactor.
+        self.poll_client(id);
     }
-    for t in readers {
-        let _ = t.join();
+
+    fn poll_client(&mut self, id: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(id - 1) else {
+            return;
+        };
+        slot.flag.queued.store(false, Ordering::Release);
+        let waker = slot.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let Poll::Ready(end) = slot.conn.poll(&mut cx, &mut self.ctx) else {
+            return;
+        };
+        let Some(slot) = self.slots[id - 1].take() else {
+            return;
+        };
+        self.free.push(id - 1);
+        self.finish(slot.conn, end);
+    }
+
+    fn finish(&mut self, conn: Conn, end: End) {
+        let ctx = &mut self.ctx;
+        let Conn {
+            peer,
+            stream,
+            tls,
+            outbox,
+            charged,
+            ..
+        } = conn;
+        ctx.inbound -= charged;
+        ctx.clients -= 1;
+        outbox.close();
+        {
+            let mut map = lock(&ctx.shared.tcp);
+            if map.get(&peer).is_some_and(|o| Arc::ptr_eq(o, &outbox)) {
+                map.remove(&peer);
+            }
+        }
+        let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+        drop(stream);
+        drop(tls);
+        let stats = &ctx.shared.stats;
+        let at = Instant::now();
+        let events = &ctx.shared.events;
+        match end {
+            End::Eof | End::Dropped => {}
+            End::Error(e) => {
+                add(&stats.dropped_error, 1);
+                debug!("{peer}: {e}");
+            }
+            End::Idle => {
+                add(&stats.dropped_idle, 1);
+                info!(
+                    "{peer} sent nothing for {:?} (--idle-timeout): dropped",
+                    ctx.limits.idle_timeout.unwrap_or_default()
+                );
+            }
+            End::BadFrame => {
+                add(&stats.dropped_bad_frame, 1);
+                events.push(LabEvent::BadFrame { peer, at });
+            }
+            End::Tls(error) => {
+                add(&stats.dropped_tls, 1);
+                events.push(LabEvent::TlsFailed { peer, at, error });
+            }
+            End::Budget => {
+                add(&stats.dropped_budget, 1);
+                warn!(
+                    "{peer}: unfinished frames of all clients exceed {} MiB: dropped",
+                    INBOUND_BUDGET >> 20
+                );
+            }
+        }
+        events.push(LabEvent::Disconnected { peer, at });
     }
 }
 
-fn tcp_reader(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    framing: Framing,
-    tls: Option<&TlsPeer>,
-) {
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut buf = Vec::new();
-    let mut plain = Vec::new();
-    let mut announced = false;
-    loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let at = Instant::now();
-        let data: &[u8] = match tls {
-            None => &chunk[..n],
-            Some(t) => {
-                plain.clear();
-                match decrypt(t, &chunk[..n], &mut plain) {
-                    Ok(handshaking) => {
-                        if !handshaking && !announced {
-                            announced = true;
-                            shared.emit(LabEvent::Connected { peer, at });
-                        }
+impl Listener {
+    /// Accepts what it may; returns the new clients.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        ctx: &mut Ctx,
+    ) -> Vec<(Async<TcpStream>, SocketAddr, Option<Box<ServerConnection>>)> {
+        let mut out = Vec::new();
+        if let Some(t) = &mut self.backoff {
+            if Pin::new(t).poll(cx).is_pending() {
+                return out;
+            }
+            self.backoff = None;
+        }
+        for _ in 0..ACCEPTS_PER_POLL {
+            {
+                // No room for events: leave new connections in the backlog.
+                let mut ev = ctx.shared.events.lock();
+                if ev.full() {
+                    ev.wait_for_room(cx.waker(), &mut self.waited);
+                    return out;
+                }
+            }
+            match self.socket.get_ref().accept() {
+                Ok((stream, peer)) => {
+                    if self.failing > 0 {
+                        info!("accepting again after {} failed accept(s)", self.failing);
+                        self.failing = 0;
+                        self.delay = ACCEPT_BACKOFF_MIN;
                     }
-                    Err(error) => {
-                        shared.emit(LabEvent::TlsFailed { peer, at, error });
-                        let _ = stream.shutdown(Shutdown::Both);
-                        break;
+                    if ctx.clients + out.len() >= ctx.limits.max_clients {
+                        add(&ctx.shared.stats.refused, 1);
+                        if self.refusing == 0 {
+                            warn!(
+                                "{} clients (--max-clients): refusing new connections (logged once until one is accepted again)",
+                                ctx.limits.max_clients
+                            );
+                        }
+                        self.refusing += 1;
+                        drop(stream);
+                        continue;
+                    }
+                    if self.refusing > 0 {
+                        info!(
+                            "below --max-clients again; refused {} connection(s) meanwhile",
+                            self.refusing
+                        );
+                        self.refusing = 0;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let stream = match Async::new(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!("{peer}: cannot watch the socket ({e}): closed");
+                            add(&ctx.shared.stats.accept_errors, 1);
+                            continue;
+                        }
+                    };
+                    let tls = match &self.tls {
+                        None => None,
+                        Some(config) => match ServerConnection::new(config.clone()) {
+                            Ok(mut s) => {
+                                s.set_buffer_limit(Some(OUTBOX));
+                                Some(Box::new(s))
+                            }
+                            Err(e) => {
+                                ctx.shared.events.push(LabEvent::TlsFailed {
+                                    peer,
+                                    at: Instant::now(),
+                                    error: e.to_string(),
+                                });
+                                add(&ctx.shared.stats.dropped_tls, 1);
+                                continue;
+                            }
+                        },
+                    };
+                    out.push((stream, peer, tls));
+                }
+                Err(e) if would_block(&e) => match self.socket.poll_readable(cx) {
+                    Poll::Ready(_) => continue,
+                    Poll::Pending => return out,
+                },
+                Err(e) if interrupted(&e) => continue,
+                // The connection went away before it was accepted: nothing
+                // to retry, the next one may be fine.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                    add(&ctx.shared.stats.accept_errors, 1);
+                }
+                // Out of descriptors (EMFILE, ENFILE) or memory: the
+                // listener stays readable, so trying again at once would
+                // spin. Back off.
+                Err(e) => {
+                    add(&ctx.shared.stats.accept_errors, 1);
+                    if self.failing == 0 {
+                        warn!("accept failed: {e}; backing off (up to {ACCEPT_BACKOFF_MAX:?}) until it works again");
+                    }
+                    self.failing += 1;
+                    let mut t = Timer::after(self.delay);
+                    self.delay = (self.delay * 2).min(ACCEPT_BACKOFF_MAX);
+                    if Pin::new(&mut t).poll(cx).is_pending() {
+                        self.backoff = Some(t);
+                        return out;
                     }
                 }
-                if plain.is_empty() {
+            }
+        }
+        cx.waker().wake_by_ref();
+        out
+    }
+}
+
+/// Emits the complete frames at the front of `data` as messages until the
+/// event queue is full. Returns the bytes consumed and, when it stopped for
+/// want of a complete frame, how many of the rest were searched.
+fn emit_frames(
+    framing: Framing,
+    peer: SocketAddr,
+    at: Instant,
+    data: &[u8],
+    mut scanned: usize,
+    ev: &mut EventState,
+    stats: &Counters,
+) -> Result<(usize, usize), ()> {
+    let mut used = 0;
+    loop {
+        if ev.full() {
+            return Ok((used, scanned));
+        }
+        match framing::decode_after(framing, &data[used..], MAX_FRAME, scanned) {
+            Ok(Some(f)) => {
+                ev.push(LabEvent::Message {
+                    peer,
+                    at,
+                    bytes: data[used + f.start..used + f.end].to_vec(),
+                });
+                add(&stats.messages_in, 1);
+                used += f.consumed;
+                scanned = 0;
+                if framing == Framing::Raw {
+                    return Ok((used, 0));
+                }
+            }
+            Ok(None) => return Ok((used, data.len() - used)),
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+impl Conn {
+    fn poll(&mut self, cx: &mut Context<'_>, ctx: &mut Ctx) -> Poll<End> {
+        if let Err(end) = self.flush(cx, ctx) {
+            return Poll::Ready(end);
+        }
+        if let Err(end) = self.input(cx, ctx) {
+            return Poll::Ready(end);
+        }
+        // Handshake messages, tickets, alerts, and what waited for the
+        // handshake to complete.
+        if self.tls.is_some() {
+            if let Err(end) = self.flush(cx, ctx) {
+                return Poll::Ready(end);
+            }
+        }
+        if let Some(limit) = ctx.limits.idle_timeout {
+            let last = self.last_rx;
+            let timer = self.idle.get_or_insert_with(|| Timer::at(last + limit));
+            while Pin::new(&mut *timer).poll(cx).is_ready() {
+                if last.elapsed() >= limit {
+                    return Poll::Ready(End::Idle);
+                }
+                timer.set_at(last + limit);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Writes what the outbox (and TLS) holds until the socket is full.
+    fn flush(&mut self, cx: &mut Context<'_>, ctx: &Ctx) -> Result<(), End> {
+        let stats = &ctx.shared.stats;
+        let mut wire: &TcpStream = self.stream.get_ref();
+        loop {
+            if let Some(tls) = &mut self.tls {
+                if tls.wants_write() {
+                    match tls.write_tls(&mut wire) {
+                        Ok(_) => continue,
+                        Err(e) if would_block(&e) => match self.stream.poll_writable(cx) {
+                            Poll::Ready(Ok(())) => continue,
+                            Poll::Ready(Err(e)) => return Err(End::Error(e)),
+                            Poll::Pending => return Ok(()),
+                        },
+                        Err(e) if interrupted(&e) => continue,
+                        Err(e) => return Err(End::Error(e)),
+                    }
+                }
+            }
+            let mut o = lock(&self.outbox.state);
+            if o.closed {
+                return Err(End::Dropped);
+            }
+            if o.buf.is_empty() {
+                return Ok(());
+            }
+            let result = match &mut self.tls {
+                Some(tls) if tls.is_handshaking() => return Ok(()),
+                Some(tls) => tls.writer().write(o.buf.as_slices().0),
+                None => wire.write(o.buf.as_slices().0),
+            };
+            match result {
+                Ok(0) if self.tls.is_some() => {
+                    drop(o);
+                    // rustls's buffer is full: write it out first.
+                    if !self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                        return Ok(());
+                    }
+                }
+                Ok(0) => return Err(End::Error(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    add(&stats.bytes_out, n);
+                    o.consumed(n, self.peer, &self.outbox.room);
+                }
+                Err(e) if would_block(&e) => {
+                    drop(o);
+                    match self.stream.poll_writable(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Err(End::Error(e)),
+                        Poll::Pending => return Ok(()),
+                    }
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Err(End::Error(e)),
+            }
+        }
+    }
+
+    /// Emits what `inbuf` holds, then reads while the event queue has room.
+    fn input(&mut self, cx: &mut Context<'_>, ctx: &mut Ctx) -> Result<(), End> {
+        let mut reads = 0;
+        let shared = ctx.shared.clone();
+        loop {
+            {
+                let mut ev = shared.events.lock();
+                if self.inbuf.len() > self.scanned
+                    || ctx.framing == Framing::Raw && !self.inbuf.is_empty()
+                {
+                    self.emit_held(&mut ev, ctx)?;
+                }
+                if ev.full() {
+                    ev.wait_for_room(cx.waker(), &mut self.waited);
+                    shared.events.notify(ev);
+                    return Ok(());
+                }
+                shared.events.notify(ev);
+            }
+            if reads == READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Ok(());
+            }
+            let n = match self.stream.get_ref().read(&mut ctx.scratch) {
+                Ok(0) => return Err(End::Eof),
+                Ok(n) => n,
+                Err(e) if would_block(&e) => match self.stream.poll_readable(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return Err(End::Error(e)),
+                    Poll::Pending => return Ok(()),
+                },
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(End::Error(e)),
+            };
+            reads += 1;
+            self.last_rx = Instant::now();
+            add(&ctx.shared.stats.bytes_in, n);
+            self.received(n, ctx)?;
+        }
+    }
+
+    /// Handles `ctx.scratch[..n]`, fresh from the socket.
+    fn received(&mut self, n: usize, ctx: &mut Ctx) -> Result<(), End> {
+        let at = self.last_rx;
+        let stats = &ctx.shared.stats;
+        if let Some(tls) = &mut self.tls {
+            let mut data = &ctx.scratch[..n];
+            let mut plain = Vec::new();
+            while !data.is_empty() {
+                if let Err(e) = tls.read_tls(&mut data) {
+                    return Err(End::Tls(e.to_string()));
+                }
+                if let Err(e) = tls.process_new_packets() {
+                    // The alert that explains it, if the socket takes it.
+                    let mut wire: &TcpStream = self.stream.get_ref();
+                    let _ = tls.write_tls(&mut wire);
+                    return Err(End::Tls(e.to_string()));
+                }
+                let _ = tls.reader().read_to_end(&mut plain);
+            }
+            if !self.announced && !tls.is_handshaking() {
+                self.announced = true;
+                ctx.shared.events.push(LabEvent::Connected {
+                    peer: self.peer,
+                    at,
+                });
+            }
+            if plain.is_empty() {
+                return Ok(());
+            }
+            if ctx.framing == Framing::Raw {
+                // Each read is a message, as for plain TCP.
+                let mut ev = ctx.shared.events.lock();
+                ev.push(LabEvent::Message {
+                    peer: self.peer,
+                    at,
+                    bytes: plain,
+                });
+                add(&stats.messages_in, 1);
+                ctx.shared.events.notify(ev);
+                return Ok(());
+            }
+            self.hold(&plain, ctx)?;
+            return Ok(());
+        }
+        if !self.inbuf.is_empty() {
+            self.inbuf.extend_from_slice(&ctx.scratch[..n]);
+            return self.charge(ctx);
+        }
+        // Straight from the read buffer; only what is left is copied.
+        let mut ev = ctx.shared.events.lock();
+        let data = &ctx.scratch[..n];
+        let (used, scanned) = emit_frames(ctx.framing, self.peer, at, data, 0, &mut ev, stats)
+            .map_err(|()| End::BadFrame)?;
+        ctx.shared.events.notify(ev);
+        if used < n {
+            self.inbuf.extend_from_slice(&ctx.scratch[used..n]);
+            self.scanned = scanned;
+            return self.charge(ctx);
+        }
+        Ok(())
+    }
+
+    /// Appends to `inbuf` within the shared budget.
+    fn hold(&mut self, data: &[u8], ctx: &mut Ctx) -> Result<(), End> {
+        self.inbuf.extend_from_slice(data);
+        self.charge(ctx)
+    }
+
+    /// Counts `inbuf` against the shared budget.
+    fn charge(&mut self, ctx: &mut Ctx) -> Result<(), End> {
+        self.recharge(ctx);
+        if ctx.inbound > INBOUND_BUDGET {
+            return Err(End::Budget);
+        }
+        Ok(())
+    }
+
+    fn recharge(&mut self, ctx: &mut Ctx) {
+        let cap = self.inbuf.capacity();
+        ctx.inbound = ctx.inbound - self.charged + cap;
+        self.charged = cap;
+    }
+
+    /// Emits the complete frames `inbuf` holds, as room allows.
+    fn emit_held(&mut self, ev: &mut EventState, ctx: &mut Ctx) -> Result<(), End> {
+        let (used, scanned) = emit_frames(
+            ctx.framing,
+            self.peer,
+            self.last_rx,
+            &self.inbuf,
+            self.scanned,
+            ev,
+            &ctx.shared.stats,
+        )
+        .map_err(|()| End::BadFrame)?;
+        self.scanned = scanned;
+        if used > 0 {
+            self.inbuf.drain(..used);
+            if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
+                self.inbuf = Vec::new();
+            }
+            self.recharge(ctx);
+        }
+        Ok(())
+    }
+}
+
+impl UdpServer {
+    fn poll(&mut self, cx: &mut Context<'_>, ctx: &mut Ctx) {
+        let shared = ctx.shared.clone();
+        let stats = &shared.stats;
+        for _ in 0..DATAGRAMS_PER_POLL {
+            let mut ev = shared.events.lock();
+            if let Some((peer, at, data)) = self.held.take() {
+                match emit_frames(ctx.framing, peer, at, &data, 0, &mut ev, stats) {
+                    Ok((used, _)) if ev.full() && used < data.len() => {
+                        self.held = Some((peer, at, data[used..].to_vec()));
+                    }
+                    Ok((used, _)) if used == data.len() => {}
+                    _ => {
+                        ev.push(LabEvent::BadFrame { peer, at });
+                        add(&stats.dropped_bad_frame, 1);
+                    }
+                }
+            }
+            if ev.full() {
+                ev.wait_for_room(cx.waker(), &mut self.waited);
+                shared.events.notify(ev);
+                return;
+            }
+            shared.events.notify(ev);
+            let (n, peer) = match self.socket.get_ref().recv_from(&mut ctx.scratch) {
+                Ok(r) => r,
+                Err(e) if would_block(&e) => match self.socket.poll_readable(cx) {
+                    Poll::Ready(_) => continue,
+                    Poll::Pending => return,
+                },
+                // ICMP errors from earlier sends surface here; they are not
+                // fatal, and each one is consumed.
+                Err(e) => {
+                    debug!("UDP receive: {e}");
                     continue;
                 }
-                &plain
-            }
-        };
-        if framing == Framing::Raw {
-            shared.emit(LabEvent::Message {
-                peer,
-                at,
-                bytes: data.to_vec(),
-            });
-            continue;
-        }
-        buf.extend_from_slice(data);
-        if decode_all(framing, &mut buf, |bytes| {
-            shared.emit(LabEvent::Message { peer, at, bytes });
-        })
-        .is_err()
-        {
-            shared.emit(LabEvent::BadFrame { peer, at });
-            let _ = stream.shutdown(Shutdown::Both);
-            break;
-        }
-    }
-    shared.peers().tcp.remove(&peer);
-    shared.emit(LabEvent::Disconnected {
-        peer,
-        at: Instant::now(),
-    });
-}
-
-/// Feeds what the socket delivered to the TLS session, appends the
-/// plaintext to `plain`, sends what the session has to say (handshake,
-/// alerts). `Ok(true)` while the handshake is still going on.
-fn decrypt(t: &TlsPeer, mut data: &[u8], plain: &mut Vec<u8>) -> Result<bool, String> {
-    let (failed, handshaking, wants_write) = {
-        let mut s = t.session.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut failed = None;
-        while !data.is_empty() && failed.is_none() {
-            if let Err(e) = s.read_tls(&mut data) {
-                failed = Some(e.to_string());
-                break;
-            }
-            match s.process_new_packets() {
-                Ok(_) => {
-                    let _ = s.reader().read_to_end(plain);
+            };
+            let at = Instant::now();
+            add(&stats.bytes_in, n);
+            let (new, evicted) = {
+                let mut peers = lock(&shared.udp_peers);
+                shared.expire_peers(&mut peers, at);
+                peers.touch(peer, at)
+            };
+            if evicted > 0 {
+                add(&stats.peers_evicted, evicted);
+                if !self.evicting {
+                    self.evicting = true;
+                    warn!(
+                        "{} UDP peers (--max-clients): forgetting the least recently heard for new ones (logged once per run)",
+                        ctx.limits.max_clients
+                    );
                 }
-                Err(e) => failed = Some(e.to_string()),
+            } else if new {
+                self.evicting = false;
             }
-        }
-        (failed, s.is_handshaking(), s.wants_write())
-    };
-    if wants_write {
-        // Handshake messages, tickets, or the alert that explains a failure.
-        let _ = t.send(&[]);
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(handshaking),
-    }
-}
-
-/// Emits every complete frame at the front of `buf` and removes it.
-fn decode_all(
-    framing: Framing,
-    buf: &mut Vec<u8>,
-    mut emit: impl FnMut(Vec<u8>),
-) -> Result<(), ()> {
-    let mut start = 0;
-    let result = loop {
-        match framing::decode(framing, &buf[start..], MAX_FRAME) {
-            Ok(Some(f)) => {
-                emit(buf[start + f.start..start + f.end].to_vec());
-                start += f.consumed;
-                if framing == Framing::Raw {
-                    break Ok(());
+            let mut ev = shared.events.lock();
+            if new {
+                add(&stats.clients_seen, 1);
+                let now_peers = lock(&shared.udp_peers).map.len() as u64;
+                stats.peak_clients.fetch_max(now_peers, Ordering::Relaxed);
+                ev.push(LabEvent::Connected { peer, at });
+            }
+            let data = &ctx.scratch[..n];
+            if ctx.framing == Framing::Raw {
+                // Each datagram is a message, even an empty one.
+                ev.push(LabEvent::Message {
+                    peer,
+                    at,
+                    bytes: data.to_vec(),
+                });
+                add(&stats.messages_in, 1);
+                shared.events.notify(ev);
+                continue;
+            }
+            match emit_frames(ctx.framing, peer, at, data, 0, &mut ev, stats) {
+                Ok((used, _)) if used == n => {}
+                Ok((used, _)) if ev.full() => {
+                    self.held = Some((peer, at, data[used..].to_vec()));
+                }
+                // A datagram holds whole frames: a partial one is bad.
+                _ => {
+                    ev.push(LabEvent::BadFrame { peer, at });
+                    add(&stats.dropped_bad_frame, 1);
                 }
             }
-            Ok(None) => break Ok(()),
-            Err(_) => break Err(()),
+            shared.events.notify(ev);
         }
-    };
-    buf.drain(..start);
-    result
+        cx.waker().wake_by_ref();
+    }
 }
 
-fn udp_loop(socket: &UdpSocket, shared: &Shared, framing: Framing) {
-    let mut chunk = vec![0u8; 64 * 1024];
+// ---------------------------------------------------------------------------
+// `longlink lab`.
+
+/// The statistics summary printed when the lab ends.
+pub fn summary(s: &LabStats, elapsed: Duration) -> String {
+    format!(
+        "longlink lab ran {:.1}s\n\
+         clients seen {} (peak {} at once), refused {} (--max-clients), accept errors {}\n\
+         messages in {}, bytes in {}; messages out {}, bytes out {}\n\
+         broadcast copies skipped {} (client not reading)\n\
+         dropped: idle {}, bad frame {}, TLS {}, inbound budget {}, socket error {}; UDP peers expired {}, evicted {}",
+        elapsed.as_secs_f64(),
+        s.clients_seen,
+        s.peak_clients,
+        s.refused,
+        s.accept_errors,
+        s.messages_in,
+        s.bytes_in,
+        s.messages_out,
+        s.bytes_out,
+        s.skipped,
+        s.dropped_idle,
+        s.dropped_bad_frame,
+        s.dropped_tls,
+        s.dropped_budget,
+        s.dropped_error,
+        s.peers_expired,
+        s.peers_evicted,
+    )
+}
+
+/// Reads lines of at most [`MAX_LINE`] bytes from `input` and hands each to
+/// `line` (without `\n` / `\r\n`); a longer line is reported and skipped.
+pub fn read_lines(mut input: impl BufRead, mut line: impl FnMut(&[u8])) {
+    let mut buf = Vec::new();
+    let mut too_long = false;
     loop {
-        let r = socket.recv_from(&mut chunk);
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        // ICMP errors from earlier sends surface here; they are not fatal.
-        let Ok((n, peer)) = r else { continue };
-        let at = Instant::now();
-        let new = {
-            let mut p = shared.peers();
-            if p.udp.contains(&peer) {
-                false
-            } else {
-                p.udp.push(peer);
-                true
-            }
+        let chunk = match input.fill_buf() {
+            Ok([]) => break,
+            Ok(c) => c,
+            Err(e) if interrupted(&e) => continue,
+            Err(_) => break,
         };
-        if new {
-            shared.emit(LabEvent::Connected { peer, at });
+        let (part, done, used) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], true, i + 1),
+            None => (chunk, false, chunk.len()),
+        };
+        if !too_long {
+            if buf.len() + part.len() > MAX_LINE + 1 {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
         }
-        if framing == Framing::Raw {
-            shared.emit(LabEvent::Message {
-                peer,
-                at,
-                bytes: chunk[..n].to_vec(),
-            });
-            continue;
+        input.consume(used);
+        if done {
+            if too_long {
+                warn!("stdin line longer than {MAX_LINE} bytes: not sent");
+            } else {
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                if buf.len() <= MAX_LINE {
+                    line(&buf);
+                } else {
+                    warn!("stdin line longer than {MAX_LINE} bytes: not sent");
+                }
+            }
+            buf.clear();
+            too_long = false;
         }
-        let mut buf = chunk[..n].to_vec();
-        let ok = decode_all(framing, &mut buf, |bytes| {
-            shared.emit(LabEvent::Message { peer, at, bytes });
-        });
-        if ok.is_err() || !buf.is_empty() {
-            shared.emit(LabEvent::BadFrame { peer, at });
-        }
+    }
+    if !buf.is_empty() && !too_long && buf.len() <= MAX_LINE {
+        line(&buf);
     }
 }
 
-/// `longlink lab` without `--check`: prints what clients send, sends them
-/// stdin lines.
+/// `longlink lab`: prints what clients send, sends them stdin lines; with
+/// `--check` runs the acceptance script. SIGINT/SIGTERM end it with a
+/// summary.
 pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
     let transport = if args.udp {
         Transport::Udp
@@ -595,49 +1925,93 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
         }
     };
     let secure = tls.is_some();
-    let started = match tls {
-        Some(config) => Lab::start_tls(args.listen, args.framing.into(), config),
-        None => Lab::start(args.listen, transport, args.framing.into()),
-    };
-    let lab = match started {
-        Ok(l) => l,
+    let limits = args.limits();
+    let lab = match Lab::start_with(args.listen, transport, args.framing.into(), tls, limits) {
+        Ok(l) => Arc::new(l),
         Err(e) => {
             eprintln!("longlink lab: cannot listen on {}: {e}", args.listen);
             return std::process::ExitCode::from(2);
         }
     };
-    if args.check {
-        return crate::check::main(&lab, args);
+    {
+        let lab = lab.clone();
+        if let Err(e) = ctrlc::set_handler(move || lab.interrupt()) {
+            warn!("no signal handler ({e}); stop with kill -9");
+        }
     }
-    println!(
-        "longlink lab: {:?}{} on {} ({:?} framing); type a line to send it to every client",
+    let code = if args.check {
+        crate::check::main(&lab, args)
+    } else {
+        serve(&lab, transport, secure)
+    };
+    lab.halt();
+    eprintln!("{}", summary(&lab.stats(), lab.uptime()));
+    code
+}
+
+/// Prints events until interrupted; a stdin thread broadcasts lines.
+fn serve(lab: &Arc<Lab>, transport: Transport, secure: bool) -> std::process::ExitCode {
+    let limits = lab.limits();
+    let banner = format!(
+        "longlink lab: {:?}{} on {} ({:?} framing); type a line to send it to every client\n",
         transport,
         if secure { " + TLS" } else { "" },
         lab.local_addr(),
         lab.framing()
     );
-    let lab = Arc::new(lab);
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let _ = out.write_all(banner.as_bytes());
+    let _ = out.flush();
+    info!(
+        "at most {} clients{}; lab buffers bounded at {} MiB",
+        limits.max_clients,
+        limits
+            .idle_timeout
+            .map(|d| format!(", dropped after {d:?} of silence"))
+            .unwrap_or_default(),
+        limits.memory_bound(secure).div_ceil(1 << 20)
+    );
     let sender = lab.clone();
+    // Detached: a read blocked on stdin must not hold up the exit.
     let _ = std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut line = String::new();
-            while matches!(std::io::stdin().read_line(&mut line), Ok(n) if n > 0) {
-                let msg = line.trim_end_matches(['\n', '\r']);
-                let n = sender.send_all(msg.as_bytes());
-                println!(
-                    "{} sent {:?} to {n} client(s)",
+            read_lines(std::io::stdin().lock(), |msg| {
+                let n = sender.send_all(msg);
+                let line = format!(
+                    "{} sent {:?} to {n} client(s)\n",
                     crate::logger::timestamp(std::time::SystemTime::now()),
-                    msg
+                    String::from_utf8_lossy(msg)
                 );
-                line.clear();
-            }
+                let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            });
         });
     loop {
-        if let Some(e) = lab.next_event(Duration::from_secs(3600)) {
-            println!("{}", describe(&e));
+        let e = match lab.next_event(Duration::ZERO) {
+            Some(e) => e,
+            None => {
+                // Nothing more for now: show what was printed.
+                if out.flush().is_err() {
+                    break;
+                }
+                match lab.next_event(Duration::from_secs(3600)) {
+                    Some(e) => e,
+                    None if lab.interrupted() => break,
+                    None => continue,
+                }
+            }
+        };
+        let mut line = describe(&e);
+        line.push('\n');
+        if out.write_all(line.as_bytes()).is_err() {
+            // Nobody reads what the lab prints any more.
+            warn!("stdout is closed: stopping");
+            return std::process::ExitCode::FAILURE;
         }
     }
+    let _ = out.flush();
+    info!("stopping");
+    std::process::ExitCode::SUCCESS
 }
 
 /// One line for a lab event: time, peer, what.
@@ -691,6 +2065,9 @@ mod tests {
             }
         }
         assert_eq!(got, vec![b"heart beat".to_vec(), b"back 1".to_vec()]);
+        c.write_all(b"n\n").unwrap();
+        let m = lab.next_event(Duration::from_secs(5));
+        assert!(matches!(m, Some(LabEvent::Message { bytes, .. }) if bytes == b"bin"));
         assert_eq!(lab.send_all(b"bin"), 1);
         let mut reply = [0u8; 4];
         c.read_exact(&mut reply).unwrap();
@@ -703,6 +2080,8 @@ mod tests {
         );
         assert_eq!(gone, Some(()));
         assert_eq!(c.read(&mut reply).unwrap(), 0);
+        let s = lab.stats();
+        assert_eq!((s.clients_seen, s.messages_in, s.messages_out), (1, 3, 1));
     }
 
     #[test]
@@ -741,5 +2120,112 @@ mod tests {
             drop,
         );
         assert_eq!(bad, Some(()));
+        assert_eq!(lab.stats().dropped_bad_frame, 1);
+    }
+
+    #[test]
+    fn wait_for_ends_at_its_deadline_while_events_keep_coming() {
+        let lab = Lab::start(local(), Transport::Tcp, Framing::Lines).unwrap();
+        let addr = lab.local_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flood = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(addr).unwrap();
+                let chunk = b"a\n".repeat(4096);
+                while !stop.load(Ordering::Relaxed) && c.write_all(&chunk).is_ok() {}
+            })
+        };
+        let t0 = Instant::now();
+        let got = lab.wait_for(
+            t0 + Duration::from_millis(300),
+            |e| matches!(e, LabEvent::BadFrame { .. }).then_some(()),
+            drop,
+        );
+        let took = t0.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        lab.drop_clients();
+        assert_eq!(got, None);
+        assert!(lab.stats().messages_in > 0, "the flood was flowing");
+        assert!(took < Duration::from_millis(400), "{took:?}");
+        flood.join().unwrap();
+    }
+
+    #[test]
+    fn the_event_queue_stops_reading_instead_of_growing() {
+        let lab = Lab::start(local(), Transport::Tcp, Framing::Lines).unwrap();
+        let addr = lab.local_addr();
+        let sent = Arc::new(AtomicU64::new(0));
+        let flood = {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.set_write_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let chunk = b"a\n".repeat(4096);
+                // 64 MiB if nothing pushed back.
+                for _ in 0..8192 {
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            })
+        };
+        // Nobody takes events: the lab must stop reading.
+        flood.join().unwrap();
+        let queued = lab.shared.events.lock().queue.len();
+        assert!(queued <= EVENT_MESSAGES + 4, "{queued}");
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(sent < 32 << 20, "the sender was not slowed: {sent} bytes");
+        assert!(lab.stats().bytes_in < 32 << 20);
+    }
+
+    #[test]
+    fn udp_peers_expire_and_make_room_in_constant_time() {
+        let t0 = Instant::now();
+        let mut p = UdpPeers::new(3, Duration::from_secs(10));
+        let a = |n: u16| SocketAddr::from(([127, 0, 0, 1], n));
+        assert_eq!(p.touch(a(1), t0), (true, 0));
+        assert_eq!(p.touch(a(2), t0 + Duration::from_secs(1)), (true, 0));
+        assert_eq!(p.touch(a(3), t0 + Duration::from_secs(2)), (true, 0));
+        // 1 is heard again: 2 is now the least recently heard.
+        assert_eq!(p.touch(a(1), t0 + Duration::from_secs(3)), (false, 0));
+        assert_eq!(p.touch(a(4), t0 + Duration::from_secs(4)), (true, 1));
+        assert_eq!(p.addrs(), vec![a(3), a(1), a(4)]);
+        assert_eq!(p.expire(t0 + Duration::from_secs(13)), 2);
+        assert_eq!(p.addrs(), vec![a(4)]);
+        assert_eq!(p.touch(a(3), t0 + Duration::from_secs(13)), (true, 0));
+        assert_eq!(p.nodes.len(), 3, "slots are reused");
+    }
+
+    #[test]
+    fn stdin_lines_are_bounded() {
+        let mut input = b"one\r\ntwo\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
+        input.extend(b"\nthree");
+        let mut got = Vec::new();
+        read_lines(&input[..], |l| got.push(l.to_vec()));
+        assert_eq!(
+            got,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        let exact = vec![b'y'; MAX_LINE];
+        let mut got = Vec::new();
+        read_lines(std::io::BufReader::with_capacity(7, &exact[..]), |l| {
+            got.push(l.len())
+        });
+        assert_eq!(got, vec![MAX_LINE]);
+    }
+
+    #[test]
+    fn the_stated_bound_counts_every_buffer() {
+        let l = Limits::default();
+        let plain = l.memory_bound(false);
+        assert!(plain > INBOUND_BUDGET + EVENT_BYTES + l.max_clients * OUTBOX);
+        assert!(l.memory_bound(true) > plain);
+        // What --help and the README state.
+        assert_eq!(plain.div_ceil(1 << 20), 69);
+        assert_eq!(l.memory_bound(true).div_ceil(1 << 20), 119);
     }
 }

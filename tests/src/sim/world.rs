@@ -206,6 +206,7 @@ fn random_config(rng: &mut Rng) -> Config {
             .then(|| ms(rng.pick(&[1_000, 3_000, 10_000]))),
         heartbeat_payload: longlink_core::payload(rng.pick(&[&b"heart beat"[..], b"hb", b"h"]))
             .unwrap_or_default(),
+        heartbeat_when_idle: false,
         idle_timeout: rng.chance(0.5).then(|| ms(rng.range(2_000, 40_000))),
         connect_timeout: rng.chance(0.5).then(|| ms(rng.range(300, 10_000))),
         backoff: if rng.chance(0.3) {
