@@ -509,10 +509,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             self.sent_bytes += frame_len;
             self.stats.messages_out = self.stats.messages_out.wrapping_add(1);
             if heartbeat {
-                self.heartbeat_queued = false;
+                // `heartbeat_queued` stays set until the heartbeat leaves
+                // the queue (`settle`): in the acknowledged mode one
+                // written behind an unacknowledged message stays, and is
+                // sent again after a reconnect; another one would pile up.
                 self.stats.heartbeats_sent = self.stats.heartbeats_sent.wrapping_add(1);
             } else {
-                self.data_sent(now);
+                self.data_sent(now, self.sent_bytes - frame_len);
             }
         }
         if self.settle() && self.rx_blocked {
@@ -1177,6 +1180,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 break;
             }
             self.queue.drop_front();
+            if heartbeat {
+                self.heartbeat_queued = false;
+            }
             if self.sent > 0 {
                 self.sent -= 1;
                 self.sent_bytes -= len;
@@ -1276,14 +1282,27 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
     }
 
-    /// An application message was written whole: its ack is now awaited.
-    fn data_sent(&mut self, now: Instant) {
+    /// An application message, at `at` in the queue's bytes, was written
+    /// whole: its ack is now awaited.
+    fn data_sent(&mut self, now: Instant, at: usize) {
         #[cfg(feature = "acked")]
-        if self.acked() && self.timers.0[Timer::Ack as usize] == u64::MAX {
-            let delay = self.ack_delay();
-            self.timers.set(Timer::Ack, now, Some(delay));
+        if self.acked() {
+            // The highest sequence number ever written bounds what an ack
+            // may cover.
+            let p = at + self.config.framing.prefix_len();
+            let seq = self.queue.bytes().get(p + 5..p + 9);
+            if let Some(s) = seq.and_then(|s| s.first_chunk::<4>()) {
+                let next = u32::from_be_bytes(*s).wrapping_add(1);
+                if crate::acked::seq_before(self.ack.written, next) {
+                    self.ack.written = next;
+                }
+            }
+            if self.timers.0[Timer::Ack as usize] == u64::MAX {
+                let delay = self.ack_delay();
+                self.timers.set(Timer::Ack, now, Some(delay));
+            }
         }
-        let _ = now;
+        let _ = (now, at);
     }
 }
 
@@ -1296,9 +1315,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let Some(a) = self.config.acked() else {
             return;
         };
-        if session != a.session || seq_before(self.ack.next_seq, next) {
+        if session != a.session || seq_before(self.ack.written, next) {
             // Another session's (an earlier run of this device), or for
-            // messages never sent: not ours to believe.
+            // messages never written: not ours to believe.
             self.stats.acks_ignored = self.stats.acks_ignored.wrapping_add(1);
             return;
         }
@@ -1366,6 +1385,9 @@ struct AckState {
     next_seq: u32,
     /// Every message before this one was acknowledged.
     acked: u32,
+    /// One past the highest sequence number ever written whole: an ack
+    /// beyond it is not believed.
+    written: u32,
     /// Consecutive ack timeouts.
     retries: u8,
 }

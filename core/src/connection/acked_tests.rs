@@ -316,3 +316,50 @@ fn acknowledged_mode_needs_a_binary_framing() {
         );
     }
 }
+
+/// Found by the simulator: a heartbeat written behind an unacknowledged
+/// message stays queued (it cannot leave from the middle), but it counted
+/// as sent, so every reconnect queued another one: heartbeats piled up in
+/// the queue and burst onto the next connection, as in the tutorial.
+#[test]
+fn heartbeats_do_not_pile_up_behind_unacknowledged_messages() {
+    let mut p: Pair = Pair::new(config(Transport::Tcp));
+    p.write(usize::MAX); // the first heartbeat, alone: it leaves
+    p.c.enqueue(b"m").unwrap();
+    for round in 1..=4u64 {
+        // `m`, then a heartbeat behind it; the acks never come.
+        p.at(round * 20 * S - 10 * S);
+        let _lost = p.write(usize::MAX);
+        p.c.handle_io_error(p.now).unwrap();
+        p.at(round * 20 * S);
+        p.connect();
+        let heartbeats = p.c.queued_frames().filter(|(_, hb)| *hb).count();
+        assert!(heartbeats <= 1, "round {round}: {heartbeats} heartbeats queued");
+    }
+    let acks = p.write(usize::MAX);
+    p.deliver_acks(&acks);
+    assert_eq!(p.c.queued(), 0);
+    assert_eq!(p.delivered(), [&b"m"[..]]);
+}
+
+/// Found by the simulator's bogus acks: an ack covering a message that
+/// was queued but never written was believed, and the message left the
+/// queue unsent (lost, though "acknowledged").
+#[test]
+fn an_ack_for_a_message_never_written_is_ignored() {
+    let mut p: Pair = Pair::new(Config {
+        heartbeat_interval: None,
+        ..config(Transport::Tcp)
+    });
+    p.c.enqueue(b"sent").unwrap();
+    p.write(usize::MAX);
+    p.c.enqueue(b"queued").unwrap();
+    // `queued` (seq 1) was never written: an ack for it is not believed.
+    p.send(&acked::ack(SESSION, 2));
+    assert_eq!(p.c.stats().acks_ignored, 1);
+    assert_eq!(p.c.queued(), 2);
+    let acks = p.write(usize::MAX);
+    p.deliver_acks(&acks);
+    assert_eq!(p.delivered(), [&b"sent"[..], b"queued"]);
+    assert_eq!(p.c.queued(), 0);
+}

@@ -290,7 +290,7 @@ impl Ledger {
     /// message's reply can make it wait). Returns the junk frames.
     fn take_non_messages(&mut self) -> u32 {
         let mut junk = 0;
-        while let Some((_, _, kind)) = self.inbox.front().copied() {
+        while let Some(kind) = self.inbox.front().map(|(_, _, k)| *k) {
             match kind {
                 Kind::Msg => break,
                 Kind::Junk => junk += 1,

@@ -552,6 +552,17 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         }
     }
 
+    /// Whether the server application has something to read: a whole
+    /// frame (acknowledged mode over TCP), any byte (socket mode).
+    fn server_has_work(&self) -> bool {
+        let s = &self.server.inbound;
+        if self.h.acked() && self.h.config().transport == Transport::Tcp {
+            s.len() >= 2 && s.len() >= 2 + usize::from(u16::from_be_bytes([s[0], s[1]]))
+        } else {
+            self.server.has_inbound()
+        }
+    }
+
     /// The server application reads everything its socket holds.
     fn server_read(&mut self) -> Result<(), Violation> {
         if !self.h.acked() {
@@ -624,8 +635,11 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         let next = match self.rng.below(4) {
             0 => return self.server_send(&longlink_core::acked::ack(a.session ^ 1, written)),
             1 => acked.wrapping_sub(self.rng.below(3) as u32),
-            2 => written.wrapping_add(1 + self.rng.below(3) as u32),
-            _ => written.wrapping_add(1 << 31),
+            // Far beyond anything the client will have written by the time
+            // it arrives (an ack just beyond what was written may be true
+            // by then: the client cannot tell it from a real one).
+            2 => written.wrapping_add((1 << 30) + self.rng.below(3) as u32),
+            _ => written.wrapping_add((1 << 31) + self.rng.below(3) as u32),
         };
         self.server_send(&longlink_core::acked::ack(a.session, next));
     }
@@ -650,6 +664,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 match outcome {
                     Outcome::Ok => {
                         self.h.connect_ok(now)?;
+                        self.lose_inbound();
                         self.server = Server::new();
                         self.writable = true;
                         let t = self.exp(self.request_mean_ms);
@@ -726,6 +741,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             }
             Ev::Silent { gen } => {
                 if open(self, gen) && !self.draining {
+                    self.lose_inbound();
                     self.server = Server::new();
                     self.server.silent = true;
                     if self.h.config().idle_timeout.is_none() {
@@ -979,7 +995,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 self.read()?;
             }
             if self.h.socket() == Socket::Open
-                && self.server.has_inbound()
+                && self.server_has_work()
                 && !self.server.stalled
                 && !self.server.silent
             {
