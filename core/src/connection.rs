@@ -650,7 +650,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             let (len, _) = self.queue.entry(self.sent)?;
             return bytes.get(self.sent_bytes..self.sent_bytes + len);
         }
-        bytes.get(self.written..).filter(|rest| !rest.is_empty())
+        let end = self.transmit_end(bytes.len());
+        bytes.get(self.written..end).filter(|rest| !rest.is_empty())
     }
 
     /// The next [`Event`] (see its docs for the order); `None` when there is
@@ -906,6 +907,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stats.rx_discarded = self.stats.rx_discarded.wrapping_add(self.rx_len as u32);
         self.rx_len = 0;
         self.rx_blocked = false;
+        // Acknowledged messages no longer held back by a cut one leave.
+        self.settle();
     }
 
     fn enter_backoff(&mut self, now: Instant) {
@@ -1231,15 +1234,39 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn head_acknowledged(&self) -> bool {
         #[cfg(feature = "acked")]
         if self.acked() {
-            let p = self.config.framing.prefix_len();
-            let seq = self
+            return self
                 .queue
                 .front()
-                .and_then(|(f, _)| f.get(p + 5..p + 9)?.first_chunk::<4>().copied());
-            return seq
-                .is_some_and(|s| crate::acked::seq_before(u32::from_be_bytes(s), self.ack.acked));
+                .is_some_and(|(f, _)| self.frame_acknowledged(f));
         }
         true
+    }
+
+    /// Whether the queued `D` frame `frame` (framing included) was
+    /// acknowledged.
+    #[cfg(feature = "acked")]
+    fn frame_acknowledged(&self, frame: &[u8]) -> bool {
+        let p = self.config.framing.prefix_len();
+        let seq = frame.get(p + 5..p + 9).and_then(|s| s.first_chunk::<4>());
+        seq.is_some_and(|s| crate::acked::seq_before(u32::from_be_bytes(*s), self.ack.acked))
+    }
+
+    /// TCP: where the transmit view ends: everything queued, except
+    /// (acknowledged mode) an acknowledged message not started on this
+    /// connection: the view ends before it, so that it leaves the queue
+    /// unsent once what is ahead of it was written.
+    fn transmit_end(&self, all: usize) -> usize {
+        #[cfg(feature = "acked")]
+        if self.acked() {
+            let mut at = 0;
+            for (frame, heartbeat) in self.queue.iter() {
+                if at >= self.written && !heartbeat && self.frame_acknowledged(frame) {
+                    return at;
+                }
+                at += frame.len();
+            }
+        }
+        all
     }
 
     /// UDP: whether another datagram may go out now (acknowledged mode:
