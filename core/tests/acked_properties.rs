@@ -194,7 +194,10 @@ impl Run {
                 payload,
             }) => {
                 prop_assert_eq!(session, SESSION);
-                prop_assert_eq!(Some(payload), self.by_seq.get(seq as usize).map(Vec::as_slice));
+                prop_assert_eq!(
+                    Some(payload),
+                    self.by_seq.get(seq as usize).map(Vec::as_slice)
+                );
                 prop_assert!(
                     !(fresh && seq_before(seq, self.acked)),
                     "seq {} started again after its ack ({} acknowledged)",
@@ -328,7 +331,10 @@ impl Run {
             used += frame.len() + HEADER;
             match Frame::decode(&frame[2..]) {
                 Ok(Frame::Data { seq, payload, .. }) => {
-                    prop_assert_eq!(Some(payload), self.by_seq.get(seq as usize).map(Vec::as_slice));
+                    prop_assert_eq!(
+                        Some(payload),
+                        self.by_seq.get(seq as usize).map(Vec::as_slice)
+                    );
                     seqs.push(seq);
                 }
                 other => return Err(TestCaseError::fail(format!("queued {other:?}"))),
@@ -349,7 +355,11 @@ impl Run {
             // Acknowledged ones still queued: only behind a TCP frame cut
             // mid-write, whose rest is what is offered.
             prop_assert!(!self.udp, "UDP holds acknowledged datagram {}", first);
-            prop_assert!(!self.wire.is_empty(), "acknowledged {} held, nothing cut", first);
+            prop_assert!(
+                !self.wire.is_empty(),
+                "acknowledged {} held, nothing cut",
+                first
+            );
         }
         prop_assert!(self.c.queued() >= self.by_seq.len() - self.acked as usize);
         prop_assert_eq!(self.c.stats().acks_ignored, self.ignored);

@@ -61,7 +61,10 @@ enum Op {
     /// The server's own ack (what `Dedup` says now).
     ServerAck,
     /// An ack the server makes up.
-    Ack { other_session: bool, next: Next },
+    Ack {
+        other_session: bool,
+        next: Next,
+    },
     /// The last frame from the server again.
     Duplicate,
     /// An `M` frame (the test protocol answers `back`, `bin`, `time`).
@@ -333,7 +336,11 @@ impl Run {
     /// The invariants, after every operation.
     fn check(&mut self) {
         if let Some(d) = self.c.poll_timeout() {
-            assert!(d.as_millis() > self.now, "deadline {d:?} not after {}", self.now);
+            assert!(
+                d.as_millis() > self.now,
+                "deadline {d:?} not after {}",
+                self.now
+            );
         }
         let mut used = 0;
         let mut seqs = Vec::new();
@@ -360,8 +367,14 @@ impl Run {
         // acknowledged, every one.
         for &s in &self.queued {
             if !seqs.contains(&s) {
-                assert!(seq_before(s, self.written), "seq {s} left the queue unwritten");
-                assert!(seq_before(s, self.acked), "seq {s} left the queue unacknowledged");
+                assert!(
+                    seq_before(s, self.written),
+                    "seq {s} left the queue unwritten"
+                );
+                assert!(
+                    seq_before(s, self.acked),
+                    "seq {s} left the queue unacknowledged"
+                );
             }
         }
         // Nothing unacknowledged is missing: the queue runs from at most
@@ -403,7 +416,8 @@ fuzz_target!(|input: Input| {
         }),
         ..Config::default()
     };
-    let Ok(c) = Connection::<TestProtocol, Q, R>::new(config, TestProtocol::default(), Instant::ZERO)
+    let Ok(c) =
+        Connection::<TestProtocol, Q, R>::new(config, TestProtocol::default(), Instant::ZERO)
     else {
         return;
     };
@@ -448,5 +462,8 @@ fuzz_target!(|input: Input| {
         }
     }
     assert_eq!(r.c.queued(), 0, "not drained");
-    assert_eq!(r.delivered, r.queued_end, "delivered exactly once, end to end");
+    assert_eq!(
+        r.delivered, r.queued_end,
+        "delivered exactly once, end to end"
+    );
 });

@@ -334,7 +334,10 @@ fn heartbeats_do_not_pile_up_behind_unacknowledged_messages() {
         p.at(round * 20 * S);
         p.connect();
         let heartbeats = p.c.queued_frames().filter(|(_, hb)| *hb).count();
-        assert!(heartbeats <= 1, "round {round}: {heartbeats} heartbeats queued");
+        assert!(
+            heartbeats <= 1,
+            "round {round}: {heartbeats} heartbeats queued"
+        );
     }
     let acks = p.write(usize::MAX);
     p.deliver_acks(&acks);
@@ -415,7 +418,11 @@ fn an_acknowledged_message_behind_a_heartbeat_is_not_sent_again() {
     assert_eq!(acks, [acked::ack(SESSION, 2)]);
     p.deliver_acks(&acks);
     let hb = 2 + acked::DEVICE_HEADER + p.c.config().heartbeat_payload.len();
-    assert_eq!(p.c.poll_transmit().map(<[u8]>::len), Some(hb), "the heartbeat only");
+    assert_eq!(
+        p.c.poll_transmit().map(<[u8]>::len),
+        Some(hb),
+        "the heartbeat only"
+    );
     p.write(usize::MAX);
     assert_eq!(p.c.poll_transmit(), None);
     assert_eq!(p.c.queued(), 0);

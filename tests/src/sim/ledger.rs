@@ -333,8 +333,7 @@ impl Ledger {
                 let unframeable = self.framing == Framing::Lines
                     && (reply.contains(&b'\n') || reply.last() == Some(&b'\r'));
                 let envelope = if self.acked.is_some() { 9 } else { 0 };
-                if unframeable
-                    || reply.len() + self.framing.overhead() + envelope > self.max_frame
+                if unframeable || reply.len() + self.framing.overhead() + envelope > self.max_frame
                 {
                     self.replies_dropped += 1;
                 } else if let Some(b) = self.acked.as_mut() {
@@ -627,15 +626,20 @@ impl Ledger {
         }
         let declared = usize::from(u16::from_be_bytes([cut[0], cut[1]]));
         let body = &cut[2..];
-        let word = |at: usize| u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+        let word =
+            |at: usize| u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
         let expected: Option<&[u8]> = match body[0] {
-            b'D' if word(1) == b.session => b.by_seq.get(word(5) as usize).map(|(_, p)| p.as_slice()),
+            b'D' if word(1) == b.session => {
+                b.by_seq.get(word(5) as usize).map(|(_, p)| p.as_slice())
+            }
             b'H' if word(1) == b.session => Some(&self.hb_payload),
             _ => None,
         };
         match expected {
             Some(e) if declared == 9 + e.len() && e.starts_with(&body[9..]) => Ok(()),
-            _ => Err(format!("cut frame {cut:?} is not the start of a queued frame")),
+            _ => Err(format!(
+                "cut frame {cut:?} is not the start of a queued frame"
+            )),
         }
     }
 
@@ -682,7 +686,11 @@ impl Ledger {
                     }
                     next = Some(seq + 1);
                 }
-                _ => return Err(format!("queued frame {frame:?} (heartbeat={hb}) is not ours")),
+                _ => {
+                    return Err(format!(
+                        "queued frame {frame:?} (heartbeat={hb}) is not ours"
+                    ))
+                }
             }
         }
         let end = next.unwrap_or(b.acked);

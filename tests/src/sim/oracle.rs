@@ -468,7 +468,9 @@ impl Oracle {
         let ack_timer_first = acked.is_some()
             && self.connected()
             && deadline.is_some()
-            && self.next_due().is_none_or(|m| deadline.is_some_and(|d| d < m));
+            && self
+                .next_due()
+                .is_none_or(|m| deadline.is_some_and(|d| d < m));
         if deadline != self.next_due() && !ack_timer_first {
             return Err(Violation::new(
                 now,

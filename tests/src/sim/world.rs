@@ -622,7 +622,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             Ok(n) => out[..n].to_vec(),
             Err(_) => return,
         };
-        self.to_client(msg);
+        self.send_to_client(msg);
     }
 
     /// A bogus ack: another session's, a stale one, one beyond anything
@@ -937,12 +937,12 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             }
             frame
         };
-        self.to_client(msg);
+        self.send_to_client(msg);
     }
 
     /// Bytes from the server on their way to the client: over UDP, lost,
     /// duplicated and reordered as the faults say.
-    fn to_client(&mut self, msg: Vec<u8>) {
+    fn send_to_client(&mut self, msg: Vec<u8>) {
         let framing = self.h.config().framing;
         match self.h.config().transport {
             Transport::Tcp => match framing {
