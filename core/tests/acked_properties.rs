@@ -397,8 +397,16 @@ fn run(udp: bool, max_in_flight: u8, ops: &[Op]) -> R {
     Ok(())
 }
 
+/// `PROPTEST_CASES`, or 512.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn tcp_queue_holds_exactly_the_unacknowledged(ops in prop::collection::vec(op(), 0..80)) {
