@@ -8,7 +8,17 @@
 #             own runtime, no longlink;
 #   product:  the same plus longlink-core + TestProtocol + longlink-nal over
 #             an opaque stack (black_box), as a product links it.
-# product - baseline is what longlink adds. The symbols only in `product`
+# product - baseline is what longlink adds.
+#
+# The real-stack firmware (`net`, scripts/qemu-lab.sh) is measured the same
+# way, one layer per variant:
+#   net-nic:   baseline + the LAN9118 driver (brought up, frames echoed);
+#   net-stack: net-nic + smoltcp behind smoltcp-nal, used through the
+#              embedded-nal traits;
+#   net:       the firmware: net-stack + longlink (core, TestProtocol,
+#              longlink-nal, SNTP) and the board code around it (watchdog,
+#              LED and settings lines, the modem).
+# Differences between neighbours give the NIC driver, the stack and longlink. The symbols only in `product`
 # are split into longlink's own code and compiler-builtins routines it pulls
 # in (memmove, memcpy, 64-bit division...). RAM sizes (size_of) come from
 # running the `scenario` firmware under QEMU when qemu-system-arm is
@@ -29,20 +39,26 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 rustup target add "$TARGET" >/dev/null 2>&1 || true
-for v in baseline product scenario; do
+for v in baseline product product-acked scenario net-nic net-stack net net-async; do
   cargo build -q --release --no-default-features --features "$v"
   cp "$ELF" "$TMP/$v.elf"
 done
 
 sizes=""
+net_sizes=""
 if command -v qemu-system-arm >/dev/null; then
   sizes=$(timeout 30 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
     -semihosting-config enable=on,target=native -kernel "$TMP/scenario.elf" | grep '^size_of:' || true)
+  # No netdev: the NIC is there, its frames go nowhere; run=300 stops it.
+  net_sizes=$(timeout 30 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
+    -monitor none -serial none -no-reboot \
+    -semihosting-config enable=on,target=native,arg=longlink,arg=run=300 \
+    -kernel "$TMP/net.elf" | grep -E '^(size_of|stats):' || true)
 fi
 
-python3 - "$TMP" "$OUT" "$sizes" "$(rustc --version)" <<'EOF'
+python3 - "$TMP" "$OUT" "$sizes" "$(rustc --version)" "$net_sizes" <<'EOF'
 import subprocess, sys, re
-tmp, out, sizes, rustc = sys.argv[1:5]
+tmp, out, sizes, rustc, net_sizes = sys.argv[1:6]
 
 def sections(elf):
     r = {}
@@ -61,7 +77,7 @@ def symbols(elf):
             r[p[3]] = r.get(p[3], 0) + int(p[1], 16)
     return r
 
-sec = {v: sections(f"{tmp}/{v}.elf") for v in ("baseline", "product", "scenario")}
+sec = {v: sections(f"{tmp}/{v}.elf") for v in ("baseline", "product", "product-acked", "scenario", "net-nic", "net-stack", "net", "net-async")}
 cols = [".text", ".rodata", ".data", ".bss"]
 def row(name, s):
     return f"| {name} | " + " | ".join(f"{s.get(c, 0):,}" for c in cols) + " |"
@@ -94,6 +110,9 @@ lines.append("|---|---:|---:|---:|---:|")
 lines.append(row("baseline: cortex-m-rt + semihosting print (the example's runtime)", sec["baseline"]))
 lines.append(row("product: baseline + core + TestProtocol + longlink-nal", sec["product"]))
 lines.append(row("**longlink adds** (product - baseline)", delta))
+acked_delta = {c: sec["product-acked"].get(c, 0) - sec["product"].get(c, 0) for c in cols}
+lines.append(row("product-acked: product with the acknowledged mode (feature `acked`, `Delivery::Acked`)", sec["product-acked"]))
+lines.append(row("**the acknowledged mode adds** (product-acked - product)", acked_delta))
 lines.append(row("QEMU scenario (adds the in-memory stack, lab server, SNTP, test output)", sec["scenario"]))
 lines.append("")
 lines.append("`.text` excludes the 1,024-byte vector table every variant has.")
@@ -126,10 +145,59 @@ lines.append("Against MISSION.md's goals:")
 lines.append("")
 verdict = "met" if text_delta <= goal else "NOT met"
 lines.append(f"- flash: longlink adds {text_delta:,} B of `.text` (goal 6,144 B): {verdict}.")
+acked_text = acked_delta[".text"]
+lines.append(f"- flash, acknowledged mode: {acked_text:,} B more (goal: at most 1,536 B more): {'met' if acked_text <= 1536 else 'NOT met'}.")
 m = re.search(r"fixed (\d+) B", sizes or "")
 if m:
     fixed = int(m.group(1))
     lines.append(f"- RAM: state machine fixed overhead {fixed} B (goal 256 B): {'met' if fixed <= 256 else 'NOT met'}.")
+
+# The real-stack firmware.
+def diff(a, b):
+    return {c: sec[a].get(c, 0) - sec[b].get(c, 0) for c in cols}
+layers = [
+    ("NIC driver (LAN9118, `net-nic` - baseline)", diff("net-nic", "baseline")),
+    ("stack (smoltcp 0.12 + smoltcp-nal 0.7, `net-stack` - `net-nic`)", diff("net-stack", "net-nic")),
+    ("longlink + board code (`net` - `net-stack`)", diff("net", "net-stack")),
+]
+for name, d in layers:
+    if d[".text"] <= 0:
+        sys.exit(f"size-report: {name} is not positive: a net variant did not build as intended")
+flash = lambda s: s.get(".vector_table", 0) + s.get(".text", 0) + s.get(".rodata", 0) + s.get(".data", 0)
+ram = lambda s: s.get(".data", 0) + s.get(".bss", 0)
+lines.append("")
+lines.append("## The real-stack firmware (`--features net`, scripts/qemu-lab.sh)")
+lines.append("")
+lines.append("Same build settings. Each variant adds one layer; the differences split the")
+lines.append("firmware into the NIC driver, the TCP/IP stack and longlink.")
+lines.append("")
+lines.append("| firmware | .text | .rodata | .data | .bss |")
+lines.append("|---|---:|---:|---:|---:|")
+lines.append(row("baseline (as above)", sec["baseline"]))
+lines.append(row("net-nic: baseline + LAN9118 driver", sec["net-nic"]))
+lines.append(row("net-stack: net-nic + smoltcp + smoltcp-nal", sec["net-stack"]))
+lines.append(row("**net: the firmware** (+ longlink, SNTP, watchdog, LED, modem)", sec["net"]))
+lines.append(row("net-async: the same on embassy-net (smoltcp 0.13) + longlink-nal-async, TCP only", sec["net-async"]))
+for name, d in layers:
+    lines.append(row(name, d))
+lines.append("")
+n = sec["net"]
+lines.append(f"Total flash of the `net` firmware: {flash(n):,} B (vector table + .text + .rodata + .data);")
+lines.append(f"static RAM (.data + .bss): {ram(n):,} B. The rest of its RAM is the main loop's stack frame:")
+lines.append(f"(`net-async`: {flash(sec['net-async']):,} B flash, {ram(sec['net-async']):,} B static RAM; it prints its peak stack too.)")
+lines.append("")
+net_size_of = next((l for l in net_sizes.splitlines() if l.startswith("size_of:")), "")
+peak = re.search(r"stack peak (\d+) B", net_sizes)
+if net_size_of:
+    lines.append(f"- measured on the target (QEMU): {net_size_of.removeprefix('size_of: ')}")
+if peak:
+    lines.append(f"- peak stack (painted at boot, measured at the end of a 0.3 s run without a network): {int(peak.group(1)):,} B;")
+    lines.append("  `scripts/qemu-lab.sh` prints the peak of a real session in its `stats:` lines")
+    lines.append(f"- RAM in all: {ram(n):,} B static + the peak stack")
+else:
+    lines.append("- (qemu-system-arm not installed: run again with it for the size_of line)")
+lines.append("- The longlink layer's flash includes the board code around it (formatted")
+lines.append("  semihosting lines, the settings parser); the `product` row above is longlink alone.")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

@@ -3,7 +3,8 @@
 //! In [`Delivery::Acked`](crate::Delivery::Acked) every frame (inside the
 //! configured [`Framing`](crate::Framing)) starts with a one-byte tag. The
 //! byte-level description, with test vectors, is `PROTOCOL.md` at the top
-//! of the repository; [`tests`] checks the vectors against this code.
+//! of the repository; this module's tests check its vectors against this
+//! code.
 //!
 //! | tag | direction | body | meaning |
 //! |---|---|---|---|

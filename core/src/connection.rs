@@ -12,8 +12,9 @@ use crate::time::{Duration, Instant};
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[must_use]
 pub enum Action {
-    /// Open a socket to [`Config::remote`] over `transport` (resolving the
-    /// host name first if it is one), then report
+    /// Open a socket to the server (the driver's
+    /// [`Remote`](crate::Remote): resolving the host name first if it is
+    /// one) over `transport`, then report
     /// [`handle_connected`](Connection::handle_connected) or
     /// [`handle_connect_failed`](Connection::handle_connect_failed).
     Connect {
@@ -224,9 +225,9 @@ impl Timers {
             Timer::Ack,
         ];
         let mut first = (Timer::Phase, self.0[0]);
-        for (t, &at) in ALL.iter().zip(&self.0).skip(1) {
-            if at < first.1 {
-                first = (*t, at);
+        for i in 1..TIMERS {
+            if self.0[i] < first.1 {
+                first = (ALL[i], self.0[i]);
             }
         }
         first

@@ -131,9 +131,9 @@
 //! - `defmt`: derive `defmt::Format` on public types, log through defmt.
 //! - `log`: log through the `log` crate.
 //! - `std`: `std::error::Error` impls and `std::time::Duration` conversions.
-//! - `acked`: the acknowledged delivery mode ([`Delivery::Acked`], the
-//!   [`acked`] wire format and its server side); off, the state machine
-//!   carries none of its code or state.
+//! - `acked`: the acknowledged delivery mode (`Delivery::Acked`, the
+//!   `acked` module: the wire format of `PROTOCOL.md` and its server side);
+//!   off, the state machine carries none of its code or state.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

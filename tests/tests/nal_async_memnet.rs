@@ -78,6 +78,11 @@ fn smoltcp(b: Behaviour) -> bool {
     b.hides_refused_connect
 }
 
+/// The stack never reports the peer's FIN ([`Behaviour::SILENT`]).
+fn hides_fin(b: Behaviour) -> bool {
+    b.zero_read_means_no_data && !b.fin_is_error
+}
+
 // ---------------------------------------------------------------------------
 // The world: stack, modem, driver handle, and what happened when.
 
@@ -473,7 +478,7 @@ fn text(b: &[u8]) -> String {
 
 fn scenario(behaviour: Behaviour) {
     let w = World::tutorial(behaviour);
-    let hidden = smoltcp(behaviour);
+    let hidden = hides_fin(behaviour);
     w.drive(512, |x| {
         // Connected at once, first heartbeat at 0 s.
         assert!(x.run_until(0, || w.link.status() == Status::Connected));
@@ -501,9 +506,10 @@ fn scenario(behaviour: Behaviour) {
         );
         assert_eq!(x.now(), 35_000, "answers take no virtual time");
 
-        // The server drops the connection (FIN). A conforming stack reports
-        // it at once; a smoltcp-like one never does, and the idle timeout
-        // (60 s after the last bytes received, at 35 s) finds it.
+        // The server drops the connection (FIN). A conforming or
+        // smoltcp-like stack reports it at once; a silent one never does,
+        // and the idle timeout (60 s after the last bytes received, at
+        // 35 s) finds it.
         w.peer(|p| p.fin());
         assert!(x.run_until(120_000, || w.link.status() != Status::Connected));
         let down = x.now();
@@ -555,7 +561,7 @@ fn scenario(behaviour: Behaviour) {
         let st = w.stats();
         assert_eq!(st.connect_failures - before.connect_failures, 5);
         let reset_at = w.modem_log().last().copied().unwrap();
-        if hidden {
+        if smoltcp(behaviour) {
             assert_eq!(st.connect_timeouts, 5, "refusal hidden: timed out");
             let want: Vec<u64> = (0..5).map(|k| gone + 5_000 + 15_000 * k).collect();
             assert_eq!(attempts, want);
@@ -597,6 +603,11 @@ fn tutorial_scenario_on_a_conforming_stack() {
 #[test]
 fn tutorial_scenario_on_a_smoltcp_like_stack() {
     scenario(Behaviour::SMOLTCP_NAL);
+}
+
+#[test]
+fn tutorial_scenario_on_a_silent_stack() {
+    scenario(Behaviour::SILENT);
 }
 
 // ---------------------------------------------------------------------------
@@ -1152,7 +1163,7 @@ fn idle_driver_wakes_only_for_its_timers() {
     // there sending heartbeats into the void, still without spinning. (Why
     // the idle timeout matters on such a stack.)
     let w = World::new(
-        Behaviour::SMOLTCP_NAL,
+        Behaviour::SILENT,
         Timing::default(),
         Config {
             idle_timeout: None,

@@ -17,11 +17,35 @@
 //! 10 s heartbeat) thus run in milliseconds, deterministically. On a board,
 //! the clock closure reads a hardware timer and the loop executes `WFI`.
 //!
-//! The `product` and `baseline` features build the variants that
-//! `scripts/size-report.sh` compares (see `SIZES.md`).
+//! `--features net` builds the real-stack firmware instead: smoltcp (via
+//! smoltcp-nal and `longlink-nal`) on the board's LAN9118, talking to
+//! `qemu-bridge` on the host; `--features net-async` the same on embassy-net
+//! with `longlink-nal-async`. `scripts/qemu-lab.sh` runs them (see `net`).
+//!
+//! The `product` and `baseline` features (and `net-nic`, `net-stack`) build
+//! the variants that `scripts/size-report.sh` compares (see `SIZES.md`).
 #![no_std]
 #![no_main]
-#![forbid(unsafe_code)]
+// The `net` firmware drives device registers: its one `unsafe` module is
+// `net::hw`. Every other build forbids unsafe code outright.
+#![cfg_attr(
+    not(any(
+        feature = "net",
+        feature = "net-async",
+        feature = "net-nic",
+        feature = "net-stack"
+    )),
+    forbid(unsafe_code)
+)]
+#![cfg_attr(
+    any(
+        feature = "net",
+        feature = "net-async",
+        feature = "net-nic",
+        feature = "net-stack"
+    ),
+    deny(unsafe_code)
+)]
 
 use core::panic::PanicInfo;
 
@@ -37,6 +61,14 @@ mod scenario;
 #[cfg(feature = "product")]
 mod product;
 
+#[cfg(any(
+    feature = "net",
+    feature = "net-async",
+    feature = "net-nic",
+    feature = "net-stack"
+))]
+mod net;
+
 #[entry]
 fn main() -> ! {
     #[cfg(all(
@@ -44,6 +76,14 @@ fn main() -> ! {
         not(any(feature = "product", feature = "baseline"))
     ))]
     let ok = scenario::run();
+    #[cfg(feature = "net")]
+    let ok = net::run();
+    #[cfg(feature = "net-async")]
+    let ok = net::asynch::run();
+    #[cfg(all(feature = "net-stack", not(feature = "net")))]
+    let ok = net::size::stack();
+    #[cfg(all(feature = "net-nic", not(any(feature = "net", feature = "net-stack"))))]
+    let ok = net::size::nic();
     #[cfg(feature = "product")]
     let ok = product::run();
     #[cfg(all(feature = "baseline", not(feature = "product")))]
@@ -61,7 +101,12 @@ fn baseline() -> bool {
 /// The one line every size variant prints, depending on a value the
 /// compiler cannot see. No integer formatting: `core::fmt`'s number code is
 /// inlined differently in each variant, which would blur the difference.
-#[cfg(any(feature = "baseline", feature = "product"))]
+#[cfg(any(
+    feature = "baseline",
+    feature = "product",
+    feature = "net-nic",
+    feature = "net-stack"
+))]
 #[inline(never)]
 pub(crate) fn report(n: u32) {
     let line: &[u8] = if n == 0 {

@@ -96,7 +96,14 @@ impl Modem for Board {
 }
 
 pub fn run() -> bool {
+    #[cfg(not(feature = "product-acked"))]
     let config = Config::default();
+    #[cfg(feature = "product-acked")]
+    let config = Config {
+        framing: longlink_core::Framing::Len16,
+        delivery: longlink_core::Delivery::Acked(longlink_core::Acked::new(black_box(7))),
+        ..Config::default()
+    };
     let server = Remote::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50798));
     let clock = || Instant::from_millis(black_box(0u64));
     let Ok(link) = Driver::<_, _, _, TestProtocol, 256, 128>::new(

@@ -162,8 +162,9 @@ fn scenario(behaviour: Behaviour, quirks: Quirks) -> bool {
     let mut peer = LabPeer::new(lab);
     peer.ntp = Some(ntp);
     let config = Config {
-        // smoltcp-nal reports neither a refused connect nor a FIN: the
-        // timeouts find both. Harmless on a conforming stack.
+        // smoltcp-nal never reports a refused connect (the connect timeout
+        // ends the attempt); the idle timeout finds a peer that died
+        // silently. Harmless on a conforming stack.
         connect_timeout: Some(Duration::from_secs(10)),
         idle_timeout: Some(Duration::from_secs(60)),
         ..Config::default()

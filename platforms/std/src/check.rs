@@ -119,7 +119,7 @@ pub fn request(
         };
         match event {
             LabEvent::Message { peer: p, at, bytes } if p == peer => {
-                if lab.framing() == Framing::Raw {
+                if lab.framing() == Framing::Raw && !lab.acked() {
                     got.extend_from_slice(&bytes);
                     // Raw TCP may glue a heartbeat to a reply.
                     got = remove_all(&got, heartbeat);
@@ -229,7 +229,11 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
             break;
         }
         match lab.next_event(left) {
-            Some(LabEvent::Message { peer: p, at, bytes }) if p == peer => {
+            // Acknowledged mode: heartbeats are the `H` frames.
+            Some(LabEvent::Beat { peer: p, at, .. }) if p == peer && lab.acked() => {
+                beats.push(at);
+            }
+            Some(LabEvent::Message { peer: p, at, bytes }) if p == peer && !lab.acked() => {
                 for _ in 0..heartbeats_in(lab.framing(), &bytes, &opts.heartbeat) {
                     beats.push(at);
                 }
@@ -347,7 +351,105 @@ pub fn run(lab: &Lab, opts: &CheckOptions, mut progress: impl FnMut(&str)) -> Re
         ),
         Err(e) => report.add("answers after the reconnect", false, e),
     }
+    if lab.acked() {
+        progress("losing the acks of 3 messages across a drop");
+        let (passed, detail) = exactly_once(lab, peer2, opts.timeout);
+        report.add("acked: once, in order, acks lost", passed, detail);
+    }
     report
+}
+
+/// Acknowledged mode: the lab asks for three replies, delivers them and
+/// withholds their acks ([`Lab::withhold_acks`]), then drops the client
+/// before acknowledging. The client must send all three again after it is
+/// back; the lab must recognise each copy as a duplicate. Passes when each
+/// reply was delivered exactly once, in order, and at least one duplicate
+/// was dropped.
+pub fn exactly_once(lab: &Lab, peer: SocketAddr, timeout: Duration) -> (bool, String) {
+    let token = format!("{:08x}", crate::cli::random_seed() as u32);
+    let want: Vec<Vec<u8>> = (1..=3)
+        .map(|i| format!("back once {token} {i}").into_bytes())
+        .collect();
+    let before = lab.stats();
+    lab.withhold_acks();
+    for w in &want {
+        if let Err(e) = lab.send_to(peer, w) {
+            return (false, format!("cannot send: {e}"));
+        }
+    }
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut dropped_at = None;
+    let mut back_at = None;
+    // Collect until the three arrived, the lab dropped the client, it came
+    // back and a duplicate was recognised; then a little longer, for any
+    // second delivery.
+    let mut settle: Option<Instant> = None;
+    let mut resent = Duration::ZERO;
+    loop {
+        let now = Instant::now();
+        if now >= deadline || settle.is_some_and(|s| now >= s) {
+            break;
+        }
+        let until = settle.unwrap_or(deadline).min(deadline);
+        let event = lab.next_event(
+            until
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(100)),
+        );
+        match event {
+            Some(LabEvent::Message { bytes, .. }) if bytes.starts_with(b"back once ") => {
+                got.push(bytes)
+            }
+            Some(LabEvent::Connected { at, .. }) if dropped_at.is_some() && back_at.is_none() => {
+                back_at = Some(at);
+            }
+            _ => {}
+        }
+        if dropped_at.is_none() && got.len() >= want.len() {
+            // Delivered, not acknowledged: drop it now.
+            lab.drop_clients();
+            dropped_at = Some(Instant::now());
+        }
+        // The lab stops withholding when a copy of one of the three came
+        // back.
+        if settle.is_none() && dropped_at.is_some() && !lab.withholding() {
+            let now = Instant::now();
+            resent = dropped_at.map_or(Duration::ZERO, |d| now - d);
+            settle = Some(now + Duration::from_millis(500));
+        }
+    }
+    let dups = lab.stats().duplicates - before.duplicates;
+    let resent_seen = !lab.withholding();
+    lab.release_acks();
+    let once = got == want;
+    let passed = once && dups > 0 && resent_seen;
+    let detail = if passed {
+        format!(
+            "3 delivered once each, in order; {dups} resent cop{} dropped as duplicate{}, the first {} after the drop",
+            if dups == 1 { "y" } else { "ies" },
+            if dups == 1 { "" } else { "s" },
+            duration(resent)
+        )
+    } else if dropped_at.is_none() {
+        format!(
+            "only {} of 3 delivered within {}",
+            got.len(),
+            duration(timeout)
+        )
+    } else if !once {
+        format!(
+            "delivered {:?}, wanted each once in order",
+            got.iter().map(|g| escape(g)).collect::<Vec<_>>()
+        )
+    } else {
+        format!(
+            "no resent copy recognised as a duplicate within {}",
+            duration(timeout)
+        )
+    };
+    (passed, detail)
 }
 
 /// `longlink lab --check`.

@@ -137,6 +137,13 @@ pub struct ClientArgs {
     /// again (UDP) or the connection given up (TCP); doubles per timeout.
     #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "acked")]
     pub ack_timeout: Duration,
+    /// On SIGINT/SIGTERM, wait up to this long for the queue to empty
+    /// (--acked: every message acknowledged; otherwise: every message
+    /// written to the socket) before exiting. A second signal ends the wait.
+    /// Either way the client reports how many queued messages were not
+    /// delivered, and exits with status 1 if any were left (0 if none).
+    #[arg(long, value_parser = parse_duration)]
+    pub drain: Option<Duration>,
     /// Reconnect when nothing was received for this long ("off" by default).
     #[arg(long, default_value = "off", value_parser = parse_opt_duration)]
     pub idle_timeout: Toggle,
@@ -180,6 +187,9 @@ Bounds (hold whatever clients do):
   Over --max-clients, connections are accepted and closed at once (logged
   once per burst); failed accepts (out of descriptors) are retried after
   10 ms, doubling up to 1 s. Stdin lines longer than 65535 bytes are not sent.
+  --acked: at most 4096 device sessions (--max-sessions, 64 B each, counted in
+  the bound), the least recently heard forgotten first; acks to a client that
+  does not read are dropped (counted) past its buffer plus 4 KiB.
   SIGINT/SIGTERM end the lab with a summary on stderr.";
 
 /// `longlink lab`.
@@ -196,9 +206,22 @@ pub struct LabArgs {
     /// exit 0 only if every check passed.
     #[arg(long)]
     pub check: bool,
-    /// Message framing.
-    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
-    pub framing: FramingArg,
+    /// Message framing [default: raw; len16 with --acked].
+    #[arg(long, value_enum)]
+    pub framing: Option<FramingArg>,
+    /// Acknowledged delivery (PROTOCOL.md): decode the clients' D/H frames,
+    /// keep one duplicate filter per device session (not per connection),
+    /// acknowledge cumulatively, print each message once, count and drop
+    /// duplicates; stdin lines and --check's requests go as M frames.
+    /// Needs len16 framing over TCP (the default with --acked), raw or len16
+    /// over UDP.
+    /// With --check, adds the exactly-once checks (acks lost across a drop).
+    #[arg(long)]
+    pub acked: bool,
+    /// --acked: device sessions remembered (the least recently heard is
+    /// forgotten for a new one, counted in the summary).
+    #[arg(long, default_value_t = crate::lab::DEFAULT_MAX_SESSIONS, value_parser = parse_count, requires = "acked")]
+    pub max_sessions: usize,
     /// The client's heartbeat message (for --check).
     #[arg(long, default_value = "heart beat")]
     pub heartbeat_payload: String,
@@ -241,6 +264,16 @@ impl LabArgs {
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout.0,
             peer_expiry: self.peer_expiry,
+            max_sessions: self.max_sessions,
+        }
+    }
+
+    /// The framing: --framing, else len16 with --acked (as the client), else raw.
+    pub fn framing(&self) -> Framing {
+        match (self.framing, self.acked, self.udp) {
+            (Some(f), _, _) => f.into(),
+            (None, true, _) => Framing::Len16,
+            _ => Framing::Raw,
         }
     }
 
@@ -591,6 +624,7 @@ mod tests {
             ),
             format!("at most {} ms for room", STALL.as_millis()),
             format!("longer than {MAX_LINE} bytes"),
+            format!("at most {} device sessions", d.max_sessions),
         ] {
             assert!(LAB_BOUNDS.contains(&fact), "--help lacks {fact:?}");
         }

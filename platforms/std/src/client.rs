@@ -409,8 +409,77 @@ pub fn main(args: &crate::cli::ClientArgs) -> std::process::ExitCode {
             info!("end of input; still running (Ctrl-C to stop)");
         });
     let _ = rx.recv();
+    let acked = config.delivery != longlink_core::Delivery::Socket;
+    if let Some(patience) = args.drain {
+        drain(client.link(), patience, &rx, acked);
+    }
     info!("stopping");
+    let link = client.link_arc();
     let stats = client.stop();
-    eprintln!("{}", summary(&stats, started.elapsed()));
-    std::process::ExitCode::SUCCESS
+    // Counted once the driver stopped: nothing changes any more.
+    let left = undelivered(&link);
+    let mut text = summary(&stats, started.elapsed());
+    if acked {
+        text.push_str(&format!(
+            "\nacked: messages acknowledged {}, acks that moved the window {} (ignored {}), ack timeouts {}",
+            stats.messages_acked, stats.acks, stats.acks_ignored, stats.ack_timeouts
+        ));
+    }
+    text.push_str(&format!(
+        "\n{left} queued message(s) not delivered ({})",
+        if acked {
+            "not acknowledged by the server"
+        } else {
+            "not written to the socket"
+        }
+    ));
+    eprintln!("{text}");
+    if left == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Application messages (and replies) still queued: in acknowledged mode
+/// not yet acknowledged, otherwise not yet fully written. A pending
+/// heartbeat is not counted.
+pub fn undelivered(link: &Link) -> usize {
+    link.with(|c| {
+        c.queued_frames()
+            .filter(|(_, heartbeat)| !heartbeat)
+            .count()
+    })
+}
+
+/// `--drain`: waits until nothing is [`undelivered`], at most `patience`
+/// or until another signal arrives on `signals`. Returns what is left.
+pub fn drain(
+    link: &Link,
+    patience: Duration,
+    signals: &std::sync::mpsc::Receiver<()>,
+    acked: bool,
+) -> usize {
+    let give_up = Instant::now() + patience;
+    let mut left = undelivered(link);
+    if left > 0 {
+        info!(
+            "draining: waiting up to {patience:?} for {left} queued message(s) to be {}",
+            if acked { "acknowledged" } else { "written" }
+        );
+    }
+    while left > 0 {
+        let now = Instant::now();
+        if now >= give_up {
+            warn!("drain: gave up after {patience:?} with {left} message(s) queued");
+            break;
+        }
+        let wait = (give_up - now).min(Duration::from_millis(10));
+        if signals.recv_timeout(wait).is_ok() {
+            warn!("drain: interrupted with {left} message(s) queued");
+            break;
+        }
+        left = undelivered(link);
+    }
+    left
 }

@@ -155,6 +155,10 @@ impl Demo {
                 let t = self.t(*at);
                 self.chart.push(t, Row::ToServer(quote(bytes)));
             }
+            LabEvent::Beat { payload, at, .. } => {
+                let t = self.t(*at);
+                self.chart.push(t, Row::ToServer(quote(payload)));
+            }
             LabEvent::Disconnected { at, .. } => {
                 let t = self.t(*at);
                 self.chart.push(t, Row::Server("connection closed".into()));

@@ -23,6 +23,17 @@
 //!
 //! With TLS ([`Lab::start_tls`], `longlink lab --tls`) each TCP client gets a
 //! rustls server session, driven by the same I/O thread.
+//!
+//! With acknowledged delivery ([`Lab::start_acked`], `longlink lab --acked`)
+//! the lab speaks `PROTOCOL.md`: the I/O thread decodes each `D`/`H` frame,
+//! keeps one [`Dedup`] record per device *session* (not per connection: a
+//! device that reconnects from a new port keeps its session), at most
+//! [`Limits::max_sessions`] of them (the least recently heard is forgotten
+//! for a new one, counted), emits each application message once
+//! ([`LabEvent::Message`]; heartbeats as [`LabEvent::Beat`]), drops and
+//! counts duplicates, and acknowledges cumulatively: one `A` per session for
+//! all the frames of one read (or datagram), sent after the messages were
+//! queued as events. What the lab sends to clients goes as `M` frames.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -37,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use log::{debug, info, warn};
+use longlink_core::acked::{self, seq_before, Dedup, Frame, Verdict};
 use longlink_core::framing::{self, Framing};
 use longlink_core::Transport;
 use rustls::{ServerConfig, ServerConnection};
@@ -73,6 +85,13 @@ pub const MAX_LINE: usize = 65_535;
 pub const DEFAULT_MAX_CLIENTS: usize = 512;
 /// `--peer-expiry` by default: a UDP peer silent this long is forgotten.
 pub const DEFAULT_PEER_EXPIRY: Duration = Duration::from_secs(120);
+/// `--max-sessions` by default (acknowledged mode).
+pub const DEFAULT_MAX_SESSIONS: usize = 4096;
+/// An acknowledgement is not queued to a client whose outgoing buffer holds
+/// more than [`OUTBOX`] plus this (it is dropped and counted; acks are
+/// cumulative, so the next one covers it, and a device that gets none
+/// reconnects and sends again).
+const ACK_SLACK: usize = 4096;
 
 /// Accept errors (out of descriptors) are retried after this, doubling up to
 /// [`ACCEPT_BACKOFF_MAX`].
@@ -106,6 +125,17 @@ pub enum LabEvent {
         at: Instant,
         /// The message, framing removed.
         bytes: Vec<u8>,
+    },
+    /// Acknowledged mode: a heartbeat (`H` frame) from a client; its
+    /// payload (the acked mode's heartbeats never reach
+    /// [`Message`](LabEvent::Message)).
+    Beat {
+        /// The client.
+        peer: SocketAddr,
+        /// When it was read.
+        at: Instant,
+        /// The heartbeat's payload.
+        payload: Vec<u8>,
     },
     /// A TCP client went away (or was dropped).
     Disconnected {
@@ -146,6 +176,10 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Forget a UDP peer that sent nothing for this long.
     pub peer_expiry: Duration,
+    /// Acknowledged mode: device sessions remembered (the least recently
+    /// heard is forgotten for a new one, counted in
+    /// [`LabStats::sessions_evicted`]).
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -154,6 +188,7 @@ impl Default for Limits {
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
             peer_expiry: DEFAULT_PEER_EXPIRY,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -171,6 +206,7 @@ impl Limits {
             + INBOUND_BUDGET
             + READ_CHUNK
             + self.max_clients * per_client
+            + self.max_sessions * PER_SESSION
     }
 }
 
@@ -182,6 +218,9 @@ const PER_CLIENT_FIXED: usize = 2048;
 const PER_TLS_CLIENT: usize = 2 * 18 * 1024 + OUTBOX;
 /// One queued event without its payload.
 const PER_EVENT: usize = 128;
+/// One session record (acknowledged mode): its hash-map entry and its
+/// place in the least-recently-heard order, rounded up.
+const PER_SESSION: usize = 64;
 
 /// Counters since the lab started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -219,6 +258,31 @@ pub struct LabStats {
     pub peers_expired: u64,
     /// UDP peers forgotten early to make room for a new one.
     pub peers_evicted: u64,
+    /// Acknowledged mode: heartbeats (`H`) received.
+    pub beats: u64,
+    /// Acknowledged mode: messages already delivered, received again
+    /// (dropped; acknowledged again).
+    pub duplicates: u64,
+    /// Acknowledged mode: messages after a gap (dropped; the ack says where
+    /// to resume).
+    pub gaps: u64,
+    /// Acknowledged mode: messages of a session the lab has no record of
+    /// that are not its first (dropped; the device's heartbeat restores it).
+    pub unknown_session: u64,
+    /// Acknowledged mode: frames that are not `D` or `H` (dropped, the
+    /// connection stays up).
+    pub malformed: u64,
+    /// Acknowledged mode: `A` frames sent.
+    pub acks_sent: u64,
+    /// Acknowledged mode: acks not sent because the client's buffer was
+    /// full (a later ack covers them).
+    pub acks_dropped: u64,
+    /// Acknowledged mode: acks held back by [`Lab::withhold_acks`].
+    pub acks_withheld: u64,
+    /// Acknowledged mode: device sessions remembered now.
+    pub sessions: u64,
+    /// Acknowledged mode: sessions forgotten to make room for a new one.
+    pub sessions_evicted: u64,
 }
 
 #[derive(Default)]
@@ -239,6 +303,16 @@ struct Counters {
     dropped_error: AtomicU64,
     peers_expired: AtomicU64,
     peers_evicted: AtomicU64,
+    beats: AtomicU64,
+    duplicates: AtomicU64,
+    gaps: AtomicU64,
+    unknown_session: AtomicU64,
+    malformed: AtomicU64,
+    acks_sent: AtomicU64,
+    acks_dropped: AtomicU64,
+    acks_withheld: AtomicU64,
+    sessions: AtomicU64,
+    sessions_evicted: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: usize) {
@@ -265,6 +339,16 @@ impl Counters {
             dropped_error: g(&self.dropped_error),
             peers_expired: g(&self.peers_expired),
             peers_evicted: g(&self.peers_evicted),
+            beats: g(&self.beats),
+            duplicates: g(&self.duplicates),
+            gaps: g(&self.gaps),
+            unknown_session: g(&self.unknown_session),
+            malformed: g(&self.malformed),
+            acks_sent: g(&self.acks_sent),
+            acks_dropped: g(&self.acks_dropped),
+            acks_withheld: g(&self.acks_withheld),
+            sessions: g(&self.sessions),
+            sessions_evicted: g(&self.sessions_evicted),
         }
     }
 }
@@ -302,9 +386,7 @@ impl EventState {
     }
 
     fn push(&mut self, e: LabEvent) {
-        if let LabEvent::Message { bytes, .. } = &e {
-            self.bytes += bytes.len();
-        }
+        self.bytes += payload_len(&e);
         self.queue.push_back(e);
     }
 
@@ -314,6 +396,15 @@ impl EventState {
             *registered = Some(self.epoch);
             self.waiters.push(waker.clone());
         }
+    }
+}
+
+/// The bytes an event carries (counted against [`EVENT_BYTES`]).
+fn payload_len(e: &LabEvent) -> usize {
+    match e {
+        LabEvent::Message { bytes, .. } => bytes.len(),
+        LabEvent::Beat { payload, .. } => payload.len(),
+        _ => 0,
     }
 }
 
@@ -345,9 +436,7 @@ impl Events {
                 return None;
             }
             if let Some(e) = s.queue.pop_front() {
-                if let LabEvent::Message { bytes, .. } = &e {
-                    s.bytes -= bytes.len();
-                }
+                s.bytes -= payload_len(&e);
                 let wake = if !s.waiters.is_empty()
                     && s.queue.len() <= EVENT_MESSAGES / 2
                     && s.bytes <= EVENT_BYTES / 2
@@ -701,6 +790,210 @@ impl UdpPeers {
 }
 
 // ---------------------------------------------------------------------------
+// Acknowledged mode: one `Dedup` record per device session, the least
+// recently heard forgotten first.
+
+struct Record {
+    dedup: Dedup,
+    /// Its key in `Sessions::order`.
+    tick: u64,
+}
+
+/// What [`Dedup::on_frame`] says: the verdict and the ack to send.
+type Outcome = (Verdict, Option<[u8; acked::ACK_LEN]>);
+
+struct Sessions {
+    map: HashMap<u32, Record>,
+    /// Sessions by when they were last heard, oldest first.
+    order: std::collections::BTreeMap<u64, u32>,
+    tick: u64,
+    cap: usize,
+    /// Evicting sessions for new ones (logged once per run).
+    evicting: bool,
+    /// While acks are withheld: the first message delivered meanwhile.
+    withheld_from: Option<(u32, u32)>,
+}
+
+impl Sessions {
+    fn new(cap: usize) -> Sessions {
+        Sessions {
+            map: HashMap::new(),
+            order: std::collections::BTreeMap::new(),
+            tick: 0,
+            cap: cap.max(1),
+            evicting: false,
+            withheld_from: None,
+        }
+    }
+
+    /// Runs `session`'s record over a `D` or `H` frame: what to do and the
+    /// ack, and how many sessions were forgotten to make room. A frame that
+    /// creates no state (a message of an unknown session that is not its
+    /// first) creates no record.
+    fn on_frame(&mut self, session: u32, frame: &Frame<'_>) -> (Option<Outcome>, usize) {
+        let mut dedup = self.map.get(&session).map(|r| r.dedup).unwrap_or_default();
+        let out = dedup.on_frame(frame);
+        let mut evicted = 0;
+        if dedup.state.is_some() {
+            self.tick += 1;
+            let tick = self.tick;
+            if let Some(r) = self.map.get_mut(&session) {
+                self.order.remove(&r.tick);
+                r.tick = tick;
+                r.dedup = dedup;
+            } else {
+                while self.map.len() >= self.cap {
+                    let Some((_, old)) = self.order.pop_first() else {
+                        break;
+                    };
+                    self.map.remove(&old);
+                    evicted += 1;
+                }
+                self.map.insert(session, Record { dedup, tick });
+            }
+            self.order.insert(tick, session);
+        }
+        (out, evicted)
+    }
+}
+
+/// Where the frames of one read (or datagram) go: plain mode, each is a
+/// message; acknowledged mode, through the session records, collecting one
+/// cumulative ack per session.
+struct Sink<'a> {
+    stats: &'a Counters,
+    withhold: &'a AtomicBool,
+    sessions: Option<&'a mut Sessions>,
+    acks: Vec<(u32, [u8; acked::ACK_LEN])>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(shared: &'a Shared, sessions: &'a mut Option<Sessions>) -> Sink<'a> {
+        Sink {
+            stats: &shared.stats,
+            withhold: &shared.withhold,
+            sessions: sessions.as_mut(),
+            acks: Vec::new(),
+        }
+    }
+
+    /// One whole frame (framing removed) from `peer`.
+    fn frame(&mut self, peer: SocketAddr, at: Instant, bytes: &[u8], ev: &mut EventState) {
+        let stats = self.stats;
+        let Some(sessions) = self.sessions.as_deref_mut() else {
+            ev.push(LabEvent::Message {
+                peer,
+                at,
+                bytes: bytes.to_vec(),
+            });
+            add(&stats.messages_in, 1);
+            return;
+        };
+        // Only `D` and `H` come from a device; anything else is malformed.
+        let (frame, session, seq) = match Frame::decode(bytes) {
+            Ok(
+                f @ (Frame::Data { session, seq, .. }
+                | Frame::Beat {
+                    session, base: seq, ..
+                }),
+            ) => (f, session, seq),
+            Ok(_) | Err(_) => {
+                add(&stats.malformed, 1);
+                debug!(
+                    "{peer}: malformed frame dropped: {}",
+                    crate::text::text_and_hex(bytes, 32)
+                );
+                return;
+            }
+        };
+        if !self.withhold.load(Ordering::Acquire) {
+            // Not withholding (any more): no marker from an earlier run.
+            sessions.withheld_from = None;
+        }
+        let (result, evicted) = sessions.on_frame(session, &frame);
+        if evicted > 0 {
+            add(&stats.sessions_evicted, evicted);
+            if !sessions.evicting {
+                sessions.evicting = true;
+                warn!(
+                    "{} sessions (--max-sessions): forgetting the least recently heard for new ones (logged once per run)",
+                    sessions.cap
+                );
+            }
+        }
+        stats
+            .sessions
+            .store(sessions.map.len() as u64, Ordering::Relaxed);
+        let Some((verdict, ack)) = result else {
+            return;
+        };
+        match (verdict, frame) {
+            (Verdict::Deliver, Frame::Data { payload, .. }) => {
+                ev.push(LabEvent::Message {
+                    peer,
+                    at,
+                    bytes: payload.to_vec(),
+                });
+                add(&stats.messages_in, 1);
+                if self.withhold.load(Ordering::Acquire) && sessions.withheld_from.is_none() {
+                    sessions.withheld_from = Some((session, seq));
+                }
+            }
+            (Verdict::Beat, Frame::Beat { payload, .. }) => {
+                ev.push(LabEvent::Beat {
+                    peer,
+                    at,
+                    payload: payload.to_vec(),
+                });
+                add(&stats.beats, 1);
+            }
+            (Verdict::Duplicate, _) => {
+                add(&stats.duplicates, 1);
+                debug!("{peer}: session {session:08x} seq {seq}: duplicate dropped");
+                // A copy of a message delivered while acks were withheld:
+                // the device did resend it; acknowledge again.
+                let resent = sessions
+                    .withheld_from
+                    .is_some_and(|(s, first)| s == session && !seq_before(seq, first));
+                if resent && self.withhold.swap(false, Ordering::AcqRel) {
+                    sessions.withheld_from = None;
+                    info!("{peer}: a message delivered while acks were withheld came again; acknowledging again");
+                }
+            }
+            (Verdict::Gap, _) => {
+                add(&stats.gaps, 1);
+                debug!("{peer}: session {session:08x} seq {seq}: after a gap, dropped");
+            }
+            (Verdict::Unknown, _) => {
+                add(&stats.unknown_session, 1);
+                debug!("{peer}: session {session:08x} seq {seq}: unknown session, dropped");
+            }
+            // `Dedup` gives Deliver only for D and Beat only for H.
+            (Verdict::Deliver | Verdict::Beat, _) => {}
+        }
+        let Some(ack) = ack else {
+            return;
+        };
+        if self.withhold.load(Ordering::Acquire) {
+            add(&stats.acks_withheld, 1);
+            return;
+        }
+        match self.acks.iter_mut().find(|(s, _)| *s == session) {
+            Some(slot) => slot.1 = ack,
+            None => self.acks.push((session, ack)),
+        }
+    }
+
+    /// The acks collected, framed for the wire.
+    fn framed_acks(&mut self, framing: Framing) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.acks)
+            .into_iter()
+            .filter_map(|(_, a)| frame(framing, &a).ok())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
 // State shared by the I/O thread and the API.
 
 struct Shared {
@@ -712,6 +1005,10 @@ struct Shared {
     udp_peers: Mutex<UdpPeers>,
     udp: Option<Arc<Async<UdpSocket>>>,
     stats: Counters,
+    /// Acknowledged mode.
+    acked: bool,
+    /// Acks are held back until a duplicate arrives ([`Lab::withhold_acks`]).
+    withhold: AtomicBool,
 }
 
 impl Shared {
@@ -766,6 +1063,45 @@ impl Lab {
         tls: Option<Arc<ServerConfig>>,
         limits: Limits,
     ) -> std::io::Result<Lab> {
+        Self::start_mode(addr, transport, framing, tls, limits, false)
+    }
+
+    /// Like [`start_with`](Self::start_with), speaking the acknowledged
+    /// mode of `PROTOCOL.md` (see the module docs). `framing` must be
+    /// `Len16` over TCP, `Raw` or `Len16` over UDP.
+    pub fn start_acked(
+        addr: SocketAddr,
+        transport: Transport,
+        framing: Framing,
+        tls: Option<Arc<ServerConfig>>,
+        limits: Limits,
+    ) -> std::io::Result<Lab> {
+        Self::start_mode(addr, transport, framing, tls, limits, true)
+    }
+
+    fn start_mode(
+        addr: SocketAddr,
+        transport: Transport,
+        framing: Framing,
+        tls: Option<Arc<ServerConfig>>,
+        limits: Limits,
+        acked: bool,
+    ) -> std::io::Result<Lab> {
+        if acked {
+            let fits = match transport {
+                Transport::Tcp => framing == Framing::Len16,
+                Transport::Udp => framing != Framing::Lines,
+            };
+            if !fits {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "acknowledged mode over {transport:?} needs len16 framing{} (PROTOCOL.md), not {framing:?}",
+                        if transport == Transport::Udp { " or raw" } else { "" }
+                    ),
+                ));
+            }
+        }
         let ready = Arc::new(Ready::default());
         let (server, local, udp) = match transport {
             Transport::Tcp => {
@@ -805,6 +1141,8 @@ impl Lab {
             udp_peers: Mutex::new(UdpPeers::new(limits.max_clients, limits.peer_expiry)),
             udp,
             stats: Counters::default(),
+            acked,
+            withhold: AtomicBool::new(false),
         });
         let (flag, waker) = slot_waker(0, &ready);
         let mut io = Io {
@@ -820,6 +1158,7 @@ impl Lab {
                 scratch: vec![0; READ_CHUNK],
                 inbound: 0,
                 clients: 0,
+                sessions: acked.then(|| Sessions::new(limits.max_sessions)),
             },
         };
         // The first poll registers every source.
@@ -857,6 +1196,44 @@ impl Lab {
     /// The limits it runs with.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Whether it speaks the acknowledged mode ([`start_acked`](Self::start_acked)).
+    pub fn acked(&self) -> bool {
+        self.shared.acked
+    }
+
+    /// Acknowledged mode, for tests and `--check`: from now on, send no ack
+    /// (not even for heartbeats) until a client sends again a message the
+    /// lab delivered while withholding, as if every ack were lost. Combined
+    /// with [`drop_clients`](Self::drop_clients) it makes a device resend
+    /// what the lab delivered, which the lab must recognise as duplicates.
+    pub fn withhold_acks(&self) {
+        self.shared.withhold.store(true, Ordering::Release);
+    }
+
+    /// Sends acks again (ends [`withhold_acks`](Self::withhold_acks)).
+    pub fn release_acks(&self) {
+        self.shared.withhold.store(false, Ordering::Release);
+    }
+
+    /// Whether acks are still withheld ([`withhold_acks`](Self::withhold_acks)):
+    /// no copy of a message delivered meanwhile came back yet.
+    pub fn withholding(&self) -> bool {
+        self.shared.withhold.load(Ordering::Acquire)
+    }
+
+    /// Frames an application message for the clients: in acknowledged mode
+    /// inside an `M` frame.
+    fn frame_out(&self, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        if self.shared.acked {
+            let mut m = Vec::with_capacity(message.len() + 1);
+            m.push(acked::MSG);
+            m.extend_from_slice(message);
+            frame(self.framing, &m)
+        } else {
+            frame(self.framing, message)
+        }
     }
 
     /// Counters since the start.
@@ -923,7 +1300,7 @@ impl Lab {
     /// Never waits for a client that is not reading: it is skipped (counted
     /// in [`LabStats::skipped`], logged once per stall).
     pub fn send_all(&self, message: &[u8]) -> usize {
-        let frame = match frame(self.framing, message) {
+        let frame = match self.frame_out(message) {
             Ok(f) => f,
             Err(e) => {
                 warn!("not sent to any client: {e}");
@@ -971,9 +1348,10 @@ impl Lab {
         }
     }
 
-    /// Sends `message` (framed) to one client.
+    /// Sends `message` (framed; in acknowledged mode as an `M` frame) to
+    /// one client.
     pub fn send_to(&self, peer: SocketAddr, message: &[u8]) -> std::io::Result<()> {
-        let frame = frame(self.framing, message)?;
+        let frame = self.frame_out(message)?;
         self.send_raw(peer, &frame)
     }
 
@@ -1111,6 +1489,8 @@ struct Ctx {
     inbound: usize,
     /// TCP clients served.
     clients: usize,
+    /// Acknowledged mode: the session records.
+    sessions: Option<Sessions>,
 }
 
 struct Io {
@@ -1477,7 +1857,7 @@ fn emit_frames(
     data: &[u8],
     mut scanned: usize,
     ev: &mut EventState,
-    stats: &Counters,
+    sink: &mut Sink<'_>,
 ) -> Result<(usize, usize), ()> {
     let mut used = 0;
     loop {
@@ -1486,12 +1866,7 @@ fn emit_frames(
         }
         match framing::decode_after(framing, &data[used..], MAX_FRAME, scanned) {
             Ok(Some(f)) => {
-                ev.push(LabEvent::Message {
-                    peer,
-                    at,
-                    bytes: data[used + f.start..used + f.end].to_vec(),
-                });
-                add(&stats.messages_in, 1);
+                sink.frame(peer, at, &data[used + f.start..used + f.end], ev);
                 used += f.consumed;
                 scanned = 0;
                 if framing == Framing::Raw {
@@ -1512,9 +1887,9 @@ impl Conn {
         if let Err(end) = self.input(cx, ctx) {
             return Poll::Ready(end);
         }
-        // Handshake messages, tickets, alerts, and what waited for the
-        // handshake to complete.
-        if self.tls.is_some() {
+        // Handshake messages, tickets, alerts, what waited for the
+        // handshake to complete, and acks.
+        if self.tls.is_some() || ctx.sessions.is_some() {
             if let Err(end) = self.flush(cx, ctx) {
                 return Poll::Ready(end);
             }
@@ -1634,7 +2009,6 @@ impl Conn {
     /// Handles `ctx.scratch[..n]`, fresh from the socket.
     fn received(&mut self, n: usize, ctx: &mut Ctx) -> Result<(), End> {
         let at = self.last_rx;
-        let stats = &ctx.shared.stats;
         if let Some(tls) = &mut self.tls {
             let mut data = &ctx.scratch[..n];
             let mut plain = Vec::new();
@@ -1668,7 +2042,7 @@ impl Conn {
                     at,
                     bytes: plain,
                 });
-                add(&stats.messages_in, 1);
+                add(&ctx.shared.stats.messages_in, 1);
                 ctx.shared.events.notify(ev);
                 return Ok(());
             }
@@ -1680,17 +2054,46 @@ impl Conn {
             return self.charge(ctx);
         }
         // Straight from the read buffer; only what is left is copied.
-        let mut ev = ctx.shared.events.lock();
+        let shared = ctx.shared.clone();
+        let mut ev = shared.events.lock();
         let data = &ctx.scratch[..n];
-        let (used, scanned) = emit_frames(ctx.framing, self.peer, at, data, 0, &mut ev, stats)
-            .map_err(|()| End::BadFrame)?;
-        ctx.shared.events.notify(ev);
+        let mut sink = Sink::new(&shared, &mut ctx.sessions);
+        let result = emit_frames(ctx.framing, self.peer, at, data, 0, &mut ev, &mut sink);
+        shared.events.notify(ev);
+        self.queue_acks(&mut sink, ctx.framing);
+        let (used, scanned) = result.map_err(|()| End::BadFrame)?;
         if used < n {
             self.inbuf.extend_from_slice(&ctx.scratch[used..n]);
             self.scanned = scanned;
             return self.charge(ctx);
         }
         Ok(())
+    }
+
+    /// Queues the acks of a batch (acknowledged mode). They go past the
+    /// [`OUTBOX`] cap by at most [`ACK_SLACK`]; beyond it an ack is dropped
+    /// and counted (the next one covers it).
+    fn queue_acks(&mut self, sink: &mut Sink<'_>, framing: Framing) {
+        if sink.acks.is_empty() {
+            return;
+        }
+        let stats = sink.stats;
+        let mut o = lock(&self.outbox.state);
+        if o.closed {
+            // Being dropped: the device resends on its next connection.
+            add(&stats.acks_dropped, sink.acks.len());
+            sink.acks.clear();
+            return;
+        }
+        for a in sink.framed_acks(framing) {
+            if o.buf.len() + a.len() <= OUTBOX + ACK_SLACK {
+                o.buf.extend(&a);
+                add(&stats.acks_sent, 1);
+            } else {
+                add(&stats.acks_dropped, 1);
+                debug!("{}: outgoing buffer full: ack dropped", self.peer);
+            }
+        }
     }
 
     /// Appends to `inbuf` within the shared budget.
@@ -1716,16 +2119,19 @@ impl Conn {
 
     /// Emits the complete frames `inbuf` holds, as room allows.
     fn emit_held(&mut self, ev: &mut EventState, ctx: &mut Ctx) -> Result<(), End> {
-        let (used, scanned) = emit_frames(
+        let shared = ctx.shared.clone();
+        let mut sink = Sink::new(&shared, &mut ctx.sessions);
+        let result = emit_frames(
             ctx.framing,
             self.peer,
             self.last_rx,
             &self.inbuf,
             self.scanned,
             ev,
-            &ctx.shared.stats,
-        )
-        .map_err(|()| End::BadFrame)?;
+            &mut sink,
+        );
+        self.queue_acks(&mut sink, ctx.framing);
+        let (used, scanned) = result.map_err(|()| End::BadFrame)?;
         self.scanned = scanned;
         if used > 0 {
             self.inbuf.drain(..used);
@@ -1739,13 +2145,38 @@ impl Conn {
 }
 
 impl UdpServer {
+    /// Sends the acks of a datagram (acknowledged mode); one the socket
+    /// cannot take at once is dropped and counted (the device sends again
+    /// after its ack timeout).
+    fn send_acks(&self, peer: SocketAddr, sink: &mut Sink<'_>, framing: Framing) {
+        if sink.acks.is_empty() {
+            return;
+        }
+        let stats = sink.stats;
+        for a in sink.framed_acks(framing) {
+            match self.socket.get_ref().send_to(&a, peer) {
+                Ok(_) => {
+                    add(&stats.acks_sent, 1);
+                    add(&stats.bytes_out, a.len());
+                }
+                Err(e) => {
+                    add(&stats.acks_dropped, 1);
+                    debug!("{peer}: ack not sent: {e}");
+                }
+            }
+        }
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>, ctx: &mut Ctx) {
         let shared = ctx.shared.clone();
         let stats = &shared.stats;
         for _ in 0..DATAGRAMS_PER_POLL {
             let mut ev = shared.events.lock();
             if let Some((peer, at, data)) = self.held.take() {
-                match emit_frames(ctx.framing, peer, at, &data, 0, &mut ev, stats) {
+                let mut sink = Sink::new(&shared, &mut ctx.sessions);
+                let result = emit_frames(ctx.framing, peer, at, &data, 0, &mut ev, &mut sink);
+                self.send_acks(peer, &mut sink, ctx.framing);
+                match result {
                     Ok((used, _)) if ev.full() && used < data.len() => {
                         self.held = Some((peer, at, data[used..].to_vec()));
                     }
@@ -1802,18 +2233,17 @@ impl UdpServer {
                 ev.push(LabEvent::Connected { peer, at });
             }
             let data = &ctx.scratch[..n];
+            let mut sink = Sink::new(&shared, &mut ctx.sessions);
             if ctx.framing == Framing::Raw {
-                // Each datagram is a message, even an empty one.
-                ev.push(LabEvent::Message {
-                    peer,
-                    at,
-                    bytes: data.to_vec(),
-                });
-                add(&stats.messages_in, 1);
+                // Each datagram is a message (a frame), even an empty one.
+                sink.frame(peer, at, data, &mut ev);
                 shared.events.notify(ev);
+                self.send_acks(peer, &mut sink, ctx.framing);
                 continue;
             }
-            match emit_frames(ctx.framing, peer, at, data, 0, &mut ev, stats) {
+            let result = emit_frames(ctx.framing, peer, at, data, 0, &mut ev, &mut sink);
+            self.send_acks(peer, &mut sink, ctx.framing);
+            match result {
                 Ok((used, _)) if used == n => {}
                 Ok((used, _)) if ev.full() => {
                     self.held = Some((peer, at, data[used..].to_vec()));
@@ -1832,6 +2262,29 @@ impl UdpServer {
 
 // ---------------------------------------------------------------------------
 // `longlink lab`.
+
+/// The statistics summary printed when the lab ends; `acked` adds the
+/// acknowledged mode's line.
+pub fn summary_acked(s: &LabStats, elapsed: Duration, acked: bool) -> String {
+    let mut out = summary(s, elapsed);
+    if acked {
+        out.push_str(&format!(
+            "\nacked: messages delivered {} (each once), duplicates dropped {}, after a gap {}, unknown session {}, malformed {}, heartbeats {}; acks sent {}, dropped {}, withheld {}; sessions {} (evicted {})",
+            s.messages_in,
+            s.duplicates,
+            s.gaps,
+            s.unknown_session,
+            s.malformed,
+            s.beats,
+            s.acks_sent,
+            s.acks_dropped,
+            s.acks_withheld,
+            s.sessions,
+            s.sessions_evicted,
+        ));
+    }
+    out
+}
 
 /// The statistics summary printed when the lab ends.
 pub fn summary(s: &LabStats, elapsed: Duration) -> String {
@@ -1926,8 +2379,18 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
     };
     let secure = tls.is_some();
     let limits = args.limits();
-    let lab = match Lab::start_with(args.listen, transport, args.framing.into(), tls, limits) {
+    let framing = args.framing();
+    let started = if args.acked {
+        Lab::start_acked(args.listen, transport, framing, tls, limits)
+    } else {
+        Lab::start_with(args.listen, transport, framing, tls, limits)
+    };
+    let lab = match started {
         Ok(l) => Arc::new(l),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("longlink lab: {e}");
+            return std::process::ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("longlink lab: cannot listen on {}: {e}", args.listen);
             return std::process::ExitCode::from(2);
@@ -1945,7 +2408,7 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
         serve(&lab, transport, secure)
     };
     lab.halt();
-    eprintln!("{}", summary(&lab.stats(), lab.uptime()));
+    eprintln!("{}", summary_acked(&lab.stats(), lab.uptime(), lab.acked()));
     code
 }
 
@@ -1953,9 +2416,14 @@ pub fn main(args: &crate::cli::LabArgs) -> std::process::ExitCode {
 fn serve(lab: &Arc<Lab>, transport: Transport, secure: bool) -> std::process::ExitCode {
     let limits = lab.limits();
     let banner = format!(
-        "longlink lab: {:?}{} on {} ({:?} framing); type a line to send it to every client\n",
+        "longlink lab: {:?}{}{} on {} ({:?} framing); type a line to send it to every client\n",
         transport,
         if secure { " + TLS" } else { "" },
+        if lab.acked() {
+            ", acknowledged delivery"
+        } else {
+            ""
+        },
         lab.local_addr(),
         lab.framing()
     );
@@ -2030,6 +2498,10 @@ pub fn describe(e: &LabEvent) -> String {
             "{now} {peer} -> {} bytes: {}",
             bytes.len(),
             crate::text::text_and_hex(bytes, 256)
+        ),
+        LabEvent::Beat { peer, payload, .. } => format!(
+            "{now} {peer} heartbeat: {}",
+            crate::text::text_and_hex(payload, 64)
         ),
     }
 }
@@ -2216,6 +2688,224 @@ mod tests {
             got.push(l.len())
         });
         assert_eq!(got, vec![MAX_LINE]);
+    }
+
+    fn d(session: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![acked::DATA];
+        f.extend(session.to_be_bytes());
+        f.extend(seq.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    fn len16(f: &[u8]) -> Vec<u8> {
+        frame(Framing::Len16, f).unwrap()
+    }
+
+    fn next_message(lab: &Lab) -> Option<Vec<u8>> {
+        lab.wait_for(
+            Instant::now() + Duration::from_secs(5),
+            |e| match e {
+                LabEvent::Message { bytes, .. } => Some(bytes.clone()),
+                _ => None,
+            },
+            drop,
+        )
+    }
+
+    fn read_frame(c: &mut TcpStream) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut n = [0u8; 2];
+        c.read_exact(&mut n).unwrap();
+        let mut f = vec![0u8; usize::from(u16::from_be_bytes(n))];
+        c.read_exact(&mut f).unwrap();
+        f
+    }
+
+    #[test]
+    fn acked_lab_delivers_once_per_session_across_connections() {
+        let lab = Lab::start_acked(
+            local(),
+            Transport::Tcp,
+            Framing::Len16,
+            None,
+            Limits::default(),
+        )
+        .unwrap();
+        let s = 0x0A0B_0C0D;
+        let mut a = TcpStream::connect(lab.local_addr()).unwrap();
+        // Two messages in one write: one read, one cumulative ack.
+        let mut both = len16(&d(s, 0, b"a"));
+        both.extend(len16(&d(s, 1, b"b")));
+        a.write_all(&both).unwrap();
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"a"[..]));
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"b"[..]));
+        assert_eq!(read_frame(&mut a), acked::ack(s, 2));
+        assert_eq!(lab.stats().acks_sent, 1, "one ack for the batch");
+        drop(a);
+        // The device is back from another port, with the same session: "b"
+        // was delivered already.
+        let mut b = TcpStream::connect(lab.local_addr()).unwrap();
+        let mut again = len16(&d(s, 1, b"b"));
+        again.extend(len16(&d(s, 2, b"c")));
+        b.write_all(&again).unwrap();
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"c"[..]));
+        assert_eq!(read_frame(&mut b), acked::ack(s, 3));
+        assert_eq!(lab.stats().duplicates, 1);
+        // Malformed frames are counted; the connection stays up.
+        b.write_all(&len16(b"Zjunk")).unwrap();
+        b.write_all(&len16(&acked::ack(s, 1))).unwrap();
+        b.write_all(&len16(&d(s, 3, b"d"))).unwrap();
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"d"[..]));
+        assert_eq!(lab.stats().malformed, 2);
+        // A heartbeat is a Beat event, acknowledged with the window.
+        let mut h = vec![acked::BEAT];
+        h.extend(s.to_be_bytes());
+        h.extend(3u32.to_be_bytes());
+        h.extend(b"heart beat");
+        b.write_all(&len16(&h)).unwrap();
+        let beat = lab.wait_for(
+            Instant::now() + Duration::from_secs(5),
+            |e| match e {
+                LabEvent::Beat { payload, .. } => Some(payload.clone()),
+                _ => None,
+            },
+            drop,
+        );
+        assert_eq!(beat.as_deref(), Some(&b"heart beat"[..]));
+        // Out of order over TCP: a gap, dropped, the ack says where to resume.
+        b.write_all(&len16(&d(s, 9, b"z"))).unwrap();
+        let mut acks = Vec::new();
+        while acks.len() < 3 {
+            acks.push(read_frame(&mut b));
+        }
+        assert!(acks.iter().all(|a| *a == acked::ack(s, 4)), "{acks:?}");
+        assert_eq!(lab.stats().gaps, 1);
+        // What the lab sends goes as an M frame.
+        let peer = lab.clients()[0];
+        lab.send_to(peer, b"bin").unwrap();
+        assert_eq!(read_frame(&mut b), b"Mbin");
+        let st = lab.stats();
+        assert_eq!((st.messages_in, st.beats, st.sessions), (4, 1, 1));
+    }
+
+    #[test]
+    fn acked_sessions_are_capped_least_recently_heard_first() {
+        let limits = Limits {
+            max_sessions: 2,
+            ..Limits::default()
+        };
+        let lab = Lab::start_acked(local(), Transport::Udp, Framing::Raw, None, limits).unwrap();
+        let c = UdpSocket::bind(local()).unwrap();
+        c.connect(lab.local_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut ack = [0u8; 16];
+        let send = |f: Vec<u8>| {
+            c.send(&f).unwrap();
+        };
+        send(d(1, 0, b"1a"));
+        send(d(2, 0, b"2a"));
+        send(d(1, 1, b"1b"));
+        // 2 is now the least recently heard: 3 takes its place.
+        send(d(3, 0, b"3a"));
+        for want in [&b"1a"[..], b"2a", b"1b", b"3a"] {
+            assert_eq!(next_message(&lab).as_deref(), Some(want));
+        }
+        // 2 was forgotten: its next message is of an unknown session.
+        send(d(2, 1, b"2b"));
+        send(d(1, 2, b"1c"));
+        assert_eq!(next_message(&lab).as_deref(), Some(&b"1c"[..]));
+        let st = lab.stats();
+        assert_eq!(st.sessions_evicted, 1);
+        assert_eq!(st.unknown_session, 1);
+        assert_eq!(st.sessions, 2);
+        // Every acknowledged frame got its datagram back (not the unknown).
+        let mut n = 0;
+        while n < 5 {
+            assert_eq!(c.recv(&mut ack).unwrap(), acked::ACK_LEN);
+            n += 1;
+        }
+        // Counted once `send_to` returned, which may be after the datagram
+        // arrived.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lab.stats().acks_sent < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(lab.stats().acks_sent, 5);
+    }
+
+    #[test]
+    fn acked_acks_to_a_client_that_does_not_read_are_bounded_and_counted() {
+        let lab = Lab::start_acked(
+            local(),
+            Transport::Tcp,
+            Framing::Len16,
+            None,
+            Limits::default(),
+        )
+        .unwrap();
+        // A tiny receive window: the lab's acks back up quickly.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&lab.local_addr().into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        // Every frame a new session: one ack each, 11 bytes per 13 in.
+        const N: u32 = 200_000;
+        let writer = std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            for i in 0..N {
+                batch.extend(len16(&d(i, 0, b"")));
+                if batch.len() > 60_000 {
+                    c.write_all(&batch).unwrap();
+                    batch.clear();
+                }
+            }
+            c.write_all(&batch).unwrap();
+            c
+        });
+        let mut got = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < N && Instant::now() < deadline {
+            if let Some(LabEvent::Message { .. }) = lab.next_event(Duration::from_millis(100)) {
+                got += 1;
+            }
+            if got.is_multiple_of(4096) {
+                let held: usize = lock(&lab.shared.tcp)
+                    .values()
+                    .map(|o| lock(&o.state).buf.len())
+                    .sum();
+                assert!(held <= OUTBOX + ACK_SLACK, "{held}");
+            }
+        }
+        let _c = writer.join().unwrap();
+        // The last acks are counted just after their messages were queued.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let counted = |s: LabStats| s.acks_sent + s.acks_dropped;
+        while counted(lab.stats()) < u64::from(N) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let st = lab.stats();
+        assert_eq!(got, N, "every message delivered");
+        assert!(st.acks_dropped > 0, "{st:?}");
+        assert_eq!(st.acks_sent + st.acks_dropped, u64::from(N));
+        assert_eq!(st.sessions, DEFAULT_MAX_SESSIONS as u64);
+        assert_eq!(
+            st.sessions_evicted,
+            u64::from(N) - DEFAULT_MAX_SESSIONS as u64
+        );
+    }
+
+    #[test]
+    fn acked_refuses_framings_without_frame_boundaries() {
+        for (t, f) in [
+            (Transport::Tcp, Framing::Raw),
+            (Transport::Tcp, Framing::Lines),
+            (Transport::Udp, Framing::Lines),
+        ] {
+            let e = Lab::start_acked(local(), t, f, None, Limits::default()).err();
+            assert_eq!(e.map(|e| e.kind()), Some(std::io::ErrorKind::InvalidInput));
+        }
     }
 
     #[test]

@@ -84,19 +84,19 @@ fn free_port() -> u16 {
 }
 
 fn lab(cert: &Path, key: &Path, port: u16, check: bool) -> Child {
+    lab_framed(cert, key, port, check, &["--framing", "lines"])
+}
+
+/// `framing`: the framing options (`--framing lines`, or `--acked`).
+fn lab_framed(cert: &Path, key: &Path, port: u16, check: bool, framing: &[&str]) -> Child {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "lab",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--framing",
-        "lines",
-    ])
-    .arg("--tls")
-    .arg("--cert")
-    .arg(cert)
-    .arg("--key")
-    .arg(key);
+    cmd.args(["lab", "--listen", &format!("127.0.0.1:{port}")])
+        .args(framing)
+        .arg("--tls")
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
     if check {
         cmd.args(["--check", "--timeout", "10s"]);
     }
@@ -108,13 +108,13 @@ fn lab(cert: &Path, key: &Path, port: u16, check: bool) -> Child {
 }
 
 fn client(port: u16, ca: &Path) -> Child {
+    client_framed(port, ca, &["--framing", "lines"])
+}
+
+fn client_framed(port: u16, ca: &Path, framing: &[&str]) -> Child {
     Command::new(BIN)
-        .args([
-            "client",
-            &format!("tls://localhost:{port}"),
-            "--framing",
-            "lines",
-        ])
+        .args(["client", &format!("tls://localhost:{port}")])
+        .args(framing)
         .args(["--heartbeat", "200ms", "--retry-delay", "200ms"])
         .arg("--ca")
         .arg(ca)
@@ -123,6 +123,23 @@ fn client(port: u16, ca: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+#[test]
+fn lab_tls_acked_check_passes_against_the_acked_client_binary_over_tls() {
+    let dir = Dir::new();
+    let (ca, cert, key) = pki(&dir, "acked");
+    let port = free_port();
+    let mut lab = lab_framed(&cert, &key, port, true, &["--acked"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut client = client_framed(port, &ca, &["--acked"]);
+    let status = wait_exit(&mut lab, Duration::from_secs(40));
+    let mut out = String::new();
+    lab.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(status.is_some_and(|s| s.success()), "{out}");
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
 }
 
 #[test]

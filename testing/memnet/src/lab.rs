@@ -204,20 +204,22 @@ impl<const N: usize> Peer for LabPeer<N> {
         }
         let len = usize::from(u16::from_be_bytes([self.tx[0], self.tx[1]]));
         let msg = &self.tx[2 + self.tx_off..2 + len];
-        let n = match conn.proto {
-            Proto::Tcp => msg.len().min(buf.len()),
-            // A datagram larger than the buffer is cut, as recv() does.
-            Proto::Udp => msg.len().min(buf.len()),
-        };
+        // A datagram larger than the buffer: what fits is written, and its
+        // full size reported (the stack decides: cut, or an error).
+        let size = msg.len();
+        let n = size.min(buf.len());
         buf[..n].copy_from_slice(&msg[..n]);
-        if conn.proto == Proto::Tcp && n < msg.len() {
+        if conn.proto == Proto::Tcp && n < size {
             self.tx_off += n;
         } else {
             self.tx.copy_within(2 + len..self.tx_len, 0);
             self.tx_len -= 2 + len;
             self.tx_off = 0;
         }
-        Read::Data(n)
+        match conn.proto {
+            Proto::Tcp => Read::Data(n),
+            Proto::Udp => Read::Data(size),
+        }
     }
 
     fn closed(&mut self, conn: Conn) {

@@ -8,11 +8,34 @@
 //! Its [`Behaviour`] switches reproduce how real stacks disagree, so a driver
 //! can be tested against each: [`Behaviour::CONFORMANT`] follows the trait
 //! docs like `std-embedded-nal`, [`Behaviour::SMOLTCP_NAL`] copies
-//! `smoltcp-nal` 0.7: `Ok(0)` from a TCP receive means "no data yet" (and is
-//! all a FIN ever produces), a refused connect is never reported (it stays
-//! `WouldBlock`), sends after the peer's FIN are accepted and lost, and an
-//! empty UDP receive is an error. Partial sends, short reads and spurious
-//! `WouldBlock`s can be switched on with either.
+//! `smoltcp-nal` 0.7 as checked against the real crate (`testing/STACKS.md`,
+//! `testing/realnet`): `Ok(0)` from a TCP receive means "no data yet", the
+//! peer's FIN and RST are errors at once, a refused connect is never
+//! reported but every `connect()` call on the refused socket is a fresh
+//! SYN, sends after the peer's FIN are accepted, an empty UDP receive is an
+//! error and an oversize datagram an error (and gone).
+//! [`Behaviour::SILENT`] is a stack that hides both a refusal and the peer's
+//! close (what this crate used to take smoltcp-nal for), for testing the
+//! timeouts that catch them. Partial sends, short reads and spurious
+//! `WouldBlock`s can be switched on with any.
+//!
+//! ## Each mode against the real stacks
+//!
+//! | edge | `CONFORMANT` (std-embedded-nal 0.4) | `SMOLTCP_NAL` (smoltcp-nal 0.7.0, STACKS.md) | `SILENT` |
+//! |---|---|---|---|
+//! | TCP receive, no data | `WouldBlock` | `Ok(0)` (real: `Ok(0)`) | `Ok(0)` |
+//! | TCP receive after FIN | `Ok(0)` | `Err(PipeClosed)` (real: `TcpReadFailure(Finished)`, kind `PipeClosed`) | `Ok(0)`, read as "no data": hidden |
+//! | TCP receive after RST | `Err(PipeClosed)` | `Err(PipeClosed)` (real: `TcpReadFailure(InvalidState)`, kind `PipeClosed`) | same |
+//! | refused connect | `Err(Refused)` | `WouldBlock`; each later `connect()` asks the peer again, one SYN each ([`Stats::syns`]) (real: a fresh SYN per call) | `WouldBlock` for ever, no new SYN |
+//! | `connect()` while the peer has not answered | `WouldBlock`, no new SYN | same (real: SYN-SENT, no new SYN) | same |
+//! | send after the peer's FIN | `Err(PipeClosed)` | accepted, counted in [`Stats::lost_after_fin`] (real: accepted and transmitted; lost unless the peer only half-closed) | same as `SMOLTCP_NAL` |
+//! | TCP send, peer window full | `WouldBlock` | `Ok(0)` (real: `Ok(0)` from a full send buffer) | `Ok(0)` |
+//! | UDP receive, nothing pending | `WouldBlock` | error (real: `UdpReadFailure(Exhausted)`) | error |
+//! | UDP datagram larger than the buffer | truncated | `Err(Truncated)`, the datagram is gone (real: `UdpReadFailure(Truncated)`, dropped) | truncated |
+//! | UDP send, buffer full | not modelled: the peer takes every datagram (real smoltcp-nal: `UdpWriteFailure(BufferFull)` after the socket's packet slots; see `tests/tests/real_smoltcp.rs`) | | |
+//!
+//! The async face ([`nal_async`]) maps the same switches onto what
+//! embedded-nal-async can express (see its docs).
 //!
 //! With the `async` feature, [`nal_async`] puts the same stack behind the
 //! `embedded-nal-async` traits, on a virtual clock, with the switches
@@ -52,8 +75,9 @@ pub enum Accept {
 /// What the peer has for a receive call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
-    /// `n` bytes (TCP) or one datagram of `n` bytes (UDP) were written to
-    /// the buffer.
+    /// `n` bytes (TCP) were written to the buffer, or one datagram of `n`
+    /// bytes arrived (UDP), of which `min(n, buf.len())` were written: an
+    /// `n` above the buffer's length reports an oversize datagram.
     Data(usize),
     /// Nothing to read now.
     Nothing,
@@ -106,12 +130,27 @@ pub struct Behaviour {
     pub zero_read_means_no_data: bool,
     /// A refused connect is never reported: `connect` stays `WouldBlock`.
     pub hides_refused_connect: bool,
+    /// With `hides_refused_connect`: every `connect` call on a refused
+    /// socket is a new connect to the peer (a fresh SYN, as smoltcp-nal
+    /// sends), counted in [`Stats::syns`]. Without it the socket stays
+    /// silently dead.
+    pub refused_connect_resends: bool,
+    /// After the peer's FIN a TCP receive fails with `PipeClosed` instead of
+    /// returning `Ok(0)` (smoltcp-nal: `TcpReadFailure(Finished)`).
+    pub fin_is_error: bool,
     /// After the peer's FIN, sends succeed and the bytes are lost (instead
     /// of a `PipeClosed` error).
     pub sends_after_fin: bool,
+    /// A TCP send the peer has no room for returns `Ok(0)` instead of
+    /// `WouldBlock` (smoltcp-nal: a full send buffer). Blocking face only.
+    pub full_send_is_ok_zero: bool,
     /// A UDP receive with nothing to read is an error instead of
     /// `WouldBlock`.
     pub empty_udp_receive_is_error: bool,
+    /// A UDP datagram larger than the receive buffer is an error
+    /// ([`Error::Truncated`]) and is gone, instead of being truncated into
+    /// the buffer.
+    pub oversize_datagram_is_error: bool,
     /// Largest number of bytes one TCP send takes (partial writes); 0 = no
     /// limit.
     pub max_send: usize,
@@ -127,19 +166,46 @@ impl Behaviour {
     pub const CONFORMANT: Behaviour = Behaviour {
         zero_read_means_no_data: false,
         hides_refused_connect: false,
+        refused_connect_resends: false,
+        fin_is_error: false,
         sends_after_fin: false,
+        full_send_is_ok_zero: false,
         empty_udp_receive_is_error: false,
+        oversize_datagram_is_error: false,
         max_send: 0,
         would_block_every: 0,
         max_read: 0,
     };
 
-    /// Like `smoltcp-nal` 0.7 over smoltcp 0.12.
+    /// Like `smoltcp-nal` 0.7.0 over smoltcp 0.12, as checked against the
+    /// real crate (`testing/STACKS.md`).
     pub const SMOLTCP_NAL: Behaviour = Behaviour {
         zero_read_means_no_data: true,
         hides_refused_connect: true,
+        refused_connect_resends: true,
+        fin_is_error: true,
         sends_after_fin: true,
+        full_send_is_ok_zero: true,
         empty_udp_receive_is_error: true,
+        oversize_datagram_is_error: true,
+        max_send: 0,
+        would_block_every: 0,
+        max_read: 0,
+    };
+
+    /// A stack that reports neither a refused connect (nor sends a new SYN
+    /// for it) nor the peer's close: `Ok(0)` is all a FIN produces. No real
+    /// stack checked so far is this silent; it is the worst case that the
+    /// core's `connect_timeout` and `idle_timeout` exist for.
+    pub const SILENT: Behaviour = Behaviour {
+        zero_read_means_no_data: true,
+        hides_refused_connect: true,
+        refused_connect_resends: false,
+        fin_is_error: false,
+        sends_after_fin: true,
+        full_send_is_ok_zero: true,
+        empty_udp_receive_is_error: true,
+        oversize_datagram_is_error: false,
         max_send: 0,
         would_block_every: 0,
         max_read: 0,
@@ -159,6 +225,11 @@ pub struct Stats {
     pub connects: u32,
     /// Connects the peer refused (reported or not).
     pub refused: u32,
+    /// TCP connects offered to the peer: the SYNs a real stack would send
+    /// (a socket's first `connect`, and with
+    /// [`Behaviour::refused_connect_resends`] every later one on a refused
+    /// socket). Asking again while the peer has not answered is not one.
+    pub syns: u32,
     /// Calls a real stack would reject or mishandle.
     pub misuse: u32,
     /// Sends that returned `WouldBlock` (injected or window full).
@@ -183,6 +254,9 @@ pub enum Error {
     Misuse,
     /// Name not found.
     NotFound,
+    /// A UDP datagram did not fit the buffer and was discarded
+    /// ([`Behaviour::oversize_datagram_is_error`]).
+    Truncated,
 }
 
 impl core::fmt::Display for Error {
@@ -194,6 +268,7 @@ impl core::fmt::Display for Error {
             Error::NotConnected => "not connected",
             Error::Misuse => "socket misused",
             Error::NotFound => "name not found",
+            Error::Truncated => "datagram larger than the buffer, discarded",
         })
     }
 }
@@ -322,14 +397,37 @@ impl<P: Peer> MemNet<P> {
         Ok(())
     }
 
-    fn start(&mut self, i: usize, proto: Proto, remote: SocketAddr) -> nb::Result<(), Error> {
+    /// `blocking`: called by the blocking face's `connect` (the async face
+    /// polls one connect; it never calls `connect` again, so a refused
+    /// socket just stays dead there).
+    fn start(
+        &mut self,
+        i: usize,
+        proto: Proto,
+        remote: SocketAddr,
+        blocking: bool,
+    ) -> nb::Result<(), Error> {
         match self.slots[i].state {
             State::Open if self.slots[i].used => {
                 self.stats.misuse += 1;
                 return Err(nb::Error::Other(Error::Misuse));
             }
-            State::Open => {}
+            State::Open => {
+                if proto == Proto::Tcp {
+                    self.stats.syns += 1;
+                }
+            }
             State::Connecting(addr) if addr == remote => {}
+            // smoltcp-nal: the RST closed the socket, and `connect` on a
+            // closed socket starts over from a new port.
+            State::Dead
+                if self.behaviour.hides_refused_connect
+                    && self.behaviour.refused_connect_resends
+                    && blocking
+                    && proto == Proto::Tcp =>
+            {
+                self.stats.syns += 1;
+            }
             State::Dead if self.behaviour.hides_refused_connect => {
                 return Err(nb::Error::WouldBlock)
             }
@@ -389,7 +487,7 @@ impl<P: Peer> TcpClientStack for MemNet<P> {
 
     fn connect(&mut self, sock: &mut Socket, remote: SocketAddr) -> nb::Result<(), Error> {
         let i = self.slot(sock, Proto::Tcp)?;
-        self.start(i, Proto::Tcp, remote)
+        self.start(i, Proto::Tcp, remote, true)
     }
 
     fn send(&mut self, sock: &mut Socket, data: &[u8]) -> nb::Result<usize, Error> {
@@ -401,6 +499,7 @@ impl<P: Peer> TcpClientStack for MemNet<P> {
             TcpRead::Data(n) => Ok(n),
             TcpRead::Nothing if self.behaviour.zero_read_means_no_data => Ok(0),
             TcpRead::Nothing => Err(nb::Error::WouldBlock),
+            TcpRead::Eof if self.behaviour.fin_is_error => Err(nb::Error::Other(Error::PipeClosed)),
             TcpRead::Eof => Ok(0),
         }
     }
@@ -433,6 +532,11 @@ impl<P: Peer> MemNet<P> {
                     m => m.min(data.len()),
                 };
                 match self.peer.send(c, &data[..max]).min(max) {
+                    // `inject` is the blocking face: the async one pends.
+                    0 if !data.is_empty() && inject && self.behaviour.full_send_is_ok_zero => {
+                        self.stats.would_blocks += 1;
+                        Ok(0)
+                    }
                     0 if !data.is_empty() => {
                         self.stats.would_blocks += 1;
                         Err(nb::Error::WouldBlock)
@@ -500,17 +604,20 @@ impl<P: Peer> MemNet<P> {
     }
 
     /// One datagram, or `None` when there is none (how "none" is reported is
-    /// up to the face).
+    /// up to the face). An oversize datagram is truncated, or an error when
+    /// `oversize_is_error`.
     fn udp_read(
         &mut self,
         sock: &Socket,
         buf: &mut [u8],
+        oversize_is_error: bool,
     ) -> Result<Option<(usize, SocketAddr)>, Error> {
         let i = self.slot(sock, Proto::Udp)?;
         let State::Connected(c) = self.slots[i].state else {
             return Ok(None);
         };
         match self.peer.receive(c, buf) {
+            Read::Data(n) if n > buf.len() && oversize_is_error => Err(Error::Truncated),
             Read::Data(n) => Ok(Some((n.min(buf.len()), c.remote))),
             _ => Ok(None),
         }
@@ -527,7 +634,7 @@ impl<P: Peer> UdpClientStack for MemNet<P> {
 
     fn connect(&mut self, sock: &mut Socket, remote: SocketAddr) -> Result<(), Error> {
         let i = self.slot(sock, Proto::Udp)?;
-        match self.start(i, Proto::Udp, remote) {
+        match self.start(i, Proto::Udp, remote, true) {
             Ok(()) => Ok(()),
             // UDP has no handshake: an unreachable port shows up later, on
             // send, as ICMP would.
@@ -548,7 +655,8 @@ impl<P: Peer> UdpClientStack for MemNet<P> {
         sock: &mut Socket,
         buf: &mut [u8],
     ) -> nb::Result<(usize, SocketAddr), Error> {
-        match self.udp_read(sock, buf)? {
+        let oversize_is_error = self.behaviour.oversize_datagram_is_error;
+        match self.udp_read(sock, buf, oversize_is_error)? {
             Some(got) => Ok(got),
             None if self.behaviour.empty_udp_receive_is_error => {
                 Err(nb::Error::Other(Error::NotConnected))

@@ -24,6 +24,10 @@
 //! | `zero_read_means_no_data` | `Ok(0)` means "nothing yet", and is all a FIN produces | "nothing yet" is `Pending` on every async stack; what survives is that a FIN is never reported: after it, `read` stays pending forever (only an idle timeout notices) |
 //! | `hides_refused_connect` | `connect` stays `WouldBlock` | the TCP `connect` future never resolves (drop it: a connect timeout); UDP sends to a refused port succeed and are lost |
 //! | `sends_after_fin` | sends succeed, bytes lost | same: `write` after the FIN returns `Ok(len)` and the bytes are lost |
+//! | `refused_connect_resends` | every `connect` on a refused socket is a fresh SYN ([`Stats::syns`](crate::Stats)) | not reproduced: one `connect` future is one attempt; the refused socket stays dead and the future pends |
+//! | `fin_is_error` | the FIN is `Err(PipeClosed)` | the FIN is reported (`Ok(0)`), even with `zero_read_means_no_data` |
+//! | `oversize_datagram_is_error` | `Err(Truncated)`, datagram gone | not reproduced: truncated, as `receive_into` documents |
+//! | `full_send_is_ok_zero` | a send the peer has no room for is `Ok(0)` | not reproduced: `write` pends until there is room, as embassy-net's does |
 //! | `empty_udp_receive_is_error` | error instead of `WouldBlock` | not reproduced: `receive_into` pends until a datagram arrives. An async receive has no "nothing yet" to misreport, and one that failed instead would force every caller into a polling loop |
 //! | `max_send` | partial sends | partial writes |
 //! | `max_read` | short reads | short reads |
@@ -67,6 +71,7 @@ impl embedded_io_async::Error for Error {
             Error::NotConnected => ErrorKind::NotConnected,
             Error::Misuse => ErrorKind::InvalidInput,
             Error::NotFound => ErrorKind::NotFound,
+            Error::Truncated => ErrorKind::InvalidData,
         }
     }
 }
@@ -404,7 +409,7 @@ impl<P: Peer> Read for TcpConnection<'_, P> {
         stack.pend(sock.slot, stack.draw_read_pending()).await;
         poll_fn(|cx| {
             let mut net = stack.net.borrow_mut();
-            let hide_fin = net.behaviour.zero_read_means_no_data;
+            let hide_fin = net.behaviour.zero_read_means_no_data && !net.behaviour.fin_is_error;
             match net.tcp_read(sock, buf) {
                 Ok(TcpRead::Data(n)) if n > 0 => Poll::Ready(Ok(n)),
                 // Zero bytes is no TCP segment at all; look again.
@@ -482,7 +487,7 @@ impl<P: Peer> TcpConnect for AsyncMemNet<P> {
             self.clock.sleep(u64::from(handshake)).await;
         }
         poll_fn(|cx| {
-            let started = self.net.borrow_mut().start(slot, Proto::Tcp, remote);
+            let started = self.net.borrow_mut().start(slot, Proto::Tcp, remote, false);
             match started {
                 Ok(()) => Poll::Ready(Ok(())),
                 // No answer yet, or a refusal the stack hides.
@@ -538,7 +543,9 @@ impl<P: Peer> ConnectedUdp for UdpConnection<'_, P> {
         let sock = self.sock.as_ref().ok_or(Error::Misuse)?;
         stack.pend(sock.slot, stack.draw_read_pending()).await;
         poll_fn(|cx| {
-            let got = stack.net.borrow_mut().udp_read(sock, buf);
+            // Truncated, as embedded-nal-async's `receive_into` documents (the
+            // driver reads one byte more to tell).
+            let got = stack.net.borrow_mut().udp_read(sock, buf, false);
             match got {
                 Ok(Some((n, _))) => Poll::Ready(Ok(n)),
                 Ok(None) => {
