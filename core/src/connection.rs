@@ -216,6 +216,10 @@ impl Timers {
     /// not. One search serves both [`next`](Self::next) and
     /// [`expired`](Self::expired): 64-bit compares are not free on a 32-bit MCU.
     #[inline(never)]
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "an index loop on purpose: the iterator version pulled Iterator::nth in (code size)"
+    )]
     fn earliest(&self) -> (Timer, u64) {
         const ALL: [Timer; TIMERS] = [
             Timer::Phase,
