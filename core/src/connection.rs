@@ -216,6 +216,10 @@ impl Timers {
     /// not. One search serves both [`next`](Self::next) and
     /// [`expired`](Self::expired): 64-bit compares are not free on a 32-bit MCU.
     #[inline(never)]
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "an index loop on purpose: the iterator version pulled Iterator::nth in (code size)"
+    )]
     fn earliest(&self) -> (Timer, u64) {
         const ALL: [Timer; TIMERS] = [
             Timer::Phase,
@@ -513,10 +517,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             self.sent_bytes += frame_len;
             self.stats.messages_out = self.stats.messages_out.wrapping_add(1);
             if heartbeat {
-                self.heartbeat_queued = false;
+                // `heartbeat_queued` stays set until the heartbeat leaves
+                // the queue (`settle`): in the acknowledged mode one
+                // written behind an unacknowledged message stays, and is
+                // sent again after a reconnect; another one would pile up.
                 self.stats.heartbeats_sent = self.stats.heartbeats_sent.wrapping_add(1);
             } else {
-                self.data_sent(now);
+                self.data_sent(now, self.sent_bytes - frame_len);
             }
         }
         if self.settle() && self.rx_blocked {
@@ -651,7 +658,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             let (len, _) = self.queue.entry(self.sent)?;
             return bytes.get(self.sent_bytes..self.sent_bytes + len);
         }
-        bytes.get(self.written..).filter(|rest| !rest.is_empty())
+        let end = self.transmit_end(bytes.len());
+        bytes.get(self.written..end).filter(|rest| !rest.is_empty())
     }
 
     /// The next [`Event`] (see its docs for the order); `None` when there is
@@ -907,6 +915,8 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.stats.rx_discarded = self.stats.rx_discarded.wrapping_add(self.rx_len as u32);
         self.rx_len = 0;
         self.rx_blocked = false;
+        // Acknowledged messages no longer held back by a cut one leave.
+        self.settle();
     }
 
     fn enter_backoff(&mut self, now: Instant) {
@@ -1181,6 +1191,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
                 break;
             }
             self.queue.drop_front();
+            if heartbeat {
+                self.heartbeat_queued = false;
+            }
             if self.sent > 0 {
                 self.sent -= 1;
                 self.sent_bytes -= len;
@@ -1229,15 +1242,39 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     fn head_acknowledged(&self) -> bool {
         #[cfg(feature = "acked")]
         if self.acked() {
-            let p = self.config.framing.prefix_len();
-            let seq = self
+            return self
                 .queue
                 .front()
-                .and_then(|(f, _)| f.get(p + 5..p + 9)?.first_chunk::<4>().copied());
-            return seq
-                .is_some_and(|s| crate::acked::seq_before(u32::from_be_bytes(s), self.ack.acked));
+                .is_some_and(|(f, _)| self.frame_acknowledged(f));
         }
         true
+    }
+
+    /// Whether the queued `D` frame `frame` (framing included) was
+    /// acknowledged.
+    #[cfg(feature = "acked")]
+    fn frame_acknowledged(&self, frame: &[u8]) -> bool {
+        let p = self.config.framing.prefix_len();
+        let seq = frame.get(p + 5..p + 9).and_then(|s| s.first_chunk::<4>());
+        seq.is_some_and(|s| crate::acked::seq_before(u32::from_be_bytes(*s), self.ack.acked))
+    }
+
+    /// TCP: where the transmit view ends: everything queued, except
+    /// (acknowledged mode) an acknowledged message not started on this
+    /// connection: the view ends before it, so that it leaves the queue
+    /// unsent once what is ahead of it was written.
+    fn transmit_end(&self, all: usize) -> usize {
+        #[cfg(feature = "acked")]
+        if self.acked() {
+            let mut at = 0;
+            for (frame, heartbeat) in self.queue.iter() {
+                if at >= self.written && !heartbeat && self.frame_acknowledged(frame) {
+                    return at;
+                }
+                at += frame.len();
+            }
+        }
+        all
     }
 
     /// UDP: whether another datagram may go out now (acknowledged mode:
@@ -1280,14 +1317,27 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         }
     }
 
-    /// An application message was written whole: its ack is now awaited.
-    fn data_sent(&mut self, now: Instant) {
+    /// An application message, at `at` in the queue's bytes, was written
+    /// whole: its ack is now awaited.
+    fn data_sent(&mut self, now: Instant, at: usize) {
         #[cfg(feature = "acked")]
-        if self.acked() && self.timers.0[Timer::Ack as usize] == u64::MAX {
-            let delay = self.ack_delay();
-            self.timers.set(Timer::Ack, now, Some(delay));
+        if self.acked() {
+            // The highest sequence number ever written bounds what an ack
+            // may cover.
+            let p = at + self.config.framing.prefix_len();
+            let seq = self.queue.bytes().get(p + 5..p + 9);
+            if let Some(s) = seq.and_then(|s| s.first_chunk::<4>()) {
+                let next = u32::from_be_bytes(*s).wrapping_add(1);
+                if crate::acked::seq_before(self.ack.written, next) {
+                    self.ack.written = next;
+                }
+            }
+            if self.timers.0[Timer::Ack as usize] == u64::MAX {
+                let delay = self.ack_delay();
+                self.timers.set(Timer::Ack, now, Some(delay));
+            }
         }
-        let _ = now;
+        let _ = (now, at);
     }
 }
 
@@ -1300,9 +1350,9 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         let Some(a) = self.config.acked() else {
             return;
         };
-        if session != a.session || seq_before(self.ack.next_seq, next) {
+        if session != a.session || seq_before(self.ack.written, next) {
             // Another session's (an earlier run of this device), or for
-            // messages never sent: not ours to believe.
+            // messages never written: not ours to believe.
             self.stats.acks_ignored = self.stats.acks_ignored.wrapping_add(1);
             return;
         }
@@ -1370,6 +1420,9 @@ struct AckState {
     next_seq: u32,
     /// Every message before this one was acknowledged.
     acked: u32,
+    /// One past the highest sequence number ever written whole: an ack
+    /// beyond it is not believed.
+    written: u32,
     /// Consecutive ack timeouts.
     retries: u8,
 }

@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use longlink_core::time::Duration;
-use longlink_core::{Backoff, Config, Framing, Transport};
+use longlink_core::{Acked, Backoff, Config, Delivery, Framing, Transport};
 use longlink_tests::sim::{Harness, Violation};
 
 #[derive(Arbitrary, Debug)]
@@ -24,6 +24,8 @@ struct FuzzConfig {
     connect_timeout: Option<u16>,
     backoff_cap: Option<u16>,
     seed: u64,
+    /// The acknowledged mode: session, ack timeout, retransmissions, window.
+    acked: Option<(u32, u16, u8, u8)>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -84,22 +86,41 @@ fn config(f: &FuzzConfig) -> Config {
             },
         },
         seed: f.seed,
+        delivery: match f.acked {
+            None => Delivery::Socket,
+            Some((session, timeout, retransmissions, window)) => Delivery::Acked(Acked {
+                session,
+                ack_timeout: ms(timeout),
+                max_retransmissions: retransmissions % 6,
+                max_in_flight: window % 5 + 1,
+            }),
+        },
         ..Config::default()
+    }
+}
+
+/// `to`, or the deadline if it comes first (acknowledged mode).
+fn clamp<const Q: usize, const R: usize>(h: &Harness<Q, R>, to: u64) -> u64 {
+    match h.deadline() {
+        Some(d) if h.acked() => d.min(to),
+        _ => to,
     }
 }
 
 fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), Violation> {
     // A config these sizes cannot hold is refused up front: not a bug.
+    let udp = cfg.transport == Transport::Udp;
     let Ok(mut h) = Harness::<Q, R>::new(cfg, false) else {
         return Ok(());
     };
-    let udp = cfg.transport == Transport::Udp;
     for op in ops {
         let now = h.now();
         match op {
             Op::Network(up) => h.network(now, *up)?,
-            Op::Advance(d) => h.advance(now + u64::from(*d))?,
-            Op::AdvanceFar(d) => h.advance(now + u64::from(*d))?,
+            // The acknowledged mode's oracle needs the timers to fire at
+            // their deadlines: never past the next one.
+            Op::Advance(d) => h.advance(clamp(&h, now + u64::from(*d)))?,
+            Op::AdvanceFar(d) => h.advance(clamp(&h, now + u64::from(*d)))?,
             Op::ToDeadline => {
                 if let Some(d) = h.deadline() {
                     h.advance(d)?;
@@ -137,9 +158,9 @@ fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), Vi
 fuzz_target!(|input: Input| {
     let cfg = config(&input.config);
     let r = match input.config.sizes % 3 {
-        0 => run::<64, 16>(cfg, &input.ops),
-        1 => run::<48, 64>(cfg, &input.ops),
-        _ => run::<256, 96>(cfg, &input.ops),
+        0 => run::<64, 16>(cfg.clone(), &input.ops),
+        1 => run::<48, 64>(cfg.clone(), &input.ops),
+        _ => run::<256, 96>(cfg.clone(), &input.ops),
     };
     if let Err(v) = r {
         panic!("invariant violated {v}\nconfig {cfg:?}");

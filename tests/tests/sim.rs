@@ -39,6 +39,12 @@ fn seeded_fault_scenarios() {
     let mut failures = Vec::new();
     let mut total = longlink_core::Stats::default();
     let mut cut = 0u64;
+    // The acknowledged mode's worlds, and what the servers lost unread in
+    // each mode (socket mode: lost for good, and counted; acked mode:
+    // resent, and delivered exactly once all the same).
+    let (mut acked_seeds, mut acks, mut acks_ignored, mut acked_msgs, mut ack_timeouts) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut lost_socket, mut lost_acked, mut losses_acked) = (0u64, 0u64, 0u64);
     let (mut steps, mut connects, mut apps, mut replies, mut rejected, mut resets, mut cycles) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in start..start + count {
@@ -53,6 +59,17 @@ fn seeded_fault_scenarios() {
                 resets += u64::from(r.resets_and_cycles.0);
                 cycles += u64::from(r.resets_and_cycles.1);
                 cut += r.cut_frames;
+                if r.acked {
+                    acked_seeds += 1;
+                    acks += u64::from(r.stats.acks);
+                    acks_ignored += u64::from(r.stats.acks_ignored);
+                    acked_msgs += u64::from(r.stats.messages_acked);
+                    ack_timeouts += u64::from(r.stats.ack_timeouts);
+                    lost_acked += r.server_lost.0;
+                    losses_acked += r.server_lost.1;
+                } else {
+                    lost_socket += r.server_lost.0;
+                }
                 let s = r.stats;
                 total.connect_timeouts += s.connect_timeouts;
                 total.idle_timeouts += s.idle_timeouts;
@@ -93,6 +110,11 @@ fn seeded_fault_scenarios() {
         total.heartbeats_skipped,
         total.rx_discarded
     );
+    println!(
+        "     acknowledged mode: {acked_seeds} seeds, {acks} acks ({acks_ignored} ignored), {acked_msgs} messages acknowledged, \
+         {ack_timeouts} ack timeouts; {losses_acked} server losses ({lost_acked} bytes its socket had accepted) recovered; \
+         socket mode: {lost_socket} bytes lost by servers, counted"
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     // The sweep must exercise what it claims to.
     if count >= 500 {
@@ -107,6 +129,14 @@ fn seeded_fault_scenarios() {
         assert!(total.connect_timeouts > 0 && total.idle_timeouts > 0 && total.queue_full > 0);
         assert!(
             total.heartbeats_skipped > 0 && total.rx_discarded > 0 && total.replies_dropped > 0
+        );
+        assert!(
+            acked_seeds > count / 4
+                && acks > 0
+                && acks_ignored > 0
+                && ack_timeouts > 0
+                && losses_acked > 0
+                && lost_socket > 0
         );
     }
 }

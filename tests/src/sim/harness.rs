@@ -4,8 +4,8 @@
 
 use longlink_core::time::Instant;
 use longlink_core::{
-    Action, Config, Connection, Error, Framing, QueueError, Stats, Status, TestProtocol, Transport,
-    MIN_PLAUSIBLE_UNIX_MS,
+    Action, Config, Connection, Delivery, Error, Framing, QueueError, Stats, Status, TestProtocol,
+    Transport, MIN_PLAUSIBLE_UNIX_MS,
 };
 
 use super::ledger::{Ledger, HEADER};
@@ -47,6 +47,25 @@ pub struct Harness<const Q: usize, const R: usize> {
     stats: Stats,
     transcript: Option<Vec<(u64, Event)>>,
     next_app: u64,
+    /// What the socket took in the last [`write`](Self::write).
+    last_written: Vec<u8>,
+}
+
+/// The acknowledged mode's session, if it is on.
+fn session(cfg: &Config) -> Option<u32> {
+    match cfg.delivery {
+        Delivery::Acked(a) => Some(a.session),
+        Delivery::Socket => None,
+    }
+}
+
+/// Bytes the delivery mode puts before every message.
+fn envelope(cfg: &Config) -> usize {
+    if session(cfg).is_some() {
+        longlink_core::acked::DEVICE_HEADER
+    } else {
+        0
+    }
 }
 
 fn heartbeats_issued(stats: &Stats, pending: usize) -> u64 {
@@ -60,11 +79,12 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         let conn = Connection::new(cfg.clone(), TestProtocol::default(), Instant::ZERO)
             .map_err(|e| Violation::new(0, format!("config refused: {e}")))?;
         let hb_slot = if cfg.heartbeat_interval.is_some() {
-            HEADER + cfg.heartbeat_payload.len() + cfg.framing.overhead()
+            HEADER + cfg.heartbeat_payload.len() + cfg.framing.overhead() + envelope(&cfg)
         } else {
             0
         };
         let h = Harness {
+            last_written: Vec::new(),
             conn,
             oracle: Oracle::new(cfg.clone(), 0),
             ledger: Ledger::new(
@@ -74,6 +94,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
                 R,
                 &cfg.heartbeat_payload,
                 hb_slot,
+                session(&cfg),
             ),
             cfg,
             socket: Socket::Closed,
@@ -138,9 +159,43 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         self.conn.receive_buffer().len()
     }
 
-    /// App messages enqueued and not yet written whole.
+    /// App messages enqueued and not yet written whole (acknowledged mode:
+    /// messages, replies included, not yet acknowledged).
     pub fn apps_owed(&self) -> usize {
-        self.ledger.apps.len()
+        self.ledger.apps_owed()
+    }
+
+    /// Whether the acknowledged mode is on.
+    pub fn acked(&self) -> bool {
+        self.ledger.acked.is_some()
+    }
+
+    /// What the socket took in the last [`write`](Self::write).
+    pub fn last_written(&self) -> &[u8] {
+        &self.last_written
+    }
+
+    /// Bytes the socket took so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.ledger.bytes_out
+    }
+
+    /// Acknowledged mode: one past the highest seq written whole so far,
+    /// and every seq before the second was acknowledged to the device.
+    pub fn acked_window(&self) -> (u32, u32) {
+        self.ledger
+            .acked
+            .as_ref()
+            .map_or((0, 0), |b| (b.written_max, b.acked))
+    }
+
+    /// Acknowledged mode: the server application got `D` frame `seq` (its
+    /// `Dedup` said deliver); it must be the next one end to end.
+    pub fn server_delivered(&mut self, seq: u32, payload: &[u8]) -> Result<(), Violation> {
+        let now = self.now();
+        self.ledger
+            .server_delivered(seq, payload)
+            .map_err(|m| Violation::new(now, m))
     }
 
     /// Replies owed to handled requests, not yet written whole.
@@ -174,6 +229,20 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         self.conn.queued_frames().filter(|(_, hb)| *hb).count()
     }
 
+    /// What the heartbeats issued in a call are counted from. Socket mode:
+    /// sent + skipped + queued. Acknowledged mode, where a heartbeat written
+    /// behind an unacknowledged message stays queued (and is counted as
+    /// sent again when a retransmission repeats it): skipped + queued, and
+    /// a call pushes at most one heartbeat and (timers and events being
+    /// separate calls) never also drops one.
+    fn hb_mark(&self, st: &Stats) -> u64 {
+        if self.ledger.acked.is_some() {
+            u64::from(st.heartbeats_skipped) + self.pending_heartbeats() as u64
+        } else {
+            heartbeats_issued(st, self.pending_heartbeats())
+        }
+    }
+
     /// Runs `f` as one call at `now` with the oracle's predictions around it.
     fn call<T>(
         &mut self,
@@ -183,7 +252,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         f: impl FnOnce(&mut Connection<TestProtocol, Q, R>, Instant) -> T,
     ) -> Result<(bool, T), Violation> {
         let before = self.stats;
-        let hb_before = heartbeats_issued(&before, self.pending_heartbeats());
+        let hb_before = self.hb_mark(&before);
         self.oracle.begin(now);
         let expect_ok = event(&mut self.oracle);
         let out = f(&mut self.conn, Instant::from_millis(now));
@@ -196,11 +265,15 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         let now = self.now();
         let v = |m: String| Violation::new(now, format!("{what}: {m}"));
         let st = *self.conn.stats();
-        // Inbound: handled messages and their replies, rejections.
-        self.ledger
+        // Inbound: handled messages and their replies, acks and junk,
+        // rejections.
+        let junk = self
+            .ledger
             .handle(st.messages_in - before.messages_in, now)
             .map_err(v)?;
-        let rejected = st.frames_rejected - before.frames_rejected;
+        let rejected = (st.frames_rejected - before.frames_rejected)
+            .checked_sub(junk)
+            .ok_or_else(|| v(format!("{junk} junk frames, but fewer rejected")))?;
         if rejected > 0 {
             if rejected > 1 || !self.ledger.inbox.is_empty() || !self.ledger.bad {
                 return Err(v(format!(
@@ -223,7 +296,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
             self.conn.consecutive_failures(),
             before,
             &st,
-            heartbeats_issued(&st, self.pending_heartbeats()).saturating_sub(hb_before),
+            self.hb_mark(&st).saturating_sub(hb_before),
             self.deadline(),
         )?;
         for a in &actions {
@@ -302,6 +375,27 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
                 )));
             }
         }
+        if let Some(b) = &self.ledger.acked {
+            let acked_counters = [
+                (
+                    "acks_ignored",
+                    u64::from(st.acks_ignored),
+                    u64::from(b.acks_ignored),
+                ),
+                (
+                    "messages_acked",
+                    u64::from(st.messages_acked),
+                    u64::from(b.messages_acked),
+                ),
+            ];
+            for (name, got, want) in acked_counters {
+                if got != want {
+                    return Err(v(format!(
+                        "stats.{name} = {got}, the simulation counted {want}"
+                    )));
+                }
+            }
+        }
         if self.socket == Socket::Open && status != Status::Connected {
             return Err(v("socket open but not connected".into()));
         }
@@ -322,7 +416,18 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
     }
 
     /// Time passes to `now`.
+    ///
+    /// Acknowledged mode: never past the deadline (the oracle reads the
+    /// ack timer's firings from the counters, so the timers due in one
+    /// call must be those of one instant; see the oracle). A driver that
+    /// wants to jump calls at each deadline on the way.
     pub fn advance(&mut self, now: u64) -> Result<(), Violation> {
+        if self.acked() && self.deadline().is_some_and(|d| d < now) {
+            return Err(Violation::new(
+                self.now(),
+                format!("advance to {now} past the deadline {:?}", self.deadline()),
+            ));
+        }
         self.call("handle_timeout", now, |_| true, |c, t| c.handle_timeout(t))?;
         Ok(())
     }
@@ -419,12 +524,13 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         self.advance(now)?;
         // The queue's arithmetic, from its documented layout.
         let framing = self.cfg.framing;
+        let env = envelope(&self.cfg);
         let hb_slot = if self.cfg.heartbeat_interval.is_some() {
-            HEADER + self.cfg.heartbeat_payload.len() + framing.overhead()
+            HEADER + self.cfg.heartbeat_payload.len() + framing.overhead() + env
         } else {
             0
         };
-        let frame_len = msg.len() + framing.overhead();
+        let frame_len = msg.len() + framing.overhead() + env;
         let used: usize = self
             .conn
             .queued_frames()
@@ -448,7 +554,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
             self.ledger.queue_full += 1;
         }
         if expected.is_ok() {
-            self.ledger.apps.push_back(msg.clone());
+            self.ledger.app_enqueued(msg.clone());
             self.next_app += 1;
         }
         let r = self.conn.enqueue(&msg);
@@ -462,7 +568,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
             ));
         }
         let before = self.stats;
-        let hb = heartbeats_issued(&before, self.pending_heartbeats());
+        let hb = self.hb_mark(&before);
         self.oracle.begin(now);
         self.after("enqueue", &before, hb)?;
         Ok(r)
@@ -473,8 +579,16 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
     /// the bytes written.
     pub fn write(&mut self, now: u64, max: usize) -> Result<usize, Violation> {
         self.advance(now)?;
+        self.last_written.clear();
         let Some(offer) = self.conn.poll_transmit().map(<[u8]>::to_vec) else {
-            if self.oracle.connected() && self.conn.queued() > 0 {
+            // Acknowledged mode: legal while a message written waits for
+            // its ack (the ack timer then runs), never otherwise.
+            let waiting = self
+                .ledger
+                .acked
+                .as_ref()
+                .is_some_and(|b| b.acked != b.written_max);
+            if self.oracle.connected() && self.conn.queued() > 0 && !waiting {
                 return Err(Violation::new(
                     now,
                     "queued data but nothing to transmit".into(),
@@ -503,6 +617,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         if n > 0 {
             self.record(Event::Wrote(offer[..n].to_vec()));
         }
+        self.last_written.extend_from_slice(&offer[..n]);
         let (_, r) = self.call(
             "handle_written",
             now,
@@ -591,7 +706,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
     pub fn clock_back(&mut self, by: u64) -> Result<(), Violation> {
         let t = self.now().saturating_sub(by);
         let before = self.stats;
-        let hb = heartbeats_issued(&before, self.pending_heartbeats());
+        let hb = self.hb_mark(&before);
         self.conn.handle_timeout(Instant::from_millis(t));
         let now = self.now();
         self.oracle.begin(now);
@@ -601,6 +716,18 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
     /// Final checks once the run has drained: nothing owed, nothing unhandled.
     pub fn finish(&self) -> Result<(), Violation> {
         let now = self.now();
+        if let Some(b) = &self.ledger.acked {
+            if b.server_delivered as usize != b.by_seq.len() {
+                return Err(Violation::new(
+                    now,
+                    format!(
+                        "the server application got {} of {} messages",
+                        b.server_delivered,
+                        b.by_seq.len()
+                    ),
+                ));
+            }
+        }
         if let Some(a) = self.ledger.apps.front() {
             return Err(Violation::new(
                 now,

@@ -15,13 +15,14 @@
 
 use std::collections::VecDeque;
 
+use longlink_core::acked::{seq_before, Frame};
 use longlink_core::{Framing, Transport, BIN_REPLY};
 
 /// Queue header bytes per message (the queue's storage format).
 pub(crate) const HEADER: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
+pub(crate) enum Class {
     App,
     Heartbeat,
     Reply,
@@ -48,6 +49,40 @@ pub fn reference_reply(msg: &[u8], unix_ms: Option<u64>) -> Option<Vec<u8>> {
     }
 }
 
+/// What an inbound frame is to the state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An application message (acknowledged mode: an `M` frame, stored
+    /// without its tag).
+    Msg,
+    /// Acknowledged mode: an `A` frame (session, next).
+    Ack(u32, u32),
+    /// Acknowledged mode: a well framed frame that is neither: counted in
+    /// `frames_rejected`, the link stays up.
+    Junk,
+}
+
+/// The acknowledged mode's books: every `D` frame by sequence number, what
+/// the device was told was delivered, what the server application got.
+pub(crate) struct AckedBook {
+    pub(crate) session: u32,
+    /// Class and payload of every message queued with an envelope, by seq
+    /// (the simulation never wraps the sequence space).
+    pub(crate) by_seq: Vec<(Class, Vec<u8>)>,
+    /// Every seq before this one was acknowledged to the device (by the
+    /// rules the device must follow: its session, nothing beyond what it
+    /// ever wrote).
+    pub(crate) acked: u32,
+    /// One past the highest seq ever written whole.
+    pub(crate) written_max: u32,
+    /// Messages the server application received (Dedup's deliveries).
+    pub(crate) server_delivered: u32,
+    /// Acks the device must have ignored (another session, beyond written).
+    pub(crate) acks_ignored: u32,
+    /// Messages the device must have counted as acknowledged.
+    pub(crate) messages_acked: u32,
+}
+
 pub(crate) struct Ledger {
     framing: Framing,
     transport: Transport,
@@ -61,8 +96,10 @@ pub(crate) struct Ledger {
     pub(crate) replies: VecDeque<Vec<u8>>,
     /// Inbound bytes of the current connection not yet decoded (TCP).
     mirror: Vec<u8>,
-    /// Decoded inbound messages not yet handled, with their wire size.
-    pub(crate) inbox: VecDeque<(Vec<u8>, usize)>,
+    /// Decoded inbound frames not yet handled, with their wire size.
+    pub(crate) inbox: VecDeque<(Vec<u8>, usize, Kind)>,
+    /// The acknowledged mode's books (`None` in the socket mode).
+    pub(crate) acked: Option<AckedBook>,
     /// A bad frame follows the inbox (the state machine must reject it once
     /// the inbox is handled).
     pub(crate) bad: bool,
@@ -96,8 +133,18 @@ impl Ledger {
         r: usize,
         hb_payload: &[u8],
         hb_slot: usize,
+        session: Option<u32>,
     ) -> Self {
         Ledger {
+            acked: session.map(|session| AckedBook {
+                session,
+                by_seq: Vec::new(),
+                acked: 0,
+                written_max: 0,
+                server_delivered: 0,
+                acks_ignored: 0,
+                messages_acked: 0,
+            }),
             framing,
             transport,
             r,
@@ -147,7 +194,7 @@ impl Ledger {
         }
         match self.framing {
             // Each read is one message.
-            Framing::Raw => self.inbox.push_back((bytes.to_vec(), bytes.len())),
+            Framing::Raw => self.inbound(bytes.to_vec(), bytes.len()),
             Framing::Lines | Framing::Len16 => {
                 self.mirror.extend_from_slice(bytes);
                 self.decode_mirror(false);
@@ -165,7 +212,7 @@ impl Ledger {
             return;
         }
         match self.framing {
-            Framing::Raw => self.inbox.push_back((d.to_vec(), d.len())),
+            Framing::Raw => self.inbound(d.to_vec(), d.len()),
             Framing::Lines | Framing::Len16 => {
                 self.mirror.extend_from_slice(d);
                 self.decode_mirror(true);
@@ -192,7 +239,7 @@ impl Ledger {
                         if line.last() == Some(&b'\r') {
                             line.pop();
                         }
-                        self.inbox.push_back((line, nl + 1));
+                        self.inbound(line, nl + 1);
                     }
                     None => {
                         self.bad =
@@ -216,17 +263,61 @@ impl Ledger {
                         return;
                     }
                     let frame: Vec<u8> = self.mirror.drain(..total).collect();
-                    self.inbox.push_back((frame[2..].to_vec(), total));
+                    self.inbound(frame[2..].to_vec(), total);
                 }
                 Framing::Raw => return,
             }
         }
     }
 
+    /// One decoded inbound frame: in the acknowledged mode an `M` frame is
+    /// a message, an `A` frame an ack, anything else junk.
+    fn inbound(&mut self, frame: Vec<u8>, wire: usize) {
+        if self.acked.is_none() {
+            self.inbox.push_back((frame, wire, Kind::Msg));
+            return;
+        }
+        let (body, kind) = match Frame::decode(&frame) {
+            Ok(Frame::Ack { session, next }) => (Vec::new(), Kind::Ack(session, next)),
+            Ok(Frame::Msg(m)) => (m.to_vec(), Kind::Msg),
+            _ => (Vec::new(), Kind::Junk),
+        };
+        self.inbox.push_back((body, wire, kind));
+    }
+
+    /// Acknowledged mode: the acks and junk at the head of the inbox, which
+    /// the state machine handles as soon as it reaches them (only a
+    /// message's reply can make it wait). Returns the junk frames.
+    fn take_non_messages(&mut self) -> u32 {
+        let mut junk = 0;
+        while let Some(kind) = self.inbox.front().map(|(_, _, k)| *k) {
+            match kind {
+                Kind::Msg => break,
+                Kind::Junk => junk += 1,
+                Kind::Ack(session, next) => {
+                    if let Some(b) = self.acked.as_mut() {
+                        if session != b.session || seq_before(b.written_max, next) {
+                            b.acks_ignored += 1;
+                        } else if seq_before(b.acked, next) {
+                            b.messages_acked += next.wrapping_sub(b.acked);
+                            b.acked = next;
+                        }
+                    }
+                }
+            }
+            self.inbox.pop_front();
+        }
+        self.rejected += junk;
+        junk
+    }
+
     /// The state machine handled `n` more messages at monotonic time `now`.
-    pub(crate) fn handle(&mut self, n: u32, now: u64) -> Result<(), String> {
+    /// Returns how many junk frames it must have rejected on the way
+    /// (acknowledged mode).
+    pub(crate) fn handle(&mut self, n: u32, now: u64) -> Result<u32, String> {
+        let mut junk = self.take_non_messages();
         for _ in 0..n {
-            let Some((msg, _)) = self.inbox.pop_front() else {
+            let Some((msg, _, _)) = self.inbox.pop_front() else {
                 return Err("the state machine handled a message that was never delivered".into());
             };
             self.handled += 1;
@@ -241,19 +332,66 @@ impl Ledger {
                 // receiver would take it for half of a `\r\n`).
                 let unframeable = self.framing == Framing::Lines
                     && (reply.contains(&b'\n') || reply.last() == Some(&b'\r'));
-                if unframeable || reply.len() + self.framing.overhead() > self.max_frame {
+                let envelope = if self.acked.is_some() { 9 } else { 0 };
+                if unframeable || reply.len() + self.framing.overhead() + envelope > self.max_frame
+                {
                     self.replies_dropped += 1;
+                } else if let Some(b) = self.acked.as_mut() {
+                    b.by_seq.push((Class::Reply, reply));
                 } else {
                     self.replies.push_back(reply);
                 }
             }
+            junk += self.take_non_messages();
+        }
+        Ok(junk)
+    }
+
+    /// The application queued `msg` (`enqueue` returned `Ok`).
+    pub(crate) fn app_enqueued(&mut self, msg: Vec<u8>) {
+        match self.acked.as_mut() {
+            Some(b) => b.by_seq.push((Class::App, msg)),
+            None => self.apps.push_back(msg),
+        }
+    }
+
+    /// Messages owed: socket mode, app messages not written whole; acked
+    /// mode, messages (app and replies) not acknowledged.
+    pub(crate) fn apps_owed(&self) -> usize {
+        match &self.acked {
+            Some(b) => b.by_seq.len() - b.acked as usize,
+            None => self.apps.len(),
+        }
+    }
+
+    /// Acknowledged mode: the server application received `D` frame `seq`
+    /// (Dedup said deliver). It must be the next one, with its payload.
+    pub(crate) fn server_delivered(&mut self, seq: u32, payload: &[u8]) -> Result<(), String> {
+        let Some(b) = self.acked.as_mut() else {
+            return Err("a D frame in the socket mode".into());
+        };
+        let want = b.by_seq.get(seq as usize);
+        if seq != b.server_delivered || want.map(|(_, p)| p.as_slice()) != Some(payload) {
+            return Err(format!(
+                "server application got seq {seq} {:?}, expected seq {} {:?} (lost, duplicated or out of order end to end)",
+                String::from_utf8_lossy(payload),
+                b.server_delivered,
+                b.by_seq
+                    .get(b.server_delivered as usize)
+                    .map(|(_, p)| String::from_utf8_lossy(p))
+            ));
+        }
+        b.server_delivered += 1;
+        match want.map(|(c, _)| *c) {
+            Some(Class::Reply) => self.replies_delivered += 1,
+            _ => self.apps_delivered += 1,
         }
         Ok(())
     }
 
     /// Bytes delivered on this connection that were not handled.
     fn unhandled_bytes(&self) -> u64 {
-        let inbox: usize = self.inbox.iter().map(|(_, n)| n).sum();
+        let inbox: usize = self.inbox.iter().map(|(_, n, _)| n).sum();
         (inbox + self.mirror.len()) as u64
     }
 
@@ -293,9 +431,93 @@ impl Ledger {
         Ok(())
     }
 
+    /// Acknowledged mode: one whole frame went out (`fresh`: its first
+    /// byte was written in this call).
+    fn complete_acked(&mut self, inner: &[u8], fresh: bool) -> Result<(), String> {
+        let Some(b) = self.acked.as_mut() else {
+            return Ok(());
+        };
+        match Frame::decode(inner) {
+            Ok(Frame::Data {
+                session,
+                seq,
+                payload,
+            }) if session == b.session => {
+                let want = b.by_seq.get(seq as usize).map(|(_, p)| p.as_slice());
+                if want != Some(payload) {
+                    return Err(format!(
+                        "D seq {seq} {:?} on the wire, queued as {:?}",
+                        String::from_utf8_lossy(payload),
+                        want.map(String::from_utf8_lossy)
+                    ));
+                }
+                if fresh && seq_before(seq, b.acked) {
+                    return Err(format!(
+                        "D seq {seq} sent again after its ack (everything before {} acknowledged)",
+                        b.acked
+                    ));
+                }
+                if !seq_before(seq, b.written_max) {
+                    b.written_max = seq + 1;
+                }
+            }
+            Ok(Frame::Beat {
+                session, payload, ..
+            }) if session == b.session && payload == &self.hb_payload[..] => {
+                self.heartbeats_out += 1;
+            }
+            _ => {
+                return Err(format!(
+                    "frame {:?} on the wire is neither D nor H of session {}",
+                    String::from_utf8_lossy(inner),
+                    b.session
+                ))
+            }
+        }
+        self.frames_out += 1;
+        Ok(())
+    }
+
+    /// Acknowledged mode: the socket took `bytes`.
+    fn written_acked(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if self.transport == Transport::Udp {
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            let inner = match self.framing {
+                Framing::Len16 => {
+                    let declared = bytes
+                        .get(..2)
+                        .map(|l| 2 + usize::from(u16::from_be_bytes([l[0], l[1]])));
+                    if declared != Some(bytes.len()) {
+                        return Err(format!("datagram {bytes:?} is not one whole frame"));
+                    }
+                    &bytes[2..]
+                }
+                _ => bytes,
+            };
+            return self.complete_acked(inner, true);
+        }
+        let mut fresh = self.wire.is_empty();
+        self.wire.extend_from_slice(bytes);
+        while self.wire.len() >= 2 {
+            let total = 2 + usize::from(u16::from_be_bytes([self.wire[0], self.wire[1]]));
+            if self.wire.len() < total {
+                break;
+            }
+            let frame: Vec<u8> = self.wire.drain(..total).collect();
+            self.complete_acked(&frame[2..], fresh)?;
+            fresh = true;
+        }
+        Ok(())
+    }
+
     /// The socket took `bytes` (for UDP: one whole datagram).
     pub(crate) fn written(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.bytes_out += bytes.len() as u64;
+        if self.acked.is_some() {
+            return self.written_acked(bytes);
+        }
         if self.transport == Transport::Udp {
             if bytes.is_empty() {
                 return Ok(());
@@ -360,7 +582,10 @@ impl Ledger {
     /// the expected one; unhandled inbound bytes are discarded.
     pub(crate) fn connection_closed(&mut self) -> Result<(), String> {
         let cut = std::mem::take(&mut self.wire);
-        if !cut.is_empty() {
+        if !cut.is_empty() && self.acked.is_some() {
+            self.cut_frames += 1;
+            self.check_cut_acked(&cut)?;
+        } else if !cut.is_empty() {
             self.cut_frames += 1;
             let (payload_start, declared) = match self.framing {
                 Framing::Len16 if cut.len() >= 2 => {
@@ -390,12 +615,110 @@ impl Ledger {
         Ok(())
     }
 
+    /// Acknowledged mode: a frame cut on the wire (TCP, `Len16`) must be
+    /// the start of a `D` frame as queued, or of a heartbeat.
+    fn check_cut_acked(&self, cut: &[u8]) -> Result<(), String> {
+        let Some(b) = &self.acked else {
+            return Ok(());
+        };
+        if cut.len() < 2 + 9 {
+            return Ok(());
+        }
+        let declared = usize::from(u16::from_be_bytes([cut[0], cut[1]]));
+        let body = &cut[2..];
+        let word =
+            |at: usize| u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+        let expected: Option<&[u8]> = match body[0] {
+            b'D' if word(1) == b.session => {
+                b.by_seq.get(word(5) as usize).map(|(_, p)| p.as_slice())
+            }
+            b'H' if word(1) == b.session => Some(&self.hb_payload),
+            _ => None,
+        };
+        match expected {
+            Some(e) if declared == 9 + e.len() && e.starts_with(&body[9..]) => Ok(()),
+            _ => Err(format!(
+                "cut frame {cut:?} is not the start of a queued frame"
+            )),
+        }
+    }
+
+    /// Acknowledged mode: the queue holds every message not acknowledged,
+    /// in seq order, up to the last one queued (and possibly acknowledged
+    /// ones at its head, cut mid-write), and at most one heartbeat.
+    fn check_queue_acked<'a>(
+        &self,
+        frames: impl Iterator<Item = (&'a [u8], bool)>,
+        q: usize,
+    ) -> Result<(), String> {
+        let Some(b) = &self.acked else {
+            return Ok(());
+        };
+        let (mut used, mut hbs) = (0, 0);
+        let mut next: Option<u32> = None;
+        for (frame, hb) in frames {
+            used += frame.len() + HEADER;
+            let inner = self.payload(frame);
+            match Frame::decode(inner) {
+                Ok(Frame::Beat {
+                    session, payload, ..
+                }) if hb && session == b.session && payload == &self.hb_payload[..] => hbs += 1,
+                Ok(Frame::Data {
+                    session,
+                    seq,
+                    payload,
+                }) if !hb && session == b.session => {
+                    match next {
+                        Some(n) if n != seq => {
+                            return Err(format!("queued D seq {seq} after seq {}", n - 1))
+                        }
+                        None if seq_before(b.acked, seq) => {
+                            return Err(format!(
+                                "unacknowledged messages {}..{seq} silently left the queue",
+                                b.acked
+                            ))
+                        }
+                        _ => {}
+                    }
+                    let want = b.by_seq.get(seq as usize).map(|(_, p)| p.as_slice());
+                    if want != Some(payload) {
+                        return Err(format!("queued D seq {seq} {payload:?}, expected {want:?}"));
+                    }
+                    next = Some(seq + 1);
+                }
+                _ => {
+                    return Err(format!(
+                        "queued frame {frame:?} (heartbeat={hb}) is not ours"
+                    ))
+                }
+            }
+        }
+        let end = next.unwrap_or(b.acked);
+        if end as usize != b.by_seq.len() {
+            return Err(format!(
+                "the queue ends before seq {end}, {} messages queued (everything before {} acknowledged)",
+                b.by_seq.len(),
+                b.acked
+            ));
+        }
+        if used > q {
+            return Err(format!("queue uses {used} bytes of {q}"));
+        }
+        if hbs > 1 {
+            return Err(format!("{hbs} heartbeats queued"));
+        }
+        Ok(())
+    }
+
     /// The queue must hold exactly what is owed, in order.
     pub(crate) fn check_queue<'a>(
         &self,
         frames: impl Iterator<Item = (&'a [u8], bool)>,
         q: usize,
     ) -> Result<(), String> {
+        if self.acked.is_some() {
+            return self.check_queue_acked(frames, q);
+        }
         let mut used = 0;
         let mut hbs = 0;
         let (mut apps, mut replies) = (self.apps.iter(), self.replies.iter());

@@ -42,6 +42,45 @@
 //!
 //! For UDP the "wire" is what the client's socket took: loss on the way to
 //! the server is outside what a client can know.
+//!
+//! ## The server can lose what its socket accepted
+//!
+//! Every world has a server application behind the server's socket: it
+//! reads what the client wrote at once or after a lag, and it can lose what
+//! its socket accepted but it had not read yet: a stall (it stops reading)
+//! then a reset, a crash and restart, and any close while bytes are unread.
+//! The bytes are accounted for at the end: everything that reached the
+//! server's socket was read or lost, and (socket mode) everything the
+//! client's socket took reached it. In `Delivery::Socket` mode such loss is
+//! expected: counted, never blamed on the client.
+//!
+//! ## The acknowledged mode
+//!
+//! Half the worlds run `Delivery::Acked` (random session, ack timeout,
+//! retransmissions and window; `Len16` over TCP, `Raw` or `Len16` over
+//! UDP). The server application runs `acked::Dedup` over what it reads and
+//! sends its acks through the same faults as everything else (over UDP:
+//! lost, duplicated, reordered, and so are the client's datagrams on the
+//! way to it), plus bogus acks (another session, stale, far beyond
+//! anything written); its requests are `M` frames. Its dedup record
+//! survives its crashes, as `PROTOCOL.md` asks of an exactly-once server.
+//! Checked, on top of the above:
+//!
+//! - **every message queued (app messages and replies) reaches the server
+//!   application exactly once, in order, end to end**, under every fault;
+//! - every `D` frame on the wire carries the payload queued under its seq;
+//!   none is started again on a connection after its ack;
+//! - the queue holds every message not acknowledged (by the acks the
+//!   client must believe: its session, nothing beyond what it wrote), in
+//!   seq order, and at most one heartbeat;
+//! - `acks_ignored` and `messages_acked` agree with the simulation;
+//! - "queued data but nothing to transmit" only while something written
+//!   waits for its ack;
+//! - the ack timer is not modelled to the millisecond (its jitter hashes
+//!   the sequence number): while connected the deadline may come before the
+//!   oracle's (never after it, never in the past), and each ack timeout
+//!   (read from `Stats::ack_timeouts`) has the oracle drop the connection
+//!   (TCP, or UDP after `max_retransmissions` in a row) or not.
 
 mod harness;
 mod ledger;

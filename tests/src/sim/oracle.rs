@@ -5,7 +5,7 @@
 //! call it compares the actions, the status, the failure count, the counters
 //! and the next deadline with what the state machine did.
 
-use longlink_core::{Action, Backoff, Config, Stats, Status, Transport};
+use longlink_core::{Action, Backoff, Config, Delivery, Stats, Status, Transport};
 
 use super::Violation;
 
@@ -74,6 +74,9 @@ pub(crate) struct Oracle {
     /// delay counts from here).
     backoff_from: u64,
     call: Call,
+    /// Acknowledged mode: consecutive ack timeouts (the state machine keeps
+    /// counting across connections; a window-moving ack resets it).
+    ack_retries: u32,
 }
 
 impl Oracle {
@@ -87,6 +90,7 @@ impl Oracle {
             last_connect: None,
             backoff_from: now,
             call: Call::default(),
+            ack_retries: 0,
         }
     }
 
@@ -317,6 +321,35 @@ impl Oracle {
         deadline: Option<u64>,
     ) -> Result<(), Violation> {
         let now = self.now;
+        // Acknowledged mode: the ack timer is not modelled to the
+        // millisecond (its jitter hashes the sequence number), so its
+        // firings are read from the counters: timers fire only in
+        // `handle_timeout` calls in the simulation, after every other timer
+        // due at the same time, so their effect comes last. TCP gives the
+        // connection up at once; UDP after `max_retransmissions`.
+        let acked = match self.cfg.delivery {
+            Delivery::Acked(a) => Some(a),
+            Delivery::Socket => None,
+        };
+        if let Some(a) = acked {
+            for _ in 0..after.ack_timeouts - before.ack_timeouts {
+                if !self.connected() {
+                    return Err(Violation::new(
+                        now,
+                        format!("{what}: an ack timeout while not connected"),
+                    ));
+                }
+                self.ack_retries += 1;
+                if self.cfg.transport == Transport::Tcp
+                    || self.ack_retries > u32::from(a.max_retransmissions)
+                {
+                    self.drop_connection();
+                }
+            }
+            if after.acks != before.acks {
+                self.ack_retries = 0;
+            }
+        }
         let expected = self.expected_actions();
         if actions != expected.as_slice() {
             return Err(Violation::new(
@@ -430,8 +463,15 @@ impl Oracle {
             ));
         }
         // The deadline: exactly the model's (so every cadence is exact), and
-        // never at or before now.
-        if deadline != self.next_due() {
+        // never at or before now. Acknowledged mode, connected: an ack timer
+        // may come first, never after the model's deadline.
+        let ack_timer_first = acked.is_some()
+            && self.connected()
+            && deadline.is_some()
+            && self
+                .next_due()
+                .is_none_or(|m| deadline.is_some_and(|d| d < m));
+        if deadline != self.next_due() && !ack_timer_first {
             return Err(Violation::new(
                 now,
                 format!(

@@ -3,8 +3,9 @@
 
 use std::collections::VecDeque;
 
+use longlink_core::acked::{Dedup, Frame, Verdict};
 use longlink_core::time::Duration;
-use longlink_core::{Action, Backoff, Config, Framing, Stats, Transport};
+use longlink_core::{Acked, Action, Backoff, Config, Delivery, Framing, Stats, Transport};
 
 use super::harness::{Event, Harness, Socket};
 use super::{Rng, Violation};
@@ -33,6 +34,12 @@ pub struct SimReport {
     /// Frames cut on the wire by a disconnect (each checked to be a prefix
     /// and then sent whole later).
     pub cut_frames: u64,
+    /// The acknowledged mode was on.
+    pub acked: bool,
+    /// Bytes the server's socket accepted and the server lost unread (a
+    /// stall then a reset, a crash, a close with data unread), and how many
+    /// times it lost any.
+    pub server_lost: (u64, u64),
     /// The first invariant that failed, if one did.
     pub violation: Option<Violation>,
     /// The end of the transcript (only from [`run_seed_traced`]).
@@ -62,6 +69,19 @@ struct Faults {
     net_flap_ms: u64,
     link_reset_drops_ip: f64,
     clock_jumps: bool,
+    /// Chance per connection that the server application stops reading
+    /// for a while, then the connection is reset: what its socket held is
+    /// lost.
+    stall: f64,
+    /// Mean ms to a server crash and restart per connection (0: never):
+    /// unread bytes lost, the dedup record kept.
+    crash_ms: u64,
+    /// The server application reads this long after bytes arrive (0: at
+    /// once): acks come late.
+    lag_ms: u64,
+    /// Acknowledged mode: chance per server tick of a bogus ack (another
+    /// session, a stale number, a number beyond anything written).
+    bogus_ack: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +103,10 @@ enum Ev {
     Silent { gen: u64 },
     SilentDeath { gen: u64 },
     Writable { gen: u64 },
+    Stall { gen: u64 },
+    StallReset { gen: u64 },
+    Crash { gen: u64 },
+    ServerRead { gen: u64 },
     App,
     Clock,
     End,
@@ -97,6 +121,14 @@ struct Server {
     datagrams: VecDeque<Vec<u8>>,
     silent: bool,
     closing: bool,
+    /// What the server's socket accepted from the device and the server
+    /// application has not read (TCP bytes; UDP datagrams).
+    inbound: VecDeque<u8>,
+    inbound_dgrams: VecDeque<Vec<u8>>,
+    /// The server application does not read.
+    stalled: bool,
+    /// A delayed read (`lag_ms`) is scheduled.
+    read_scheduled: bool,
 }
 
 impl Server {
@@ -107,7 +139,19 @@ impl Server {
             datagrams: VecDeque::new(),
             silent: false,
             closing: false,
+            inbound: VecDeque::new(),
+            inbound_dgrams: VecDeque::new(),
+            stalled: false,
+            read_scheduled: false,
         }
+    }
+
+    fn has_inbound(&self) -> bool {
+        !self.inbound.is_empty() || !self.inbound_dgrams.is_empty()
+    }
+
+    fn inbound_bytes(&self) -> u64 {
+        (self.inbound.len() + self.inbound_dgrams.iter().map(Vec::len).sum::<usize>()) as u64
     }
 
     fn is_empty(&self) -> bool {
@@ -135,6 +179,15 @@ struct World<const Q: usize, const R: usize> {
     drain_until: u64,
     steps: u64,
     wall_base: u64,
+    /// The server application's dedup record (acknowledged mode); kept
+    /// across its crashes, as `PROTOCOL.md` asks of exactly-once servers.
+    dedup: Dedup,
+    /// Bytes that reached the server's socket, that the server application
+    /// read, and that it lost unread (and how many losses).
+    srv_in: u64,
+    srv_read: u64,
+    srv_lost: u64,
+    srv_losses: u64,
 }
 
 /// Durations for a random config.
@@ -164,8 +217,26 @@ fn random_config(rng: &mut Rng) -> Config {
             Backoff::Fixed
         },
         seed: rng.next_u64(),
-        ..Config::default()
+        delivery: Delivery::Socket,
     }
+}
+
+/// Half the worlds speak the acknowledged mode, with the framings it
+/// allows and random timings.
+fn random_delivery(rng: &mut Rng, cfg: &mut Config) {
+    if !rng.chance(0.5) {
+        return;
+    }
+    cfg.framing = match (cfg.transport, cfg.framing) {
+        (Transport::Udp, Framing::Raw) => Framing::Raw,
+        _ => Framing::Len16,
+    };
+    cfg.delivery = Delivery::Acked(Acked {
+        session: rng.next_u64() as u32,
+        ack_timeout: Duration::from_millis(rng.pick(&[150, 700, 2_000, 5_000])),
+        max_retransmissions: rng.range(0, 5) as u8,
+        max_in_flight: rng.range(1, 5) as u8,
+    });
 }
 
 fn random_faults(rng: &mut Rng) -> Faults {
@@ -203,6 +274,18 @@ fn random_faults(rng: &mut Rng) -> Faults {
         },
         link_reset_drops_ip: p(rng) * 3.0,
         clock_jumps: rng.chance(0.5),
+        stall: p(rng),
+        crash_ms: if rng.chance(0.3) {
+            rng.pick(&[5_000, 30_000, 120_000])
+        } else {
+            0
+        },
+        lag_ms: if rng.chance(0.3) {
+            rng.pick(&[20, 300, 3_000])
+        } else {
+            0
+        },
+        bogus_ack: p(rng),
     }
 }
 
@@ -231,7 +314,8 @@ fn run(seed: u64, trace: usize) -> SimReport {
 
 impl<const Q: usize, const R: usize> World<Q, R> {
     fn run(seed: u64, mut rng: Rng, trace: usize) -> SimReport {
-        let cfg = random_config(&mut rng);
+        let mut cfg = random_config(&mut rng);
+        random_delivery(&mut rng, &mut cfg);
         let f = random_faults(&mut rng);
         let summary = format!("Q={Q} R={R} {cfg:?} {f:?}");
         let mut report = SimReport {
@@ -266,8 +350,13 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             steps: 0,
             wall_base: 1_700_000_000_000 + rng.below(100_000_000_000),
             rng,
+            dedup: Dedup::default(),
+            srv_in: 0,
+            srv_read: 0,
+            srv_lost: 0,
+            srv_losses: 0,
         };
-        let result = w.main();
+        let result = w.main().and_then(|()| w.server_accounts());
         let st = *w.h.connection().stats();
         report.steps = w.steps;
         report.virtual_ms = w.now;
@@ -277,6 +366,8 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         report.resets_and_cycles = (st.link_resets, st.radio_cycles);
         report.stats = st;
         report.cut_frames = w.h.cut_frames();
+        report.acked = w.h.acked();
+        report.server_lost = (w.srv_lost, w.srv_losses);
         report.violation = result.err();
         let t = w.h.transcript();
         report.trace = t[t.len().saturating_sub(trace)..]
@@ -385,6 +476,172 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             && self.h.replies_owed() == 0
             && self.h.requests_unhandled() == 0
             && self.server.is_empty()
+            && !self.server.has_inbound()
+    }
+
+    /// What reached the server's socket was read or lost, byte for byte;
+    /// in the socket mode, what the client's socket took reached it (no
+    /// loss on the way is simulated there).
+    fn server_accounts(&self) -> Result<(), Violation> {
+        let left = self.server.inbound_bytes();
+        if self.srv_in != self.srv_read + self.srv_lost + left {
+            return Err(Violation::new(
+                self.now,
+                format!(
+                    "server accounts: {} bytes in, {} read, {} lost, {left} left",
+                    self.srv_in, self.srv_read, self.srv_lost
+                ),
+            ));
+        }
+        if !self.h.acked() && self.srv_in != self.h.bytes_out() {
+            return Err(Violation::new(
+                self.now,
+                format!(
+                    "the client wrote {} bytes, the server got {}",
+                    self.h.bytes_out(),
+                    self.srv_in
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The server loses what its socket accepted and its application did
+    /// not read.
+    fn lose_inbound(&mut self) {
+        let n = self.server.inbound_bytes();
+        if n > 0 {
+            self.srv_lost += n;
+            self.srv_losses += 1;
+        }
+        self.server.inbound.clear();
+        self.server.inbound_dgrams.clear();
+    }
+
+    /// The client's socket took the bytes of the last write: they reach
+    /// the server's socket (acknowledged mode over UDP: through the same
+    /// loss, duplication and reordering as the server's datagrams).
+    fn accept_written(&mut self) {
+        let bytes = self.h.last_written().to_vec();
+        if bytes.is_empty() {
+            return;
+        }
+        if self.h.config().transport == Transport::Tcp {
+            self.srv_in += bytes.len() as u64;
+            self.server.inbound.extend(bytes);
+            return;
+        }
+        let faults = self.h.acked();
+        if faults && self.rng.chance(self.f.udp_loss) {
+            return;
+        }
+        let copies = if faults && self.rng.chance(self.f.udp_dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            self.srv_in += bytes.len() as u64;
+            let q = &mut self.server.inbound_dgrams;
+            if faults && self.rng.chance(self.f.udp_reorder) && !q.is_empty() {
+                let at = self.rng.below(q.len() as u64) as usize;
+                q.insert(at, bytes.clone());
+            } else {
+                q.push_back(bytes.clone());
+            }
+        }
+    }
+
+    /// Whether the server application has something to read: a whole
+    /// frame (acknowledged mode over TCP), any byte (socket mode).
+    fn server_has_work(&self) -> bool {
+        let s = &self.server.inbound;
+        if self.h.acked() && self.h.config().transport == Transport::Tcp {
+            s.len() >= 2 && s.len() >= 2 + usize::from(u16::from_be_bytes([s[0], s[1]]))
+        } else {
+            self.server.has_inbound()
+        }
+    }
+
+    /// The server application reads everything its socket holds.
+    fn server_read(&mut self) -> Result<(), Violation> {
+        if !self.h.acked() {
+            self.srv_read += self.server.inbound_bytes();
+            self.server.inbound.clear();
+            self.server.inbound_dgrams.clear();
+            return Ok(());
+        }
+        let framing = self.h.config().framing;
+        let mut frames = Vec::new();
+        if self.h.config().transport == Transport::Tcp {
+            let s = &mut self.server.inbound;
+            while s.len() >= 2 {
+                let total = 2 + usize::from(u16::from_be_bytes([s[0], s[1]]));
+                if s.len() < total {
+                    break;
+                }
+                let f: Vec<u8> = s.drain(..total).skip(2).collect();
+                self.srv_read += total as u64;
+                frames.push(f);
+            }
+        } else {
+            while let Some(d) = self.server.inbound_dgrams.pop_front() {
+                self.srv_read += d.len() as u64;
+                frames.push(match framing {
+                    Framing::Len16 => d.get(2..).unwrap_or_default().to_vec(),
+                    _ => d,
+                });
+            }
+        }
+        for f in frames {
+            let frame = Frame::decode(&f).map_err(|_| {
+                Violation::new(self.now, format!("the server got a malformed frame {f:?}"))
+            })?;
+            let Some((verdict, ack)) = self.dedup.on_frame(&frame) else {
+                return Err(Violation::new(
+                    self.now,
+                    format!("the server got a server's frame {f:?}"),
+                ));
+            };
+            if let (Verdict::Deliver, Frame::Data { seq, payload, .. }) = (verdict, frame) {
+                self.h.server_delivered(seq, payload)?;
+            }
+            if let Some(a) = ack {
+                self.server_send(&a);
+            }
+        }
+        Ok(())
+    }
+
+    /// The server sends a frame (an ack, a bogus one) in the configured
+    /// framing.
+    fn server_send(&mut self, inner: &[u8]) {
+        let framing = self.h.config().framing;
+        let mut out = vec![0; inner.len() + framing.overhead()];
+        let msg = match framing.encode(inner, &mut out) {
+            Ok(n) => out[..n].to_vec(),
+            Err(_) => return,
+        };
+        self.send_to_client(msg);
+    }
+
+    /// A bogus ack: another session's, a stale one, one beyond anything
+    /// the client wrote.
+    fn bogus_ack(&mut self) {
+        let Delivery::Acked(a) = self.h.config().delivery else {
+            return;
+        };
+        let (written, acked) = self.h.acked_window();
+        let next = match self.rng.below(4) {
+            0 => return self.server_send(&longlink_core::acked::ack(a.session ^ 1, written)),
+            1 => acked.wrapping_sub(self.rng.below(3) as u32),
+            // Far beyond anything the client will have written by the time
+            // it arrives (an ack just beyond what was written may be true
+            // by then: the client cannot tell it from a real one).
+            2 => written.wrapping_add((1 << 30) + self.rng.below(3) as u32),
+            _ => written.wrapping_add((1 << 31) + self.rng.below(3) as u32),
+        };
+        self.server_send(&longlink_core::acked::ack(a.session, next));
     }
 
     fn sync_network(&mut self) -> Result<(), Violation> {
@@ -407,6 +664,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 match outcome {
                     Outcome::Ok => {
                         self.h.connect_ok(now)?;
+                        self.lose_inbound();
                         self.server = Server::new();
                         self.writable = true;
                         let t = self.exp(self.request_mean_ms);
@@ -420,6 +678,14 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                         if self.rng.chance(self.f.silent) {
                             let t = self.rng.below(60_000);
                             self.at(t, Ev::Silent { gen });
+                        }
+                        if self.rng.chance(self.f.stall) {
+                            let t = self.rng.below(20_000);
+                            self.at(t, Ev::Stall { gen });
+                        }
+                        if self.f.crash_ms > 0 {
+                            let t = self.exp(self.f.crash_ms);
+                            self.at(t, Ev::Crash { gen });
                         }
                     }
                     Outcome::Refused | Outcome::Dns | Outcome::OsTimeout => {
@@ -457,6 +723,9 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                     for _ in 0..n {
                         self.send_request();
                     }
+                    if self.h.acked() && self.rng.chance(self.f.bogus_ack) {
+                        self.bogus_ack();
+                    }
                     let t = self.exp(self.request_mean_ms);
                     self.at(t, Ev::ServerTick { gen });
                 }
@@ -472,6 +741,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             }
             Ev::Silent { gen } => {
                 if open(self, gen) && !self.draining {
+                    self.lose_inbound();
                     self.server = Server::new();
                     self.server.silent = true;
                     if self.h.config().idle_timeout.is_none() {
@@ -490,6 +760,43 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             Ev::Writable { gen } => {
                 if gen == self.gen {
                     self.writable = true;
+                }
+            }
+            Ev::Stall { gen } => {
+                if open(self, gen) && !self.draining {
+                    self.server.stalled = true;
+                    let t = self.rng.range(100, 5_000);
+                    self.at(t, Ev::StallReset { gen });
+                }
+            }
+            Ev::StallReset { gen } => {
+                if open(self, gen) {
+                    self.server.stalled = false;
+                    self.lose_inbound();
+                    if self.h.config().transport == Transport::Tcp {
+                        self.h.io_error(now)?;
+                    }
+                }
+            }
+            Ev::Crash { gen } => {
+                if open(self, gen) && !self.draining {
+                    // Restarted at once: the dedup record survives, the
+                    // connection (TCP) does not.
+                    self.lose_inbound();
+                    if self.h.config().transport == Transport::Tcp {
+                        self.h.io_error(now)?;
+                    }
+                }
+            }
+            Ev::ServerRead { gen } => {
+                if gen == self.gen {
+                    self.server.read_scheduled = false;
+                    if self.h.socket() == Socket::Open
+                        && !self.server.stalled
+                        && !self.server.silent
+                    {
+                        self.server_read()?;
+                    }
                 }
             }
             Ev::App => {
@@ -540,10 +847,16 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 Ev::Coverage(false)
                     | Ev::PeerClose { .. }
                     | Ev::Silent { .. }
+                    | Ev::Stall { .. }
+                    | Ev::Crash { .. }
                     | Ev::App
                     | Ev::Clock
             )
         });
+        if self.server.stalled {
+            // Drains only once the server reads again; its reset follows.
+            self.server.stalled = false;
+        }
         if !self.coverage {
             self.at(0, Ev::Coverage(true));
         }
@@ -560,6 +873,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
 
     fn send_request(&mut self) {
         let framing = self.h.config().framing;
+        let acked = self.h.acked();
         let id = self.request_id;
         self.request_id += 1;
         let r = &mut self.rng;
@@ -605,6 +919,13 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 2 => b"bin".to_vec(),
                 _ => b"time".to_vec(),
             };
+            let body = if acked {
+                let mut m = vec![longlink_core::acked::MSG];
+                m.extend(body);
+                m
+            } else {
+                body
+            };
             let mut out = vec![0; body.len() + framing.overhead()];
             let mut frame = match framing.encode(&body, &mut out) {
                 Ok(n) => out[..n].to_vec(),
@@ -616,6 +937,13 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             }
             frame
         };
+        self.send_to_client(msg);
+    }
+
+    /// Bytes from the server on their way to the client: over UDP, lost,
+    /// duplicated and reordered as the faults say.
+    fn send_to_client(&mut self, msg: Vec<u8>) {
+        let framing = self.h.config().framing;
         match self.h.config().transport {
             Transport::Tcp => match framing {
                 Framing::Raw => {
@@ -665,6 +993,20 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             {
                 progress = true;
                 self.read()?;
+            }
+            if self.h.socket() == Socket::Open
+                && self.server_has_work()
+                && !self.server.stalled
+                && !self.server.silent
+            {
+                if self.f.lag_ms == 0 {
+                    progress = true;
+                    self.server_read()?;
+                } else if !self.server.read_scheduled {
+                    self.server.read_scheduled = true;
+                    let (t, gen) = (self.f.lag_ms, self.gen);
+                    self.at(t, Ev::ServerRead { gen });
+                }
             }
             if self.server.closing && self.server.is_empty() && self.h.socket() == Socket::Open {
                 self.server.closing = false;
@@ -718,6 +1060,9 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 }
             }
             Action::Close => {
+                // What the server's socket held unread dies with the
+                // connection.
+                self.lose_inbound();
                 self.server = Server::new();
                 self.writable = false;
             }
@@ -748,6 +1093,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         let roll = self.rng.below(1000) as f64 / 1000.0;
         if roll < f.would_block {
             self.h.write(now, 0)?;
+            self.accept_written();
             self.writable = false;
             let t = self.rng.range(1, 500);
             let gen = self.gen;
@@ -755,14 +1101,17 @@ impl<const Q: usize, const R: usize> World<Q, R> {
         } else if roll < f.would_block + f.reset_mid_send {
             let k = self.rng.below(16) as usize;
             self.h.write(now, k)?;
+            self.accept_written();
             if self.h.socket() == Socket::Open {
                 self.h.io_error(now)?;
             }
         } else if tcp && roll < f.would_block + f.reset_mid_send + f.partial {
             let k = self.rng.range(1, 24) as usize;
             self.h.write(now, k)?;
+            self.accept_written();
         } else {
             self.h.write(now, usize::MAX)?;
+            self.accept_written();
         }
         Ok(())
     }
