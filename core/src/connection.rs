@@ -385,6 +385,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
         self.failures = 0;
         self.backoff_failures = 0;
         self.stats.connects = self.stats.connects.wrapping_add(1);
+        #[cfg(feature = "acked")]
+        if self.config.transport == Transport::Udp {
+            // A new socket gets the whole retransmission schedule again
+            // (TCP keeps doubling across reconnects: a server that is slow
+            // to acknowledge is not reconnected to every `ack_timeout`).
+            self.ack.retries = 0;
+        }
         let heartbeat = self.config.heartbeat_interval;
         self.timers = Timers::OFF;
         self.timers.set(Timer::Heartbeat, now, heartbeat);

@@ -448,3 +448,30 @@ fn an_acknowledged_message_cut_by_a_disconnect_leaves_the_queue() {
     p.c.handle_io_error(p.now).unwrap();
     assert_eq!(p.c.queued(), 0);
 }
+
+#[test]
+fn udp_a_new_connection_gets_the_whole_retransmission_schedule_again() {
+    let mut p: Pair = Pair::new(Config {
+        heartbeat_interval: None,
+        ..config(Transport::Udp)
+    });
+    p.c.enqueue(b"lost").unwrap();
+    p.write(usize::MAX);
+    // Five timeouts: the link is given up.
+    for _ in 0..5 {
+        let at = p.c.poll_timeout().unwrap();
+        p.at(at.as_millis());
+        p.write(usize::MAX);
+    }
+    assert_eq!(p.c.status(), Status::BackingOff);
+    let at = p.c.poll_timeout().unwrap();
+    p.at(at.as_millis());
+    p.connect();
+    p.write(usize::MAX);
+    // The first timeout of the new socket is 2 s again (plus jitter), not
+    // 64 s, and it does not give up at once.
+    let first = p.c.poll_timeout().unwrap().as_millis() - p.now.as_millis();
+    assert!((2_000..=3_000).contains(&first), "{first}");
+    p.at(p.now.as_millis() + first);
+    assert_eq!(p.c.status(), Status::Connected);
+}

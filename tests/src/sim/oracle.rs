@@ -238,6 +238,10 @@ impl Oracle {
         }
         self.call.connects += 1;
         self.failures = 0;
+        if self.cfg.transport == Transport::Udp {
+            // A new UDP socket gets the whole retransmission schedule.
+            self.ack_retries = 0;
+        }
         let now = self.now;
         let hb_due = self.cfg.heartbeat_interval.map(|i| {
             self.call.heartbeats += 1;
