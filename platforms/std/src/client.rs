@@ -29,6 +29,7 @@ use rustls::ClientConfig;
 use std_embedded_nal_async::Stack;
 
 use crate::clock::StdClock;
+use crate::tcp::NoDelayTcp;
 use crate::text::text_and_hex;
 use crate::tls::TlsConnector;
 
@@ -178,16 +179,16 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("longlink".into())
             .spawn(move || match tls {
-                None => drive(
-                    &l,
-                    &s,
-                    &clock,
-                    Net::all(Stack::default()),
-                    &server,
-                    observer,
-                ),
+                None => {
+                    let net = Net {
+                        tcp: NoDelayTcp,
+                        udp: Stack::default(),
+                        dns: Stack::default(),
+                    };
+                    drive(&l, &s, &clock, net, &server, observer)
+                }
                 Some(t) => {
-                    let tcp = TlsConnector::new(Stack::default(), t.config, t.server_name)
+                    let tcp = TlsConnector::new(NoDelayTcp, t.config, t.server_name)
                         .with_handshake_timeout(t.handshake_timeout);
                     let net = Net {
                         tcp,

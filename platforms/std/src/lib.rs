@@ -23,5 +23,6 @@ pub mod clock;
 pub mod demo;
 pub mod lab;
 pub mod logger;
+pub mod tcp;
 pub mod text;
 pub mod tls;
