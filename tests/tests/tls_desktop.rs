@@ -38,6 +38,7 @@ fn config(framing: Framing) -> Config {
 fn setup(ca: &Ca, name: &str) -> TlsSetup {
     TlsSetup {
         config: tls::client_config(ca.roots(), None).unwrap(),
+        device: None,
         server_name: tls::server_name(name).unwrap(),
         handshake_timeout: Duration::from_secs(5),
     }
@@ -127,6 +128,7 @@ fn mutual_tls_admits_a_client_certificate_and_refuses_a_client_without_one() {
     let identity = client_id.rustls();
     let tls = TlsSetup {
         config: tls::client_config(ca.roots(), Some(identity)).unwrap(),
+        device: None,
         ..setup(&ca, "localhost")
     };
     let client = Client::spawn_tls(remote, config(Framing::Lines), tls, None).unwrap();

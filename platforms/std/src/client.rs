@@ -131,6 +131,9 @@ pub struct TlsSetup {
     pub server_name: ServerName<'static>,
     /// Longest wait for a handshake.
     pub handshake_timeout: Duration,
+    /// Run the device's TLS (embedded-tls) instead of rustls
+    /// (`--tls-stack embedded`).
+    pub device: Option<crate::device_tls::DeviceTls>,
 }
 
 /// A running client. Dropping it stops it.
@@ -186,6 +189,19 @@ impl Client {
                         dns: Stack::default(),
                     };
                     drive(&l, &s, &clock, net, &server, observer)
+                }
+                Some(TlsSetup {
+                    device: Some(device),
+                    ..
+                }) => {
+                    let tls = crate::device_tls::Link::new();
+                    let net = Net {
+                        tcp: crate::device_tls::Explained(&tls),
+                        udp: Stack::default(),
+                        dns: Stack::default(),
+                    };
+                    let task = crate::device_tls::task(&tls, &device);
+                    drive_with(&l, &s, &clock, net, &server, observer, task)
                 }
                 Some(t) => {
                     let tcp = TlsConnector::new(NoDelayTcp, t.config, t.server_name)
@@ -254,6 +270,25 @@ where
     U: embedded_nal_async::UdpStack,
     D: embedded_nal_async::Dns,
 {
+    let idle = std::future::pending::<std::convert::Infallible>();
+    drive_with(link, stop, clock, net, server, observer, idle)
+}
+
+/// [`drive`] with a task beside the driver (the embedded TLS task).
+fn drive_with<T, U, D>(
+    link: &Link,
+    stop: &Signal<CriticalSectionRawMutex, ()>,
+    clock: &StdClock,
+    net: Net<T, U, D>,
+    server: &Server,
+    observer: Option<Sender<ClientEvent>>,
+    beside: impl std::future::Future<Output = std::convert::Infallible>,
+) -> Result<(), RunError>
+where
+    T: embedded_nal_async::TcpConnect,
+    U: embedded_nal_async::UdpStack,
+    D: embedded_nal_async::Dns,
+{
     let mut scratch = vec![0u8; QUEUE.max(RX)];
     let mut modem = AlwaysUp;
     let hook = |event: Event<'_>| {
@@ -267,9 +302,10 @@ where
     };
     async_io::block_on(async {
         let run = link.run(net, server.remote(), clock, &mut modem, &mut scratch, hook);
-        match select(run, stop.wait()).await {
-            Either::First(Err(e)) => Err(e),
-            Either::First(Ok(never)) => match never {},
+        match select(select(run, beside), stop.wait()).await {
+            Either::First(Either::First(Err(e))) => Err(e),
+            Either::First(Either::First(Ok(never))) => match never {},
+            Either::First(Either::Second(never)) => match never {},
             Either::Second(()) => Ok(()),
         }
     })

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod demo;
+pub mod device_tls;
 pub mod lab;
 pub mod logger;
 pub mod tcp;
