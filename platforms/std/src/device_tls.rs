@@ -15,6 +15,7 @@ use std::path::Path;
 
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use embedded_nal_async::TcpConnect;
+use longlink_nal_async::tls::embedded_tls::alert::AlertDescription;
 use longlink_nal_async::tls::embedded_tls::{TlsClock, TlsError};
 use longlink_nal_async::tls::rand_core::{CryptoRng, RngCore};
 use longlink_nal_async::tls::{Error, ServerCheck, TlsConn, TlsTcp};
@@ -187,6 +188,15 @@ pub fn explain(e: &Error) -> String {
         }
         Error::Closed => "the TLS connection is closed".into(),
         Error::Tls(t) => match t {
+            TlsError::HandshakeAborted(_, AlertDescription::ProtocolVersion) => format!(
+                "the server does not speak TLS 1.3 (TLS 1.2 only?); {DEVICE}: enable TLS 1.3 \
+                 on the server"
+            ),
+            TlsError::HandshakeAborted(_, AlertDescription::HandshakeFailure) => format!(
+                "the server found nothing it shares with the device: most often an RSA \
+                 certificate (the device verifies only ECDSA P-256), else no AES-128-GCM or \
+                 no secp256r1; {DEVICE}: give the server an ECDSA P-256 certificate"
+            ),
             TlsError::HandshakeAborted(_, desc) => format!(
                 "the server refused the handshake (alert {desc:?}): it does not support \
                  what the device offers; {DEVICE} (a TLS 1.2-only server, or one without \
@@ -229,11 +239,14 @@ impl TcpConnect for Explained<'_> {
         Self: 'b;
 
     async fn connect<'b>(&'b self, remote: SocketAddr) -> Result<ExplainedConn<'b>, DeviceError> {
-        self.0
-            .connect(remote)
-            .await
-            .map(ExplainedConn)
-            .map_err(DeviceError)
+        match self.0.connect(remote).await {
+            Ok(conn) => Ok(ExplainedConn(conn)),
+            Err(e) => {
+                // The one line that says why, and what to do.
+                log::warn!("embedded TLS with {remote} failed: {}", explain(&e));
+                Err(DeviceError(e))
+            }
+        }
     }
 }
 
