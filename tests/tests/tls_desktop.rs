@@ -192,8 +192,18 @@ fn bad_certificates_and_a_plain_server_are_failed_connects_up_to_a_link_reset() 
     let stranger = other_ca.issue(&["localhost"], Validity::Current);
 
     for (what, id, name, reason) in [
-        ("wrong CA", &stranger, "localhost", "not signed by a trusted CA"),
-        ("wrong name", &good, "example.com", "not valid for this server name"),
+        (
+            "wrong CA",
+            &stranger,
+            "localhost",
+            "not signed by a trusted CA",
+        ),
+        (
+            "wrong name",
+            &good,
+            "example.com",
+            "not valid for this server name",
+        ),
         ("expired", &expired, "localhost", "has expired"),
     ] {
         let lab = Lab::start_tls(any(), Framing::Lines, server(id, None)).unwrap();
@@ -210,7 +220,12 @@ fn bad_certificates_and_a_plain_server_are_failed_connects_up_to_a_link_reset() 
     let mut quiet = setup(&ca, "localhost");
     quiet.handshake_timeout = Duration::from_millis(200);
     let (failures, stats) = rejected(plain.local_addr(), quiet);
-    assert_rejected("silent plain server", &failures, &stats, "handshake timed out");
+    assert_rejected(
+        "silent plain server",
+        &failures,
+        &stats,
+        "handshake timed out",
+    );
 
     // A plain TCP server that answers in the clear: not TLS, refused at once.
     let talker = std::net::TcpListener::bind(any()).unwrap();
@@ -234,7 +249,12 @@ fn bad_certificates_and_a_plain_server_are_failed_connects_up_to_a_link_reset() 
         }
     });
     let (failures, stats) = rejected(addr, setup(&ca, "localhost"));
-    assert_rejected("talking plain server", &failures, &stats, "does not speak TLS");
+    assert_rejected(
+        "talking plain server",
+        &failures,
+        &stats,
+        "does not speak TLS",
+    );
     server.join().unwrap();
 }
 
