@@ -425,8 +425,14 @@ impl ClientArgs {
     /// --server-name (`None` for tcp:// and udp://).
     pub fn tls_setup(&self) -> Result<Option<crate::client::TlsSetup>, String> {
         if !self.url.tls {
-            if self.ca.is_some() || self.cert.is_some() || self.server_name.is_some() {
-                return Err("--ca, --cert, --key and --server-name need a tls:// URL".into());
+            if self.ca.is_some()
+                || self.cert.is_some()
+                || self.server_name.is_some()
+                || self.tls_stack != crate::tls::TlsStack::Rustls
+            {
+                return Err(
+                    "--ca, --cert, --key, --server-name and --tls-stack need a tls:// URL".into(),
+                );
             }
             return Ok(None);
         }

@@ -316,6 +316,13 @@ fn embedded_stack_connects_to_ecdsa_tls13_and_says_why_it_cannot_to_rsa_or_tls12
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --ca"));
+    // Not a flag that plain TCP silently ignores.
+    let out = Command::new(BIN)
+        .args(["client", "tcp://127.0.0.1:9", "--tls-stack", "embedded"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a tls:// URL"));
 }
 
 #[test]
