@@ -305,6 +305,46 @@ fn embedded_stack_connects_to_ecdsa_tls13_and_says_why_it_cannot_to_rsa_or_tls12
     assert_eq!(connects(&log), 0, "{log}");
     assert!(log.contains("RSA certificate"), "{log}");
 
+    // An ECDSA leaf under an RSA CA: rustls takes it, the device cannot.
+    dir.self_signed(
+        "rsaca",
+        &RSA,
+        "/CN=RSA CA",
+        "basicConstraints=critical,CA:TRUE",
+    );
+    let mut req = vec!["req", "-new", "-nodes", "-newkey"];
+    req.extend_from_slice(&EC);
+    req.extend_from_slice(&["-keyout", "under-rsa.key", "-out", "under-rsa.csr"]);
+    req.extend_from_slice(&["-subj", "/CN=localhost", "-addext", SAN]);
+    dir.openssl(&req);
+    std::fs::write(
+        dir.path("leaf.ext"),
+        format!("{SAN}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    dir.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "under-rsa.csr",
+        "-CA",
+        "rsaca.pem",
+        "-CAkey",
+        "rsaca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "under-rsa.pem",
+    ]);
+    let log = against(&dir, "under-rsa.pem", "rsaca.pem", "-tls1_3", &[]);
+    assert!(connects(&log) >= 1, "rustls, RSA CA: {log}");
+    let log = against(&dir, "under-rsa.pem", "rsaca.pem", "-tls1_3", &embedded);
+    assert_eq!(connects(&log), 0, "{log}");
+    assert!(log.contains("not ECDSA P-256 with SHA-256"), "{log}");
+
     let log = against(&dir, "ec.pem", "ec.pem", "-tls1_2", &embedded);
     assert_eq!(connects(&log), 0, "{log}");
     assert!(log.contains("does not speak TLS 1.3"), "{log}");
