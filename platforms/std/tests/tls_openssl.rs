@@ -193,6 +193,18 @@ fn client(port: u16, ca: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// Kills the client if a test fails before [`finish`].
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Stops the client after `run` and returns its stderr (log and summary).
 fn finish(mut client: Child, run: Duration) -> String {
     std::thread::sleep(run);
@@ -371,11 +383,11 @@ fn embedded_stack_survives_openssl_key_updates_on_one_connection() {
     dir.self_signed("ec", &EC, "/CN=localhost", SAN);
     let port = free_port();
     let mut server = Server::start(&dir, "ec.pem", "ec.key", port, "-tls1_3");
-    let client = client(
+    let mut client = Guard(Some(client(
         port,
         &dir.path("ec.pem"),
         &["--tls-stack", "embedded", "--framing", "lines"],
-    );
+    )));
     let t = Duration::from_secs(10);
     assert!(server.wait_for("CIPHER is", t), "no handshake");
     // Each `back` line comes back from the client; `k` and `K` (on a line
@@ -394,7 +406,7 @@ fn embedded_stack_survives_openssl_key_updates_on_one_connection() {
             server.out.lock().unwrap()
         );
     }
-    let log = finish(client, Duration::from_millis(100));
+    let log = finish(client.0.take().unwrap(), Duration::from_millis(100));
     // s_server reports each key update on stdout (stdio, flushed when it
     // exits at the end of its input).
     let Server { child, stdin, out } = &mut server;

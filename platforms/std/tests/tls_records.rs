@@ -124,6 +124,18 @@ fn accept(listener: &TcpListener, config: &Arc<ServerConfig>) -> (TcpStream, Dir
     (tcp, tx, rx)
 }
 
+/// Kills the client if the test fails before it stops it.
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[test]
 fn empty_records_from_a_verified_server_neither_panic_nor_stall_the_device_path() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -134,7 +146,7 @@ fn empty_records_from_a_verified_server_neither_panic_nor_stall_the_device_path(
     let config = server_config(&cert);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut client = Command::new(BIN)
+    let client = Command::new(BIN)
         .args(["client", &format!("tls://localhost:{port}")])
         .args(["--tls-stack", "embedded", "--framing", "lines"])
         .args(["--heartbeat", "off", "--retry-delay", "200ms"])
@@ -145,6 +157,8 @@ fn empty_records_from_a_verified_server_neither_panic_nor_stall_the_device_path(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed even if an assertion fails first.
+    let mut guard = Guard(Some(client));
 
     let (mut tcp, mut tx, mut rx) = accept(&listener, &config);
     // An empty application-data record (legal: skipped), then a request.
@@ -170,6 +184,7 @@ fn empty_records_from_a_verified_server_neither_panic_nor_stall_the_device_path(
     tcp2.write_all(&tx2.seal(b"back again\n\x17")).unwrap();
     assert_eq!(rx2.open(&mut tcp2), b"back again\n\x17");
 
+    let mut client = guard.0.take().unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &client.id().to_string()])
         .status();
