@@ -141,7 +141,7 @@ else:
 lines.append("- `.data` + `.bss` added by longlink: "
              f"{delta['.data'] + delta['.bss']} B (no statics: all state lives in the `Driver` value the firmware owns)")
 lines.append("")
-lines.append("Against MISSION.md's goals:")
+lines.append("Against the project's goals (README, \"The goal\"):")
 lines.append("")
 verdict = "met" if text_delta <= goal else "NOT met"
 lines.append(f"- flash: longlink adds {text_delta:,} B of `.text` (goal 6,144 B): {verdict}.")

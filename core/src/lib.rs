@@ -170,7 +170,7 @@ pub use event::{ConnectFailure, Disconnect, Event, Status};
 pub use framing::Framing;
 pub use handler::{Context, Handler, Reply, ReplyFull, TestProtocol, BIN_REPLY};
 
-// MISSION.md's RAM goal: at most 256 bytes of fixed state on a 32-bit MCU,
+// The project's RAM goal (README): at most 256 bytes of fixed state on a 32-bit MCU,
 // queue and receive buffer aside. Checked at build time for every 32-bit
 // target CI builds (thumbv6m, thumbv7em, riscv32imc). The acknowledged mode
 // adds its own state (sequence numbers, a timer, counters, its settings):

@@ -78,9 +78,13 @@
 //! - client certificates (mutual TLS) are not offered by this module.
 //!
 //! Cipher suite TLS_AES_128_GCM_SHA256, key exchange secp256r1, TLS 1.3
-//! only. Known limits of embedded-tls 0.19 that a *verified* server could
-//! still trigger (its records are authenticated first): a TLS KeyUpdate or a
-//! record holding no content type ends in a panic inside embedded-tls.
+//! only. embedded-tls 0.19 as released panics when a *verified* server (its
+//! records are authenticated first) sends a record with an empty inner
+//! plaintext or a handshake message after the handshake, and drops the
+//! connection on a KeyUpdate; this workspace builds it patched
+//! (`patches/embedded-tls/PATCH.md`: errors instead of panics, KeyUpdate
+//! handled). The crates.io release of this crate cannot carry that patch:
+//! add the same `[patch.crates-io]` entry to your firmware.
 //!
 //! ## Memory
 //!

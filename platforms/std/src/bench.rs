@@ -3,7 +3,9 @@
 //!
 //! - queued line -> wire: a line written to the client's stdin until the
 //!   server has read it (pipe, stdin thread, enqueue wake-up, driver write,
-//!   loopback);
+//!   loopback), median, p99 and max, against the bare client (`longlink
+//!   bare-echo` forwarding its stdin to a `TCP_NODELAY` socket) in the same
+//!   run: the tail shows Nagle's algorithm if it is on;
 //! - echo round trip: server writes `back N`, until it has read the reply;
 //!   compared with a bare blocking `std::net` echo client (`longlink
 //!   bare-echo`, a separate process like the client) on the same machine;
@@ -72,6 +74,40 @@ fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
+/// Heartbeat interval of the client in the tail measurement: often enough
+/// that many lines are queued while a heartbeat awaits its ACK, which is
+/// when Nagle's algorithm (if on) holds a line back.
+pub const TAIL_HEARTBEAT: &str = "20ms";
+/// Pause between lines in the tail measurement, so that the server's
+/// delayed ACKs matter as they do for a person typing.
+pub const TAIL_GAP: Duration = Duration::from_millis(3);
+
+/// Lines written to `stdin` until each is read from `reader`, `gap` apart.
+fn line_to_wire(
+    stdin: &mut impl Write,
+    reader: &mut impl BufRead,
+    samples: usize,
+    gap: Duration,
+) -> std::io::Result<Vec<Duration>> {
+    let mut line = Vec::new();
+    let mut wire = Vec::with_capacity(samples);
+    for i in 0..samples {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        let msg = format!("line {i}\n");
+        let t0 = Instant::now();
+        stdin.write_all(msg.as_bytes())?;
+        stdin.flush()?;
+        next_line(reader, &mut line)?;
+        wire.push(t0.elapsed());
+        if line != msg.as_bytes() {
+            return Err(std::io::Error::other("lines out of order"));
+        }
+    }
+    Ok(wire)
+}
+
 /// Round trips of `back N` lines over `stream`, answered by whoever is on the
 /// other end.
 fn echo_rtts(stream: &TcpStream, samples: usize) -> std::io::Result<Vec<Duration>> {
@@ -127,25 +163,60 @@ fn echo_throughput(stream: &TcpStream, n: usize) -> std::io::Result<f64> {
 
 /// The same measurements against the bare client (`longlink bare-echo`), a
 /// separate process like the client, so that both pay the same process and
-/// scheduling costs: round trips, then pipelined throughput.
-fn baseline(
-    exe: &std::path::Path,
-    samples: usize,
-    messages: usize,
-) -> std::io::Result<(Vec<Duration>, f64)> {
+/// scheduling costs: stdin line to wire (back to back, then spaced), round
+/// trips, then pipelined throughput.
+fn baseline(exe: &std::path::Path, samples: usize, messages: usize) -> std::io::Result<Baseline> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut child = Command::new(exe)
         .args(["bare-echo", &addr.to_string()])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
     let out = (|| {
         let (s, _) = listener.accept()?;
         s.set_nodelay(true)?;
+        let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let mut reader = BufReader::new(&s);
+        let wire = line_to_wire(&mut stdin, &mut reader, samples, Duration::ZERO)?;
+        let tail = line_to_wire(&mut stdin, &mut reader, samples, TAIL_GAP)?;
         let rtts = echo_rtts(&s, samples)?;
-        Ok((rtts, echo_throughput(&s, messages)?))
+        Ok(Baseline {
+            wire,
+            tail,
+            rtts,
+            throughput: echo_throughput(&s, messages)?,
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+struct Baseline {
+    wire: Vec<Duration>,
+    tail: Vec<Duration>,
+    rtts: Vec<Duration>,
+    throughput: f64,
+}
+
+/// Lines [`TAIL_GAP`] apart through a client sending heartbeats every
+/// [`TAIL_HEARTBEAT`].
+fn tail(client: &std::path::Path, samples: usize) -> std::io::Result<Vec<Duration>> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let mut child = Command::new(client)
+        .args(["-q", "client", &format!("tcp://{addr}")])
+        .args(["--framing", "lines", "--heartbeat", TAIL_HEARTBEAT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = (|| {
+        let (stream, _) = listener.accept()?;
+        let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        line_to_wire(&mut stdin, &mut BufReader::new(&stream), samples, TAIL_GAP)
     })();
     let _ = child.kill();
     let _ = child.wait();
@@ -153,11 +224,23 @@ fn baseline(
 }
 
 /// `longlink bare-echo ADDR`: the floor the benchmark compares against. As
-/// little as a blocking echo client can do: read lines, write each back.
+/// little as a blocking client with `TCP_NODELAY` can do: read lines, write
+/// each back, and write each line of stdin to the socket.
 pub fn bare_echo(addr: SocketAddr) -> std::process::ExitCode {
     let run = || -> std::io::Result<()> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
+        let out = s.try_clone()?;
+        std::thread::spawn(move || {
+            let mut out = &out;
+            for line in std::io::stdin().lock().split(b'\n') {
+                let Ok(mut line) = line else { return };
+                line.push(b'\n');
+                if out.write_all(&line).is_err() {
+                    return;
+                }
+            }
+        });
         let mut r = BufReader::new(s.try_clone()?);
         let mut w = &s;
         let mut line = Vec::new();
@@ -198,6 +281,13 @@ fn clock_ticks() -> u64 {
 pub struct Results {
     /// stdin line -> server read.
     pub line_to_wire: Summary,
+    /// stdin line -> server read through the bare client.
+    pub baseline_wire: Summary,
+    /// stdin line -> server read, lines [`TAIL_GAP`] apart, heartbeats every
+    /// [`TAIL_HEARTBEAT`].
+    pub tail_wire: Summary,
+    /// The same through the bare client (no heartbeats).
+    pub baseline_tail_wire: Summary,
     /// Echo round trip through the client.
     pub echo: Summary,
     /// Echo round trip through the bare std::net echo client.
@@ -210,8 +300,8 @@ pub struct Results {
     pub idle_cpu: Option<(f64, Duration)>,
 }
 
-/// Runs everything against the client binary at `client` (which also
-/// provides the bare floor, `longlink bare-echo`).
+/// Runs everything against the client binary at `client`; the bare floor
+/// (`longlink bare-echo`) is always this binary.
 pub fn run(
     client: &std::path::Path,
     samples: usize,
@@ -239,23 +329,14 @@ pub fn run(
         stream.set_nodelay(true)?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
-        let mut line = Vec::new();
-
-        let mut wire = Vec::with_capacity(samples);
-        for i in 0..samples {
-            let msg = format!("line {i}\n");
-            let t0 = Instant::now();
-            stdin.write_all(msg.as_bytes())?;
-            stdin.flush()?;
-            next_line(&mut reader, &mut line)?;
-            wire.push(t0.elapsed());
-            if line != msg.as_bytes() {
-                return Err(std::io::Error::other("lines out of order"));
-            }
-        }
+        let wire = line_to_wire(&mut stdin, &mut reader, samples, Duration::ZERO)?;
         let echo = echo_rtts(&stream, samples)?;
         let throughput = echo_throughput(&stream, messages)?;
-        let (baseline, baseline_throughput) = baseline(client, samples, messages)?;
+        // The floor is always this binary's own `bare-echo`, also when
+        // measuring another client binary.
+        let exe = std::env::current_exe()?;
+        let base = baseline(&exe, samples, messages)?;
+        let tail_wire = tail(client, samples)?;
 
         let before = cpu_seconds(child.id());
         std::thread::sleep(idle);
@@ -264,10 +345,13 @@ pub fn run(
         let none = std::io::ErrorKind::InvalidData;
         Ok(Results {
             line_to_wire: summarize(&wire).ok_or(none)?,
+            baseline_wire: summarize(&base.wire).ok_or(none)?,
+            tail_wire: summarize(&tail_wire).ok_or(none)?,
+            baseline_tail_wire: summarize(&base.tail).ok_or(none)?,
             echo: summarize(&echo).ok_or(none)?,
-            baseline: summarize(&baseline).ok_or(none)?,
+            baseline: summarize(&base.rtts).ok_or(none)?,
             throughput,
-            baseline_throughput,
+            baseline_throughput: base.throughput,
             idle_cpu,
         })
     })();
@@ -289,14 +373,32 @@ pub fn render(r: &Results) -> String {
         None => "unavailable (no /proc)".into(),
     };
     let tput = r.throughput / r.baseline_throughput.max(1e-9);
+    let max_ratio = |a: &Summary, b: &Summary| a.max.as_secs_f64() / b.max.as_secs_f64().max(1e-9);
+    let wire = max_ratio(&r.line_to_wire, &r.baseline_wire);
+    let tail = max_ratio(&r.tail_wire, &r.baseline_tail_wire);
+    let gap = duration(TAIL_GAP);
+    let spaced = format!("lines {gap} apart, hb {TAIL_HEARTBEAT}:");
+    let spaced_bare = format!("bare client, {gap} apart:");
     format!(
         "queued stdin line -> wire:      {}\n\
+         bare client (TCP_NODELAY):     {}\n\
+         line -> wire max / bare max:   {wire:.2}x\n\
+         {spaced:<31}{}\n\
+         {spaced_bare:<31}{}\n\
+         spaced max / bare max:         {tail:.2}x\n\
          echo round trip (back N):      {}\n\
          bare std::net echo client:     {}\n\
          echo / bare (medians):         {ratio:.2}x\n\
          pipelined echo:                {:.0} msg/s (bare client {:.0} msg/s, {tput:.2}x)\n\
          idle CPU (connected, hb 10s):  {idle}\n",
-        r.line_to_wire, r.echo, r.baseline, r.throughput, r.baseline_throughput
+        r.line_to_wire,
+        r.baseline_wire,
+        r.tail_wire,
+        r.baseline_tail_wire,
+        r.echo,
+        r.baseline,
+        r.throughput,
+        r.baseline_throughput
     )
 }
 
@@ -306,13 +408,17 @@ pub fn render_raw(r: &Results) -> String {
     let mut out = String::new();
     for (name, s) in [
         ("wire", &r.line_to_wire),
+        ("bare_wire", &r.baseline_wire),
+        ("tail", &r.tail_wire),
+        ("bare_tail", &r.baseline_tail_wire),
         ("echo", &r.echo),
         ("bare", &r.baseline),
     ] {
         out += &format!(
-            "{name}_p50_us={:.1}\n{name}_p99_us={:.1}\n",
+            "{name}_p50_us={:.1}\n{name}_p99_us={:.1}\n{name}_max_us={:.1}\n",
             us(s.median),
-            us(s.p99)
+            us(s.p99),
+            us(s.max)
         );
     }
     out += &format!("echo_msgs_per_s={:.0}\n", r.throughput);

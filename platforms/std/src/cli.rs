@@ -207,9 +207,15 @@ pub struct ClientArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// tls: trust the CA certificates in this PEM file (default: the
-    /// system's root certificates).
+    /// system's root certificates); a server presenting exactly one of them
+    /// (a self-signed certificate) is trusted too.
     #[arg(long, value_name = "FILE", help_heading = "TLS (tls:// URLs)")]
     pub ca: Option<PathBuf>,
+    /// tls: rustls (the desktop's), or embedded: the device's TLS
+    /// (embedded-tls: TLS 1.3, AES-128-GCM, P-256, ECDSA certificates, the
+    /// first CA of --ca), to check that a server suits the device.
+    #[arg(long, value_enum, default_value_t = crate::tls::TlsStack::Rustls, help_heading = "TLS (tls:// URLs)")]
+    pub tls_stack: crate::tls::TlsStack,
     /// tls: client certificate chain (PEM) for mutual TLS; needs --key.
     #[arg(
         long,
@@ -599,21 +605,43 @@ impl ClientArgs {
     /// --server-name (`None` for tcp:// and udp://).
     pub fn tls_setup(&self) -> Result<Option<crate::client::TlsSetup>, String> {
         if !self.url.tls {
-            if self.ca.is_some() || self.cert.is_some() || self.server_name.is_some() {
-                return Err("--ca, --cert, --key and --server-name need a tls:// URL".into());
+            if self.ca.is_some()
+                || self.cert.is_some()
+                || self.server_name.is_some()
+                || self.tls_stack != crate::tls::TlsStack::Rustls
+            {
+                return Err(
+                    "--ca, --cert, --key, --server-name and --tls-stack need a tls:// URL".into(),
+                );
             }
             return Ok(None);
         }
         let roots = crate::tls::roots(self.ca.as_deref())?;
+        // Every certificate of --ca is also pinned: a server presenting
+        // exactly one of them is trusted (a self-signed certificate).
+        let pinned = match &self.ca {
+            Some(ca) => crate::tls::load_certs(ca)?,
+            None => Vec::new(),
+        };
         let identity = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Some((crate::tls::load_certs(c)?, crate::tls::load_key(k)?)),
             _ => None,
         };
         let name = self.server_name.as_deref().unwrap_or(&self.url.host);
+        let device = match self.tls_stack {
+            crate::tls::TlsStack::Rustls => None,
+            crate::tls::TlsStack::Embedded if identity.is_some() => {
+                return Err("--tls-stack embedded offers no client certificate (--cert)".into())
+            }
+            crate::tls::TlsStack::Embedded => {
+                Some(crate::device_tls::DeviceTls::new(self.ca.as_deref(), name)?)
+            }
+        };
         Ok(Some(crate::client::TlsSetup {
-            config: crate::tls::client_config(roots, identity)?,
+            config: crate::tls::client_config_pinned(roots, pinned, identity)?,
             server_name: crate::tls::server_name(name)?,
             handshake_timeout: self.handshake_timeout,
+            device,
         }))
     }
 

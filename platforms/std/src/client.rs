@@ -29,6 +29,7 @@ use rustls::ClientConfig;
 use std_embedded_nal_async::Stack;
 
 use crate::clock::StdClock;
+use crate::tcp::NoDelayTcp;
 use crate::text::text_and_hex;
 use crate::tls::TlsConnector;
 
@@ -130,6 +131,9 @@ pub struct TlsSetup {
     pub server_name: ServerName<'static>,
     /// Longest wait for a handshake.
     pub handshake_timeout: Duration,
+    /// Run the device's TLS (embedded-tls) instead of rustls
+    /// (`--tls-stack embedded`).
+    pub device: Option<crate::device_tls::DeviceTls>,
 }
 
 /// A running client. Dropping it stops it.
@@ -199,9 +203,29 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("longlink".into())
             .spawn(move || match tls {
-                None => drive(&l, &s, &clock, Net::all(Stack::default()), &server, hook),
+                None => {
+                    let net = Net {
+                        tcp: NoDelayTcp,
+                        udp: Stack::default(),
+                        dns: Stack::default(),
+                    };
+                    drive(&l, &s, &clock, net, &server, hook)
+                }
+                Some(TlsSetup {
+                    device: Some(device),
+                    ..
+                }) => {
+                    let tls = crate::device_tls::Link::new();
+                    let net = Net {
+                        tcp: crate::device_tls::Explained(&tls),
+                        udp: Stack::default(),
+                        dns: Stack::default(),
+                    };
+                    let task = crate::device_tls::task(&tls, &device);
+                    drive_with(&l, &s, &clock, net, &server, hook, task)
+                }
                 Some(t) => {
-                    let tcp = TlsConnector::new(Stack::default(), t.config, t.server_name)
+                    let tcp = TlsConnector::new(NoDelayTcp, t.config, t.server_name)
                         .with_handshake_timeout(t.handshake_timeout);
                     let net = Net {
                         tcp,
@@ -266,7 +290,26 @@ fn drive<T, U, D>(
     clock: &StdClock,
     net: Net<T, U, D>,
     server: &Server,
+    on_event: impl FnMut(&Event<'_>),
+) -> Result<(), RunError>
+where
+    T: embedded_nal_async::TcpConnect,
+    U: embedded_nal_async::UdpStack,
+    D: embedded_nal_async::Dns,
+{
+    let idle = std::future::pending::<std::convert::Infallible>();
+    drive_with(link, stop, clock, net, server, on_event, idle)
+}
+
+/// [`drive`] with a task beside the driver (the embedded TLS task).
+fn drive_with<T, U, D>(
+    link: &Link,
+    stop: &Signal<CriticalSectionRawMutex, ()>,
+    clock: &StdClock,
+    net: Net<T, U, D>,
+    server: &Server,
     mut on_event: impl FnMut(&Event<'_>),
+    beside: impl std::future::Future<Output = std::convert::Infallible>,
 ) -> Result<(), RunError>
 where
     T: embedded_nal_async::TcpConnect,
@@ -281,9 +324,10 @@ where
     };
     async_io::block_on(async {
         let run = link.run(net, server.remote(), clock, &mut modem, &mut scratch, hook);
-        match select(run, stop.wait()).await {
-            Either::First(Err(e)) => Err(e),
-            Either::First(Ok(never)) => match never {},
+        match select(select(run, beside), stop.wait()).await {
+            Either::First(Either::First(Err(e))) => Err(e),
+            Either::First(Either::First(Ok(never))) => match never {},
+            Either::First(Either::Second(never)) => match never {},
             Either::Second(()) => Ok(()),
         }
     })

@@ -10,6 +10,17 @@
 //! connect to the driver: it is counted and follows the retry and link-reset
 //! rules. There is no fallback to plain TCP.
 //!
+//! ## Which servers are trusted
+//!
+//! [`client_config`] verifies with [`PinningVerifier`]: a chain up to one of
+//! the trust anchors (webpki: signatures, validity, name, usage), or else a
+//! server presenting *exactly* one of the certificates of `--ca` (pinned:
+//! byte for byte the same, still valid today and valid for the server name).
+//! The second rule is what a self-signed certificate made the usual way
+//! needs (`openssl req -x509 ...` marks it `CA:TRUE`, which webpki refuses
+//! as a server's own certificate). A refusal is explained in words, with
+//! what to do ([`explain`]).
+//!
 //! ## Cancellation
 //!
 //! The driver drops pending reads, writes and flushes when a timer fires or a
@@ -32,18 +43,30 @@ use embassy_futures::select::{select, Either};
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use embedded_nal_async::TcpConnect;
 use log::warn;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ClientConnection;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
+
+/// Which TLS implementation the client runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsStack {
+    /// rustls, the desktop's (TLS 1.2 and 1.3, RSA and ECDSA).
+    Rustls,
+    /// embedded-tls through `longlink_nal_async::tls`, as on the device.
+    Embedded,
+}
 
 /// Default longest wait for a handshake: a server that accepts TCP but does
 /// not answer a ClientHello (a plain-TCP server) must not hang the client.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a TLS connection failed.
-#[derive(Debug)]
+/// Why a TLS connection failed. `Debug` shows the same words as `Display`
+/// (the driver's log prints errors with `{:?}`).
 pub enum TlsError {
     /// The TCP connect or a socket read or write failed.
     Socket(ErrorKind, String),
@@ -60,14 +83,177 @@ impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TlsError::Socket(kind, e) => write!(f, "socket error ({kind:?}): {e}"),
-            TlsError::Tls(e) => write!(f, "TLS error: {e}"),
+            TlsError::Tls(e) => write!(f, "TLS: {}", explain(e)),
             TlsError::ClosedInHandshake => f.write_str("TLS: server closed during the handshake"),
             TlsError::HandshakeTimeout => f.write_str("TLS: handshake timed out"),
         }
     }
 }
 
+impl std::fmt::Debug for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for TlsError {}
+
+/// A rustls error in words, with what to do about it.
+pub fn explain(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    use CertificateError as C;
+    let what = match e {
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "the server's certificate is not signed by a trusted CA; \
+                give the CA that signed it with --ca FILE, or the server's own certificate \
+                to trust exactly that one"
+                .to_string(),
+            C::Expired | C::ExpiredContext { .. } => {
+                "the server's certificate has expired; renew it on the server".to_string()
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet; check the clocks of both machines"
+                    .to_string()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                let names = match c {
+                    C::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
+                        format!(" (it names {})", presented.join(", "))
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "the server's certificate is not valid for this server name{names}; \
+                     connect by a name it lists, or check it for another with --server-name"
+                )
+            }
+            C::BadSignature => {
+                "the server's certificate chain has a bad signature (not issued by the CA it names)"
+                    .to_string()
+            }
+            C::Revoked => "the server's certificate was revoked".to_string(),
+            C::Other(o) if o.to_string().contains("CaUsedAsEndEntity") => {
+                "the server presents a CA certificate as its own (a self-signed certificate \
+                 made with CA:TRUE); give exactly that certificate with --ca to trust it"
+                    .to_string()
+            }
+            other => format!("the server's certificate was refused ({other:?})"),
+        },
+        E::AlertReceived(a) => format!(
+            "the server refused the handshake (alert: {a:?}); a server that wants a client \
+             certificate needs --cert and --key"
+        ),
+        E::PeerIncompatible(p) => {
+            format!("the server offers nothing this client supports ({p:?})")
+        }
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("the server does not speak TLS, or broke the protocol ({e})")
+        }
+        other => other.to_string(),
+    };
+    what
+}
+
+/// Verifies a server's certificate as webpki does (a chain to one of the
+/// trust anchors), and also accepts a server that presents exactly one of
+/// `pinned` as its certificate, provided it is valid now and for the
+/// server name. The handshake signatures are checked by webpki in both
+/// cases, so the server must hold the pinned certificate's key.
+#[derive(Debug)]
+pub struct PinningVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl PinningVerifier {
+    /// webpki over `roots`, plus the certificates `pinned`.
+    pub fn new(roots: RootCertStore, pinned: Vec<CertificateDer<'static>>) -> Result<Self, String> {
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| format!("certificate verifier: {e}"))?;
+        Ok(PinningVerifier { webpki, pinned })
+    }
+
+    /// The checks for a pinned certificate: valid now, valid for `name`.
+    fn check_pinned(
+        end_entity: &CertificateDer<'_>,
+        name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let bad = |c: CertificateError| rustls::Error::InvalidCertificate(c);
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|_| bad(CertificateError::BadEncoding))?;
+        let validity = cert.validity();
+        let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if now_s < validity.not_before.timestamp() {
+            return Err(bad(CertificateError::NotValidYet));
+        }
+        if now_s > validity.not_after.timestamp() {
+            return Err(bad(CertificateError::Expired));
+        }
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, name)
+    }
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(ok) => Ok(ok),
+            Err(e)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                // The user gave exactly this certificate: webpki's chain
+                // rules (a CA as end entity, no issuer) give way, the rest
+                // still holds.
+                Self::check_pinned(end_entity, server_name, now).map_err(|pinned_error| {
+                    log::debug!("pinned certificate refused: {pinned_error} (webpki: {e})");
+                    pinned_error
+                })?;
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
 
 impl embedded_io_async::Error for TlsError {
     fn kind(&self) -> ErrorKind {
@@ -140,9 +326,14 @@ impl<T: TcpConnect> TcpConnect for TlsConnector<T> {
                     let bye = async_io::Timer::after(Duration::from_millis(200));
                     let _ = select(stream.send_pending(), bye).await;
                 }
+                // The one line that says why, and what to do.
                 warn!(
-                    "TLS handshake with {remote} ({:?}) failed: {e}",
-                    self.server_name
+                    "TLS handshake with {} ({remote}) failed: {}",
+                    self.server_name.to_str(),
+                    match &e {
+                        TlsError::Tls(t) => explain(t),
+                        other => other.to_string(),
+                    }
                 );
                 Err(e)
             }
@@ -353,16 +544,30 @@ pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
 }
 
 /// A client configuration: server certificates verified against `roots`
-/// (chain, validity period, name; by webpki), with an optional client
-/// certificate chain and key for mutual TLS.
+/// (chain, validity period, name; by webpki) or equal to one of `pinned`
+/// ([`PinningVerifier`]), with an optional client certificate chain and key
+/// for mutual TLS.
 pub fn client_config(
     roots: RootCertStore,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<ClientConfig>, String> {
+    client_config_pinned(roots, Vec::new(), identity)
+}
+
+/// [`client_config`], also accepting a server whose certificate is exactly
+/// one of `pinned` ([`PinningVerifier`]); `longlink client --ca FILE` pins
+/// every certificate of FILE.
+pub fn client_config_pinned(
+    roots: RootCertStore,
+    pinned: Vec<CertificateDer<'static>>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let verifier = PinningVerifier::new(roots, pinned)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match identity {
         Some((certs, key)) => builder
             .with_client_auth_cert(certs, key)
