@@ -498,12 +498,34 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A PEM reading error in words (the library's own text shows markers as
+/// decimal bytes and base64 errors as Rust debug output).
+fn pem_words(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no \"-----END {}-----\" line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "malformed section start: \"{}\"",
+            String::from_utf8_lossy(line)
+        ),
+        Error::Base64Decode(_) => {
+            "the text between the BEGIN and END lines is not valid base64".to_owned()
+        }
+        Error::Io(e) => e.to_string(),
+        Error::NoItemsFound => "no PEM section of the expected kind".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| format!("{}: {}", path.display(), pem_words(&e)))?
         .collect();
-    let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = certs.map_err(|e| format!("{}: {}", path.display(), pem_words(&e)))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate found", path.display()));
     }
@@ -512,8 +534,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("{}: no usable private key: {e}", path.display()))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        format!(
+            "{}: no usable private key: {}",
+            path.display(),
+            pem_words(&e)
+        )
+    })
 }
 
 /// Trust anchors: the certificates of `ca` (PEM), or the system's roots
@@ -606,4 +633,41 @@ pub fn server_config(
 pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(name.to_string())
         .map_err(|_| format!("{name:?} is not a valid server name"))
+}
+
+#[cfg(test)]
+mod pem_tests {
+    use super::*;
+
+    fn load(name: &str, text: &str) -> String {
+        let path = std::env::temp_dir().join(format!("longlink-pem-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let err = load_certs(&path).err().unwrap();
+        let _ = std::fs::remove_file(&path);
+        err
+    }
+
+    #[test]
+    fn pem_errors_are_in_words() {
+        let cut = load(
+            "cut",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE\n",
+        );
+        assert!(
+            cut.contains("no \"-----END CERTIFICATE-----\" line"),
+            "{cut}"
+        );
+        let bad = load(
+            "b64",
+            "-----BEGIN CERTIFICATE-----\nnot base64 !!!\n-----END CERTIFICATE-----\n",
+        );
+        assert!(bad.contains("not valid base64"), "{bad}");
+        for e in [cut, bad] {
+            assert!(
+                !e.contains("[67,") && !e.contains("InvalidCharacter"),
+                "{e}"
+            );
+        }
+        assert!(load("none", "hello\n").contains("no PEM certificate found"));
+    }
 }
