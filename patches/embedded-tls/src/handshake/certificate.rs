@@ -102,7 +102,9 @@ impl<'a> CertificateEntryRef<'a> {
     pub(crate) fn encode(&self, buf: &mut CryptoBuffer<'_>) -> Result<(), TlsError> {
         match *self {
             CertificateEntryRef::RawPublicKey(_key) => {
-                todo!("ASN1_subjectPublicKeyInfo encoding?");
+                // longlink patch: an error, not a panic (raw public keys
+                // are not supported).
+                return Err(TlsError::Unimplemented);
                 // buf.with_u24_length(|buf| buf.extend_from_slice(key))?;
             }
             CertificateEntryRef::X509(cert) => {

@@ -14,7 +14,8 @@ pub struct PreSharedKeyClientHello<'a, const N: usize> {
 
 impl<const N: usize> PreSharedKeyClientHello<'_, N> {
     pub fn parse(_buf: &mut ParseBuffer) -> Result<Self, ParseError> {
-        unimplemented!()
+        // longlink patch: an error, not a panic (a client never parses this).
+        Err(ParseError::InvalidData)
     }
 
     pub fn encode(&self, buf: &mut CryptoBuffer) -> Result<(), TlsError> {
