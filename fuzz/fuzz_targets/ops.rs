@@ -1,13 +1,14 @@
 //! Arbitrary sequences of operations and events into the state machine, with
 //! every invariant of the simulator checked after every call (the timing
-//! oracle, the message ledger and the stats; see `longlink_tests::sim`).
+//! oracle, the message ledger and the stats; see `longlink_sim`), driving
+//! the tutorial's handler the way a user's own target drives theirs.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use longlink_core::time::Duration;
 use longlink_core::{Acked, Backoff, Config, Delivery, Framing, Transport};
-use longlink_tests::sim::{Harness, Violation};
+use longlink_sim::{Harness, Input, Tutorial, Violation};
 
 #[derive(Arbitrary, Debug)]
 struct FuzzConfig {
@@ -29,31 +30,9 @@ struct FuzzConfig {
 }
 
 #[derive(Arbitrary, Debug)]
-enum Op {
-    Network(bool),
-    Advance(u16),
-    AdvanceFar(u32),
-    ToDeadline,
-    ClockBack(u16),
-    ConnectOk,
-    ConnectFail,
-    Closed,
-    IoError,
-    Enqueue {
-        pad: u8,
-        newline: bool,
-    },
-    /// The socket takes at most this many bytes (255: all of it).
-    Write(u8),
-    /// The server's bytes (TCP: offered to the stream; UDP: one datagram).
-    Read(Vec<u8>),
-    WallClock(u64),
-}
-
-#[derive(Arbitrary, Debug)]
-struct Input {
+struct Case {
     config: FuzzConfig,
-    ops: Vec<Op>,
+    ops: Vec<Input>,
 }
 
 fn ms(v: u16) -> Duration {
@@ -99,63 +78,15 @@ fn config(f: &FuzzConfig) -> Config {
     }
 }
 
-/// `to`, or the deadline if it comes first (acknowledged mode).
-fn clamp<const Q: usize, const R: usize>(h: &Harness<Q, R>, to: u64) -> u64 {
-    match h.deadline() {
-        Some(d) if h.acked() => d.min(to),
-        _ => to,
-    }
-}
-
-fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Op]) -> Result<(), Violation> {
+fn run<const Q: usize, const R: usize>(cfg: Config, ops: &[Input]) -> Result<(), Violation> {
     // A config these sizes cannot hold is refused up front: not a bug.
-    let udp = cfg.transport == Transport::Udp;
-    let Ok(mut h) = Harness::<Q, R>::new(cfg, false) else {
+    let Ok(mut h) = Harness::<Tutorial, Q, R>::new(cfg, Tutorial::default(), false) else {
         return Ok(());
     };
-    for op in ops {
-        let now = h.now();
-        match op {
-            Op::Network(up) => h.network(now, *up)?,
-            // The acknowledged mode's oracle needs the timers to fire at
-            // their deadlines: never past the next one.
-            Op::Advance(d) => h.advance(clamp(&h, now + u64::from(*d)))?,
-            Op::AdvanceFar(d) => h.advance(clamp(&h, now + u64::from(*d)))?,
-            Op::ToDeadline => {
-                if let Some(d) = h.deadline() {
-                    h.advance(d)?;
-                }
-            }
-            Op::ClockBack(d) => h.clock_back(u64::from(*d))?,
-            Op::ConnectOk => h.connect_ok(now)?,
-            Op::ConnectFail => h.connect_failed(now)?,
-            Op::Closed => h.peer_closed(now)?,
-            Op::IoError => h.io_error(now)?,
-            Op::Enqueue { pad, newline } => {
-                let _ = h.enqueue(now, usize::from(*pad), *newline)?;
-            }
-            Op::Write(max) => {
-                let max = if *max == 255 {
-                    usize::MAX
-                } else {
-                    usize::from(*max)
-                };
-                h.write(now, max)?;
-            }
-            Op::Read(bytes) => {
-                if udp {
-                    h.read_datagram(now, bytes)?;
-                } else {
-                    h.read_stream(now, bytes)?;
-                }
-            }
-            Op::WallClock(unix) => h.wall_clock(now, *unix)?,
-        }
-    }
-    Ok(())
+    h.apply_all(ops)
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(|input: Case| {
     let cfg = config(&input.config);
     let r = match input.config.sizes % 3 {
         0 => run::<64, 16>(cfg.clone(), &input.ops),

@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 pub mod server;
-pub mod sim;
+/// The fault simulator, published as `longlink-sim`; the project's sweep
+/// is its first user.
+pub use longlink_sim as sim;
 
 use std::net::SocketAddr;
 

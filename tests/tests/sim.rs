@@ -145,9 +145,9 @@ fn seeded_fault_scenarios() {
 // virtual time (ms), under `Config::default()` (the tutorial's values).
 
 use longlink_core::{Action, Config, Transport};
-use longlink_tests::sim::{Event, Harness, Socket, Violation};
+use longlink_tests::sim::{Event, Harness, Socket, Tutorial, Violation};
 
-type H = Harness<256, 64>;
+type H = Harness<Tutorial, 256, 64>;
 const TCP: Action = Action::Connect {
     transport: Transport::Tcp,
 };
@@ -187,7 +187,7 @@ fn run_until(h: &mut H, until: u64, connect: bool) -> Result<(), Violation> {
 
 #[test]
 fn transcript_boot_without_network_cycles_the_radio() -> Result<(), Violation> {
-    let mut h = H::new(Config::default(), true)?;
+    let mut h = H::new(Config::default(), Tutorial::default(), true)?;
     run_until(&mut h, 700_000, true)?;
     h.network(700_000, true)?;
     run_until(&mut h, 700_000, true)?;
@@ -207,7 +207,7 @@ fn transcript_boot_without_network_cycles_the_radio() -> Result<(), Violation> {
 
 #[test]
 fn transcript_five_failed_connects_reset_the_link() -> Result<(), Violation> {
-    let mut h = H::new(Config::default(), true)?;
+    let mut h = H::new(Config::default(), Tutorial::default(), true)?;
     h.network(0, true)?;
     run_until(&mut h, 25_000, false)?;
     let mut expected = Vec::new();
@@ -225,7 +225,7 @@ fn transcript_five_failed_connects_reset_the_link() -> Result<(), Violation> {
 
 #[test]
 fn transcript_connect_heartbeats_and_the_test_protocol() -> Result<(), Violation> {
-    let mut h = H::new(Config::default(), true)?;
+    let mut h = H::new(Config::default(), Tutorial::default(), true)?;
     h.network(0, true)?;
     run_until(&mut h, 0, true)?;
     h.wall_clock(0, 1_732_550_400_000)?;
@@ -261,11 +261,11 @@ fn transcript_connect_heartbeats_and_the_test_protocol() -> Result<(), Violation
 
 #[test]
 fn transcript_disconnect_and_reconnect_with_a_queued_message() -> Result<(), Violation> {
-    let mut h = H::new(Config::default(), true)?;
+    let mut h = H::new(Config::default(), Tutorial::default(), true)?;
     h.network(0, true)?;
     run_until(&mut h, 4_000, true)?;
     // The socket takes 3 bytes of the message, then the connection breaks.
-    h.enqueue(4_000, 4, false)?
+    h.enqueue(4_000, b"APP0:abcd".to_vec())?
         .map_err(|e| Violation::new(4_000, format!("{e:?}")))?;
     h.write(4_000, 3)?;
     h.io_error(4_000)?;
@@ -296,7 +296,7 @@ fn lines_reply_ending_in_cr_is_dropped_and_counted() -> Result<(), Violation> {
         framing: longlink_core::Framing::Lines,
         ..Config::default()
     };
-    let mut h = H::new(config, true)?;
+    let mut h = H::new(config, Tutorial::default(), true)?;
     h.network(0, true)?;
     run_until(&mut h, 0, true)?;
     h.read_stream(1_000, b"back x\r\r\nback y\r\n")?;

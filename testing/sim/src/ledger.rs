@@ -2,21 +2,21 @@
 //!
 //! - App messages enqueued `Ok` must be written whole, in order, exactly once
 //!   (a copy cut by a disconnect is allowed, and must be a prefix).
-//! - Every inbound message the state machine handled must get the test
-//!   protocol's reply, whole, in order, exactly once (on that connection or a
-//!   later one); which messages were handled is known from a reference
-//!   decoder over the bytes delivered and `stats.messages_in`.
+//! - Every inbound message the state machine handled must get the reply the
+//!   scenario's model gives for it, whole, in order, exactly once (on that
+//!   connection or a later one); which messages were handled is known from a
+//!   reference decoder over the bytes delivered and `stats.messages_in`.
 //! - The outgoing queue holds exactly the undelivered app messages and
-//!   replies, in order, and at most one heartbeat.
+//!   replies, in the order they were queued, and at most one heartbeat.
 //!
-//! Frames are told apart by their first byte: app messages start with `A`,
-//! heartbeats with `h`, replies with `b` (`back`), 0x11 (`bin`) or a digit
-//! (`time`).
+//! A frame on the wire is the next one owed or a heartbeat: the one owed is
+//! tried first, so a reply with the bytes of the heartbeat payload is taken
+//! for the message it is (the wire cannot tell them apart either).
 
 use std::collections::VecDeque;
 
 use longlink_core::acked::{seq_before, Frame};
-use longlink_core::{Framing, Transport, BIN_REPLY};
+use longlink_core::{Framing, Transport};
 
 /// Queue header bytes per message (the queue's storage format).
 pub(crate) const HEADER: usize = 4;
@@ -28,26 +28,10 @@ pub(crate) enum Class {
     Reply,
 }
 
-fn classify(payload: &[u8]) -> Class {
-    match payload.first() {
-        Some(b'A') => Class::App,
-        Some(b'h') => Class::Heartbeat,
-        _ => Class::Reply,
-    }
-}
-
-/// The tutorial's test protocol, written independently of the core's.
-pub fn reference_reply(msg: &[u8], unix_ms: Option<u64>) -> Option<Vec<u8>> {
-    if msg.starts_with(b"back") {
-        Some(msg.to_vec())
-    } else if msg == b"bin" {
-        Some(BIN_REPLY.to_vec())
-    } else if msg == b"time" {
-        unix_ms.map(|ms| (ms / 1000).to_string().into_bytes())
-    } else {
-        None
-    }
-}
+/// The model of the handler under test: the reply it must give to a
+/// message at monotonic `now_ms`, with the wall clock `unix_ms` if one was
+/// set.
+pub(crate) type Model<'a> = &'a mut dyn FnMut(&[u8], u64, Option<u64>) -> Option<Vec<u8>>;
 
 /// What an inbound frame is to the state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,10 +74,11 @@ pub(crate) struct Ledger {
     /// Largest frame a reply may have and still fit the queue some day.
     max_frame: usize,
     hb_payload: Vec<u8>,
-    /// App messages enqueued and not yet written whole.
-    pub(crate) apps: VecDeque<Vec<u8>>,
-    /// Replies owed (to handled messages), not yet written whole.
-    pub(crate) replies: VecDeque<Vec<u8>>,
+    /// Heartbeats can appear on the wire (an interval is set).
+    heartbeats: bool,
+    /// App messages and replies (to handled messages) queued and not yet
+    /// written whole, in queue order.
+    pub(crate) owed: VecDeque<(Class, Vec<u8>)>,
     /// Inbound bytes of the current connection not yet decoded (TCP).
     mirror: Vec<u8>,
     /// Decoded inbound frames not yet handled, with their wire size.
@@ -116,7 +101,6 @@ pub(crate) struct Ledger {
     pub(crate) rejected: u32,
     pub(crate) replies_dropped: u32,
     pub(crate) rx_discarded: u64,
-    pub(crate) time_unsynced: u32,
     pub(crate) queue_full: u32,
     /// App messages written whole (for reports).
     pub(crate) apps_delivered: u64,
@@ -135,6 +119,7 @@ impl Ledger {
         hb_slot: usize,
         session: Option<u32>,
     ) -> Self {
+        let heartbeats = hb_slot > 0;
         Ledger {
             acked: session.map(|session| AckedBook {
                 session,
@@ -150,8 +135,8 @@ impl Ledger {
             r,
             max_frame: q.saturating_sub(hb_slot + HEADER),
             hb_payload: hb_payload.to_vec(),
-            apps: VecDeque::new(),
-            replies: VecDeque::new(),
+            heartbeats,
+            owed: VecDeque::new(),
             mirror: Vec::new(),
             inbox: VecDeque::new(),
             bad: false,
@@ -165,7 +150,6 @@ impl Ledger {
             rejected: 0,
             replies_dropped: 0,
             rx_discarded: 0,
-            time_unsynced: 0,
             queue_full: 0,
             apps_delivered: 0,
             replies_delivered: 0,
@@ -314,7 +298,7 @@ impl Ledger {
     /// The state machine handled `n` more messages at monotonic time `now`.
     /// Returns how many junk frames it must have rejected on the way
     /// (acknowledged mode).
-    pub(crate) fn handle(&mut self, n: u32, now: u64) -> Result<u32, String> {
+    pub(crate) fn handle(&mut self, n: u32, now: u64, model: Model<'_>) -> Result<u32, String> {
         let mut junk = self.take_non_messages();
         for _ in 0..n {
             let Some((msg, _, _)) = self.inbox.pop_front() else {
@@ -324,10 +308,7 @@ impl Ledger {
             let unix = self
                 .wall_offset
                 .and_then(|off| u64::try_from(i128::from(now) + off).ok());
-            if msg == b"time" && unix.is_none() {
-                self.time_unsynced += 1;
-            }
-            if let Some(reply) = reference_reply(&msg, unix) {
+            if let Some(reply) = model(&msg, now, unix) {
                 // `Lines` cannot carry a `\n`, nor a trailing `\r` (the
                 // receiver would take it for half of a `\r\n`).
                 let unframeable = self.framing == Framing::Lines
@@ -339,7 +320,7 @@ impl Ledger {
                 } else if let Some(b) = self.acked.as_mut() {
                     b.by_seq.push((Class::Reply, reply));
                 } else {
-                    self.replies.push_back(reply);
+                    self.owed.push_back((Class::Reply, reply));
                 }
             }
             junk += self.take_non_messages();
@@ -351,7 +332,7 @@ impl Ledger {
     pub(crate) fn app_enqueued(&mut self, msg: Vec<u8>) {
         match self.acked.as_mut() {
             Some(b) => b.by_seq.push((Class::App, msg)),
-            None => self.apps.push_back(msg),
+            None => self.owed.push_back((Class::App, msg)),
         }
     }
 
@@ -360,8 +341,13 @@ impl Ledger {
     pub(crate) fn apps_owed(&self) -> usize {
         match &self.acked {
             Some(b) => b.by_seq.len() - b.acked as usize,
-            None => self.apps.len(),
+            None => self.owed_of(Class::App),
         }
+    }
+
+    /// Socket mode: messages of `class` queued and not yet written whole.
+    pub(crate) fn owed_of(&self, class: Class) -> usize {
+        self.owed.iter().filter(|(c, _)| *c == class).count()
     }
 
     /// Acknowledged mode: the server application received `D` frame `seq`
@@ -397,37 +383,40 @@ impl Ledger {
 
     // --------------------------------------------------------------- outbound
 
-    fn expected_of(&self, class: Class) -> Option<&[u8]> {
-        match class {
-            Class::App => self.apps.front().map(Vec::as_slice),
-            Class::Reply => self.replies.front().map(Vec::as_slice),
-            Class::Heartbeat => Some(&self.hb_payload[..]),
-        }
+    /// The frames that can come next on the wire: the one owed first, then
+    /// a heartbeat.
+    fn candidates(&self) -> impl Iterator<Item = (Class, &[u8])> {
+        let front = self.owed.front().map(|(c, p)| (*c, p.as_slice()));
+        let hb = self
+            .heartbeats
+            .then_some((Class::Heartbeat, &self.hb_payload[..]));
+        front.into_iter().chain(hb)
     }
 
-    fn complete(&mut self, payload: &[u8], wire_len: usize) -> Result<(), String> {
-        let class = classify(payload);
-        let expected = self.expected_of(class);
-        if expected != Some(payload) {
+    fn complete(&mut self, payload: &[u8]) -> Result<(), String> {
+        let Some(class) = self
+            .candidates()
+            .find(|(_, want)| *want == payload)
+            .map(|(c, _)| c)
+        else {
             return Err(format!(
-                "{class:?} frame {:?} on the wire, expected {:?} (lost, duplicated or out of order)",
+                "frame {:?} on the wire, expected {:?} or a heartbeat (lost, duplicated or out of order)",
                 String::from_utf8_lossy(payload),
-                expected.map(String::from_utf8_lossy)
+                self.owed.front().map(|(_, p)| String::from_utf8_lossy(p))
             ));
-        }
+        };
         match class {
             Class::App => {
-                self.apps.pop_front();
+                self.owed.pop_front();
                 self.apps_delivered += 1;
             }
             Class::Reply => {
-                self.replies.pop_front();
+                self.owed.pop_front();
                 self.replies_delivered += 1;
             }
             Class::Heartbeat => self.heartbeats_out += 1,
         }
         self.frames_out += 1;
-        let _ = wire_len;
         Ok(())
     }
 
@@ -490,7 +479,10 @@ impl Ledger {
                         .get(..2)
                         .map(|l| 2 + usize::from(u16::from_be_bytes([l[0], l[1]])));
                     if declared != Some(bytes.len()) {
-                        return Err(format!("datagram {bytes:?} is not one whole frame"));
+                        return Err(format!(
+                            "datagram \"{}\" is not one whole frame",
+                            bytes.escape_ascii()
+                        ));
                     }
                     &bytes[2..]
                 }
@@ -522,17 +514,23 @@ impl Ledger {
             if bytes.is_empty() {
                 return Ok(());
             }
-            let payload = self
-                .frame_payload(bytes)?
-                .ok_or_else(|| format!("datagram {bytes:?} is not one whole frame"))?;
+            let payload = self.frame_payload(bytes)?.ok_or_else(|| {
+                format!(
+                    "datagram \"{}\" is not one whole frame",
+                    bytes.escape_ascii()
+                )
+            })?;
             if payload.1 != bytes.len() {
-                return Err(format!("datagram {bytes:?} holds more than one frame"));
+                return Err(format!(
+                    "datagram \"{}\" holds more than one frame",
+                    bytes.escape_ascii()
+                ));
             }
-            return self.complete(&payload.0, bytes.len());
+            return self.complete(&payload.0);
         }
         self.wire.extend_from_slice(bytes);
         while let Some((payload, len)) = self.frame_payload(&self.wire.clone())? {
-            self.complete(&payload, len)?;
+            self.complete(&payload)?;
             self.wire.drain(..len);
         }
         Ok(())
@@ -557,23 +555,22 @@ impl Ledger {
                 Ok((buf.len() >= total).then(|| (buf[2..total].to_vec(), total)))
             }
             Framing::Raw => {
-                // No delimiters: the frame is as long as the one expected.
-                let class = classify(buf);
-                let Some(expected) = self.expected_of(class) else {
-                    return Err(format!(
-                        "unexpected {class:?} bytes {:?}",
-                        String::from_utf8_lossy(buf)
-                    ));
-                };
-                let n = expected.len().min(buf.len());
-                if buf[..n] != expected[..n] {
-                    return Err(format!(
-                        "raw bytes {:?} do not match the expected {class:?} {:?}",
-                        String::from_utf8_lossy(buf),
-                        String::from_utf8_lossy(expected)
-                    ));
+                // No delimiters: the frame is as long as the one expected;
+                // a frame still arriving is waited for before a heartbeat
+                // is considered.
+                for (_, want) in self.candidates() {
+                    if buf.starts_with(want) {
+                        return Ok(Some((want.to_vec(), want.len())));
+                    }
+                    if want.starts_with(buf) {
+                        return Ok(None);
+                    }
                 }
-                Ok((buf.len() >= expected.len()).then(|| (expected.to_vec(), expected.len())))
+                Err(format!(
+                    "raw bytes {:?} are neither the start of {:?} nor a heartbeat",
+                    String::from_utf8_lossy(buf),
+                    self.owed.front().map(|(_, p)| String::from_utf8_lossy(p))
+                ))
             }
         }
     }
@@ -596,13 +593,12 @@ impl Ledger {
             };
             let part = &cut[payload_start..];
             if !part.is_empty() {
-                let class = classify(part);
                 let ok = self
-                    .expected_of(class)
-                    .is_some_and(|e| e.starts_with(part) && declared.is_none_or(|d| d == e.len()));
+                    .candidates()
+                    .any(|(_, e)| e.starts_with(part) && declared.is_none_or(|d| d == e.len()));
                 if !ok {
                     return Err(format!(
-                        "cut frame {:?} is not the start of the expected {class:?}",
+                        "cut frame {:?} is not the start of the one owed or of a heartbeat",
                         String::from_utf8_lossy(&cut)
                     ));
                 }
@@ -638,7 +634,8 @@ impl Ledger {
         match expected {
             Some(e) if declared == 9 + e.len() && e.starts_with(&body[9..]) => Ok(()),
             _ => Err(format!(
-                "cut frame {cut:?} is not the start of a queued frame"
+                "cut frame \"{}\" is not the start of a queued frame",
+                cut.escape_ascii()
             )),
         }
     }
@@ -682,13 +679,18 @@ impl Ledger {
                     }
                     let want = b.by_seq.get(seq as usize).map(|(_, p)| p.as_slice());
                     if want != Some(payload) {
-                        return Err(format!("queued D seq {seq} {payload:?}, expected {want:?}"));
+                        return Err(format!(
+                            "queued D seq {seq} \"{}\", expected {:?}",
+                            payload.escape_ascii(),
+                            want.map(String::from_utf8_lossy)
+                        ));
                     }
                     next = Some(seq + 1);
                 }
                 _ => {
                     return Err(format!(
-                        "queued frame {frame:?} (heartbeat={hb}) is not ours"
+                        "queued frame \"{}\" (heartbeat={hb}) is not ours",
+                        frame.escape_ascii()
                     ))
                 }
             }
@@ -721,40 +723,28 @@ impl Ledger {
         }
         let mut used = 0;
         let mut hbs = 0;
-        let (mut apps, mut replies) = (self.apps.iter(), self.replies.iter());
+        let mut owed = self.owed.iter();
         for (frame, hb) in frames {
             used += frame.len() + HEADER;
             let payload = self.payload(frame);
-            let class = classify(payload);
-            if hb != (class == Class::Heartbeat) {
-                return Err(format!("frame {frame:?} tagged heartbeat={hb}"));
-            }
-            let expected = match class {
-                Class::Heartbeat => {
-                    hbs += 1;
-                    Some(&self.hb_payload[..])
-                }
-                Class::App => apps.next().map(Vec::as_slice),
-                Class::Reply => replies.next().map(Vec::as_slice),
+            let expected = if hb {
+                hbs += 1;
+                Some(&self.hb_payload[..])
+            } else {
+                owed.next().map(|(_, p)| p.as_slice())
             };
             if expected != Some(payload) {
                 return Err(format!(
-                    "queued {class:?} {:?}, expected {:?}",
+                    "queued {:?} (heartbeat={hb}), expected {:?}",
                     String::from_utf8_lossy(payload),
                     expected.map(String::from_utf8_lossy)
                 ));
             }
         }
-        if let Some(a) = apps.next() {
+        if let Some((class, m)) = owed.next() {
             return Err(format!(
-                "app message {:?} silently left the queue",
-                String::from_utf8_lossy(a)
-            ));
-        }
-        if let Some(r) = replies.next() {
-            return Err(format!(
-                "reply {:?} silently left the queue",
-                String::from_utf8_lossy(r)
+                "{class:?} {:?} silently left the queue",
+                String::from_utf8_lossy(m)
             ));
         }
         if used > q {

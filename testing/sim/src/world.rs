@@ -7,12 +7,13 @@ use longlink_core::acked::{Dedup, Frame, Verdict};
 use longlink_core::time::Duration;
 use longlink_core::{Acked, Action, Backoff, Config, Delivery, Framing, Stats, Transport};
 
-use super::harness::{Event, Harness, Socket};
-use super::{Rng, Violation};
+use crate::harness::{Event, Harness, Socket};
+use crate::{Rng, Scenario, Violation};
 
-/// What one seed did, for the sweep's summary.
+/// What one run did: its numbers, its verdict, and (when asked for) the end
+/// of its transcript.
 #[derive(Clone, Debug, Default)]
-pub struct SimReport {
+pub struct Report {
     /// The seed.
     pub seed: u64,
     /// Calls into the simulator's event loop.
@@ -46,42 +47,62 @@ pub struct SimReport {
     pub trace: Vec<String>,
 }
 
-/// Fault intensities; 0 is off.
-#[derive(Clone, Copy, Debug, Default)]
-struct Faults {
-    refuse: f64,
-    dns: f64,
-    hang: f64,
-    handshake_reset: f64,
-    partial: f64,
-    would_block: f64,
-    reset_mid_send: f64,
-    /// Mean ms to a peer close per connection (0: never).
-    peer_close_ms: u64,
-    silent: f64,
-    udp_loss: f64,
-    udp_dup: f64,
-    udp_reorder: f64,
-    burst: f64,
-    oversize: f64,
-    garbage: f64,
+/// The hardship in a world: each a probability (per attempt, write,
+/// connection or request, as named) or a mean interval; 0 is off.
+/// [`Faults::default`] is a perfect network; [`Faults::random`] a random
+/// mix, as the project's sweep uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// A connect attempt is refused.
+    pub refuse: f64,
+    /// A connect attempt fails to resolve the host.
+    pub dns: f64,
+    /// A connect attempt hangs (until the connect timeout, or an OS-like
+    /// timeout of 20–75 s without one).
+    pub hang: f64,
+    /// A connection is reset during its handshake.
+    pub handshake_reset: f64,
+    /// A TCP write takes only part of what was offered.
+    pub partial: f64,
+    /// A write would block (for 1–500 ms).
+    pub would_block: f64,
+    /// A connection is reset in the middle of a send.
+    pub reset_mid_send: f64,
+    /// Mean ms to a peer close per connection (0: never); graceful after
+    /// its data or abrupt.
+    pub peer_close_ms: u64,
+    /// A connection goes half-open: the peer vanishes without a word.
+    pub silent: f64,
+    /// UDP: a datagram is lost (either way in the acknowledged mode).
+    pub udp_loss: f64,
+    /// UDP: a datagram arrives twice.
+    pub udp_dup: f64,
+    /// UDP: a datagram overtakes others.
+    pub udp_reorder: f64,
+    /// The server sends a burst of 2–7 requests at once.
+    pub burst: f64,
+    /// A request is replaced by an oversize frame.
+    pub oversize: f64,
+    /// A request is replaced by garbage (well framed or not).
+    pub garbage: f64,
     /// Mean ms between coverage losses (0: never).
-    net_flap_ms: u64,
-    link_reset_drops_ip: f64,
-    clock_jumps: bool,
-    /// Chance per connection that the server application stops reading
-    /// for a while, then the connection is reset: what its socket held is
-    /// lost.
-    stall: f64,
+    pub net_flap_ms: u64,
+    /// A link reset drops the IP address for 0.2–3 s.
+    pub link_reset_drops_ip: f64,
+    /// The wall clock jumps (and reads implausible values) now and then.
+    pub clock_jumps: bool,
+    /// Per connection: the server application stops reading for a while,
+    /// then the connection is reset: what its socket held is lost.
+    pub stall: f64,
     /// Mean ms to a server crash and restart per connection (0: never):
     /// unread bytes lost, the dedup record kept.
-    crash_ms: u64,
+    pub crash_ms: u64,
     /// The server application reads this long after bytes arrive (0: at
     /// once): acks come late.
-    lag_ms: u64,
+    pub lag_ms: u64,
     /// Acknowledged mode: chance per server tick of a bogus ack (another
     /// session, a stale number, a number beyond anything written).
-    bogus_ack: f64,
+    pub bogus_ack: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -159,8 +180,8 @@ impl Server {
     }
 }
 
-struct World<const Q: usize, const R: usize> {
-    h: Harness<Q, R>,
+pub(crate) struct World<S: Scenario, const Q: usize, const R: usize> {
+    h: Harness<S, Q, R>,
     rng: Rng,
     f: Faults,
     now: u64,
@@ -173,6 +194,7 @@ struct World<const Q: usize, const R: usize> {
     writable: bool,
     server: Server,
     request_id: u64,
+    app_id: u64,
     request_mean_ms: u64,
     app_mean_ms: u64,
     draining: bool,
@@ -190,8 +212,17 @@ struct World<const Q: usize, const R: usize> {
     srv_losses: u64,
 }
 
-/// Durations for a random config.
-fn random_config(rng: &mut Rng) -> Config {
+/// A random config as the project's sweep draws them: either transport,
+/// any framing, every duration, heartbeat, idle and connect timeouts,
+/// fixed or exponential backoff, and (half the time) the acknowledged mode
+/// with a framing it allows. Always valid.
+pub fn random_config(rng: &mut Rng) -> Config {
+    let mut cfg = random_socket_config(rng);
+    random_delivery(rng, &mut cfg);
+    cfg
+}
+
+fn random_socket_config(rng: &mut Rng) -> Config {
     let ms = Duration::from_millis;
     let retry_delay = ms(rng.pick(&[100, 700, 1_000, 5_000]));
     Config {
@@ -237,6 +268,13 @@ fn random_delivery(rng: &mut Rng, cfg: &mut Config) {
         max_retransmissions: rng.range(0, 5) as u8,
         max_in_flight: rng.range(1, 5) as u8,
     });
+}
+
+impl Faults {
+    /// A random mix: each fault on or off, with a random intensity.
+    pub fn random(rng: &mut Rng) -> Faults {
+        random_faults(rng)
+    }
 }
 
 fn random_faults(rng: &mut Rng) -> Faults {
@@ -289,41 +327,25 @@ fn random_faults(rng: &mut Rng) -> Faults {
     }
 }
 
-/// Runs the world for `seed`. The report says what the run did and the
-/// first invariant that failed, if one did.
-pub fn run_seed(seed: u64) -> SimReport {
-    run(seed, 0)
-}
-
-/// [`run_seed`], keeping the last `lines` entries of the transcript (every
-/// action and every byte moved, with its virtual time) in the report.
-pub fn run_seed_traced(seed: u64, lines: usize) -> SimReport {
-    run(seed, lines)
-}
-
-fn run(seed: u64, trace: usize) -> SimReport {
-    let mut rng = Rng::new(seed);
-    match rng.below(4) {
-        0 => World::<64, 16>::run(seed, rng, trace),
-        1 => World::<160, 48>::run(seed, rng, trace),
-        // A receive buffer larger than the queue: some replies can never fit.
-        2 => World::<48, 64>::run(seed, rng, trace),
-        _ => World::<512, 128>::run(seed, rng, trace),
-    }
-}
-
-impl<const Q: usize, const R: usize> World<Q, R> {
-    fn run(seed: u64, mut rng: Rng, trace: usize) -> SimReport {
-        let mut cfg = random_config(&mut rng);
-        random_delivery(&mut rng, &mut cfg);
-        let f = random_faults(&mut rng);
+impl<S: Scenario, const Q: usize, const R: usize> World<S, Q, R> {
+    /// Runs one world; `config` and `faults` replace the scenario's.
+    pub(crate) fn run(
+        seed: u64,
+        mut scenario: S,
+        config: Option<Config>,
+        faults: Option<Faults>,
+        trace: usize,
+    ) -> Report {
+        let mut rng = Rng::new(seed);
+        let cfg = config.unwrap_or_else(|| scenario.config(&mut rng));
+        let f = faults.unwrap_or_else(|| scenario.faults(&mut rng));
         let summary = format!("Q={Q} R={R} {cfg:?} {f:?}");
-        let mut report = SimReport {
+        let mut report = Report {
             seed,
             summary,
-            ..SimReport::default()
+            ..Report::default()
         };
-        let h = match Harness::<Q, R>::new(cfg, trace > 0) {
+        let h = match Harness::<S, Q, R>::new(cfg, scenario, trace > 0) {
             Ok(h) => h,
             Err(v) => {
                 report.violation = Some(v);
@@ -343,6 +365,7 @@ impl<const Q: usize, const R: usize> World<Q, R> {
             writable: false,
             server: Server::new(),
             request_id: 0,
+            app_id: 0,
             request_mean_ms: rng.pick(&[300, 1_500, 6_000]),
             app_mean_ms: rng.pick(&[200, 2_000, 10_000]),
             draining: false,
@@ -806,13 +829,10 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                     1
                 };
                 for _ in 0..burst {
-                    let pad = if self.rng.chance(0.1) {
-                        self.rng.below(2 * Q as u64)
-                    } else {
-                        self.rng.below(Q as u64 / 3)
-                    };
-                    let newline = self.rng.chance(0.03);
-                    let _ = self.h.enqueue(now, pad as usize, newline)?;
+                    let n = self.app_id;
+                    self.app_id += 1;
+                    let msg = self.h.scenario().app_message(n, &mut self.rng, Q);
+                    let _ = self.h.enqueue(now, msg)?;
                 }
                 if !self.draining {
                     let t = self.exp(self.app_mean_ms);
@@ -909,16 +929,10 @@ impl<const Q: usize, const R: usize> World<Q, R> {
                 g
             }
         } else {
-            let body: Vec<u8> = match r.below(4) {
-                0 | 1 => {
-                    let pad = r.below(R as u64) as usize;
-                    let mut b = format!("back#{id}:").into_bytes();
-                    b.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
-                    b
-                }
-                2 => b"bin".to_vec(),
-                _ => b"time".to_vec(),
+            let Some(body) = self.h.scenario().request(id, &mut self.rng, R) else {
+                return;
             };
+            let r = &mut self.rng;
             let body = if acked {
                 let mut m = vec![longlink_core::acked::MSG];
                 m.extend(body);

@@ -4,13 +4,13 @@
 
 use longlink_core::time::Instant;
 use longlink_core::{
-    Action, Config, Connection, Delivery, Error, Framing, QueueError, Stats, Status, TestProtocol,
+    Action, Config, Connection, Context, Delivery, Error, Framing, QueueError, Stats, Status,
     Transport, MIN_PLAUSIBLE_UNIX_MS,
 };
 
-use super::ledger::{Ledger, HEADER};
-use super::oracle::Oracle;
-use super::Violation;
+use crate::ledger::{Class, Ledger, HEADER};
+use crate::oracle::Oracle;
+use crate::{Scenario, Violation};
 
 /// One line of a transcript: something the state machine asked for or the
 /// socket carried, at a virtual time in milliseconds.
@@ -35,10 +35,13 @@ pub enum Socket {
     Open,
 }
 
-/// The core, a pretend socket, and the checks. See the module docs of
-/// [`sim`](crate::sim).
-pub struct Harness<const Q: usize, const R: usize> {
-    conn: Connection<TestProtocol, Q, R>,
+/// The core with the scenario's handler, a pretend socket, and the checks
+/// (see the [crate docs](crate)): for driving a `Connection` call by call,
+/// from a fuzz input or a test, with every invariant checked after every
+/// call. [`Sim`](crate::Sim) drives one through a seeded world.
+pub struct Harness<S: Scenario, const Q: usize, const R: usize> {
+    conn: Connection<S::Handler, Q, R>,
+    scenario: S,
     cfg: Config,
     oracle: Oracle,
     ledger: Ledger,
@@ -46,7 +49,6 @@ pub struct Harness<const Q: usize, const R: usize> {
     actions: Vec<Action>,
     stats: Stats,
     transcript: Option<Vec<(u64, Event)>>,
-    next_app: u64,
     /// What the socket took in the last [`write`](Self::write).
     last_written: Vec<u8>,
 }
@@ -68,15 +70,28 @@ fn envelope(cfg: &Config) -> usize {
     }
 }
 
+/// Runs `f`; a panic in it (the handler's or the state machine's) becomes
+/// a violation, so the transcript up to it is kept.
+fn catch<T>(what: &str, now: u64, f: impl FnOnce() -> T) -> Result<T, Violation> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string payload".into());
+        Violation::new(now, format!("{what} panicked: {text}"))
+    })
+}
+
 fn heartbeats_issued(stats: &Stats, pending: usize) -> u64 {
     u64::from(stats.heartbeats_sent) + u64::from(stats.heartbeats_skipped) + pending as u64
 }
 
-impl<const Q: usize, const R: usize> Harness<Q, R> {
-    /// A state machine created at time 0; `transcript` records every action
-    /// and every byte moved.
-    pub fn new(cfg: Config, transcript: bool) -> Result<Self, Violation> {
-        let conn = Connection::new(cfg.clone(), TestProtocol::default(), Instant::ZERO)
+impl<S: Scenario, const Q: usize, const R: usize> Harness<S, Q, R> {
+    /// A state machine with the scenario's handler, created at time 0;
+    /// `transcript` records every action and every byte moved.
+    pub fn new(cfg: Config, mut scenario: S, transcript: bool) -> Result<Self, Violation> {
+        let conn = Connection::new(cfg.clone(), scenario.handler(), Instant::ZERO)
             .map_err(|e| Violation::new(0, format!("config refused: {e}")))?;
         let hb_slot = if cfg.heartbeat_interval.is_some() {
             HEADER + cfg.heartbeat_payload.len() + cfg.framing.overhead() + envelope(&cfg)
@@ -97,11 +112,11 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
                 session(&cfg),
             ),
             cfg,
+            scenario,
             socket: Socket::Closed,
             actions: Vec::new(),
             stats: Stats::default(),
             transcript: transcript.then(Vec::new),
-            next_app: 0,
         };
         if h.deadline() != h.oracle.next_due() {
             return Err(Violation::new(0, "first deadline".into()));
@@ -135,8 +150,13 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
     }
 
     /// The state machine, for inspection.
-    pub fn connection(&self) -> &Connection<TestProtocol, Q, R> {
+    pub fn connection(&self) -> &Connection<S::Handler, Q, R> {
         &self.conn
+    }
+
+    /// The scenario.
+    pub fn scenario(&mut self) -> &mut S {
+        &mut self.scenario
     }
 
     /// Actions emitted since the last call of this method.
@@ -198,9 +218,11 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
             .map_err(|m| Violation::new(now, m))
     }
 
-    /// Replies owed to handled requests, not yet written whole.
+    /// Replies owed to handled requests, not yet written whole (socket
+    /// mode; in the acknowledged mode they count in
+    /// [`apps_owed`](Self::apps_owed)).
     pub fn replies_owed(&self) -> usize {
-        self.ledger.replies.len()
+        self.ledger.owed_of(Class::Reply)
     }
 
     /// Requests delivered on this connection and not yet handled.
@@ -249,13 +271,14 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         what: &str,
         now: u64,
         event: impl FnOnce(&mut Oracle) -> bool,
-        f: impl FnOnce(&mut Connection<TestProtocol, Q, R>, Instant) -> T,
+        f: impl FnOnce(&mut Connection<S::Handler, Q, R>, Instant) -> T,
     ) -> Result<(bool, T), Violation> {
         let before = self.stats;
         let hb_before = self.hb_mark(&before);
         self.oracle.begin(now);
         let expect_ok = event(&mut self.oracle);
-        let out = f(&mut self.conn, Instant::from_millis(now));
+        let conn = &mut self.conn;
+        let out = catch(what, now, || f(conn, Instant::from_millis(now)))?;
         self.after(what, &before, hb_before)?;
         Ok((expect_ok, out))
     }
@@ -267,9 +290,17 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         let st = *self.conn.stats();
         // Inbound: handled messages and their replies, acks and junk,
         // rejections.
+        let scenario = &mut self.scenario;
+        let mut model = |m: &[u8], at: u64, unix_time_ms: Option<u64>| {
+            let cx = Context {
+                now: Instant::from_millis(at),
+                unix_time_ms,
+            };
+            scenario.reply(m, &cx)
+        };
         let junk = self
             .ledger
-            .handle(st.messages_in - before.messages_in, now)
+            .handle(st.messages_in - before.messages_in, now, &mut model)
             .map_err(v)?;
         let rejected = (st.frames_rejected - before.frames_rejected)
             .checked_sub(junk)
@@ -362,11 +393,6 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
                 u64::from(st.queue_full),
                 u64::from(l.queue_full),
             ),
-            (
-                "time_unsynced",
-                u64::from(self.conn.handler().time_unsynced),
-                u64::from(l.time_unsynced),
-            ),
         ];
         for (name, got, want) in counters {
             if got != want {
@@ -399,6 +425,7 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         if self.socket == Socket::Open && status != Status::Connected {
             return Err(v("socket open but not connected".into()));
         }
+        self.scenario.check(self.conn.handler()).map_err(v)?;
         self.stats = st;
         Ok(())
     }
@@ -506,20 +533,10 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         Ok(())
     }
 
-    /// The application enqueues an app message with `pad` filler bytes (and
-    /// a `\n`, which `Lines` must refuse). Returns the state machine's answer
-    /// after checking it against the queue's arithmetic.
-    pub fn enqueue(
-        &mut self,
-        now: u64,
-        pad: usize,
-        newline: bool,
-    ) -> Result<Result<(), QueueError>, Violation> {
-        let mut msg = format!("APP{}:", self.next_app).into_bytes();
-        msg.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
-        if newline {
-            msg.push(b'\n');
-        }
+    /// The application enqueues `msg`. Returns the state machine's answer
+    /// after checking it against the framing's rules and the queue's
+    /// arithmetic.
+    pub fn enqueue(&mut self, now: u64, msg: Vec<u8>) -> Result<Result<(), QueueError>, Violation> {
         // enqueue runs no timers; a timer call first keeps `now` current.
         self.advance(now)?;
         // The queue's arithmetic, from its documented layout.
@@ -541,7 +558,15 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         } else {
             hb_slot
         };
-        let expected = if framing == Framing::Lines && newline {
+        let unframeable = match framing {
+            Framing::Lines => msg.contains(&b'\n') || msg.last() == Some(&b'\r'),
+            Framing::Len16 => msg.len() + env > usize::from(u16::MAX),
+            Framing::Raw => false,
+        };
+        let expected = if framing == Framing::Raw && msg.is_empty() {
+            // Nothing on the wire would say a message was there.
+            Err(QueueError::Empty)
+        } else if unframeable {
             Err(QueueError::Unframeable)
         } else if frame_len > Q.saturating_sub(hb_slot + HEADER) {
             Err(QueueError::TooLarge)
@@ -555,9 +580,9 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
         }
         if expected.is_ok() {
             self.ledger.app_enqueued(msg.clone());
-            self.next_app += 1;
         }
-        let r = self.conn.enqueue(&msg);
+        let conn = &mut self.conn;
+        let r = catch("enqueue", now, || conn.enqueue(&msg))?;
         if r != expected {
             return Err(Violation::new(
                 now,
@@ -728,23 +753,13 @@ impl<const Q: usize, const R: usize> Harness<Q, R> {
                 ));
             }
         }
-        if let Some(a) = self.ledger.apps.front() {
+        if let Some((class, m)) = self.ledger.owed.front() {
             return Err(Violation::new(
                 now,
                 format!(
-                    "{} app messages never delivered, first {:?}",
-                    self.ledger.apps.len(),
-                    String::from_utf8_lossy(a)
-                ),
-            ));
-        }
-        if let Some(r) = self.ledger.replies.front() {
-            return Err(Violation::new(
-                now,
-                format!(
-                    "{} replies never delivered, first {:?}",
-                    self.ledger.replies.len(),
-                    String::from_utf8_lossy(r)
+                    "{} messages never delivered, first {class:?} {:?}",
+                    self.ledger.owed.len(),
+                    String::from_utf8_lossy(m)
                 ),
             ));
         }

@@ -1,13 +1,98 @@
-//! A deterministic fault simulator for the state machine, in the spirit of
-//! quinn-proto's test `Pair` and smoltcp's netsim.
+//! # longlink-sim
 //!
-//! [`run_seed`] builds a world from one `u64`: a random [`Config`]
-//! (transport, framing, every duration, heartbeat, idle and connect
-//! timeouts, fixed or exponential backoff, queue and receive sizes), a mix
-//! of faults, and a virtual clock. It then runs the core against a simulated
-//! network and server until a random end time, drains (faults off), and
-//! checks that everything owed was delivered. The same seed always gives
-//! the same run.
+//! A deterministic fault simulator for a device's long connection: your
+//! [`Handler`] and your [`Config`] inside
+//! [longlink-core](longlink_core)'s state machine, a seeded world of
+//! network trouble around it, your server's script on the far side, and
+//! every invariant checked after every call. In the spirit of smoltcp's
+//! `FaultInjector`, tokio's turmoil and quinn-proto's test `Pair`, for the
+//! one connection an embedded device keeps.
+//!
+//! You describe your device and its server with a [`Scenario`]: the
+//! handler to test, a **model** of what it must answer (the reply each
+//! message deserves), the requests your server sends, the messages your
+//! application queues, and any invariant of your own over the handler's
+//! state. [`Sim`] runs it in a world built from one `u64` seed; the same
+//! seed always gives the same run, and a failing seed comes back with its
+//! transcript.
+//!
+//! ```
+//! use longlink_core::{Context, Handler, Reply, ReplyFull};
+//! use longlink_sim::{Rng, Scenario, Sim};
+//!
+//! /// The device: answers `ping` with `pong`.
+//! #[derive(Default)]
+//! struct Pinger;
+//!
+//! impl Handler for Pinger {
+//!     fn on_message(&mut self, m: &[u8], _: &Context, reply: &mut Reply<'_>) -> Result<(), ReplyFull> {
+//!         if m == b"ping" {
+//!             reply.write(b"pong")?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// What the server does, and what the device must answer.
+//! #[derive(Clone, Default)]
+//! struct PingServer;
+//!
+//! impl Scenario for PingServer {
+//!     type Handler = Pinger;
+//!     fn handler(&mut self) -> Pinger {
+//!         Pinger
+//!     }
+//!     fn request(&mut self, _id: u64, rng: &mut Rng, _room: usize) -> Option<Vec<u8>> {
+//!         Some(if rng.chance(0.8) { b"ping".to_vec() } else { b"noise".to_vec() })
+//!     }
+//!     fn reply(&mut self, message: &[u8], _: &Context) -> Option<Vec<u8>> {
+//!         (message == b"ping").then(|| b"pong".to_vec())
+//!     }
+//! }
+//!
+//! for seed in 0..20 {
+//!     // A queue of 256 bytes, a receive buffer of 64.
+//!     let report = Sim::<PingServer, 256, 64>::new(PingServer).check(seed).unwrap();
+//!     assert!(report.violation.is_none());
+//! }
+//! ```
+//!
+//! With [proptest](https://docs.rs/proptest), [`strategy`] draws configs
+//! and fault mixes that shrink:
+//!
+//! ```
+//! # use longlink_core::{Context, Handler, Reply, ReplyFull};
+//! # use longlink_sim::{Rng, Scenario, Sim};
+//! # #[derive(Clone, Default)] struct Echo;
+//! # impl Handler for Echo {
+//! #     fn on_message(&mut self, m: &[u8], _: &Context, r: &mut Reply<'_>) -> Result<(), ReplyFull> { r.write(m) }
+//! # }
+//! # impl Scenario for Echo {
+//! #     type Handler = Echo;
+//! #     fn handler(&mut self) -> Echo { Echo }
+//! #     fn request(&mut self, id: u64, _: &mut Rng, _: usize) -> Option<Vec<u8>> { Some(format!("m{id}").into_bytes()) }
+//! #     fn reply(&mut self, m: &[u8], _: &Context) -> Option<Vec<u8>> { Some(m.to_vec()) }
+//! # }
+//! use proptest::prelude::*;
+//!
+//! proptest!(ProptestConfig::with_cases(16), |(cfg in longlink_sim::strategy::config(), seed: u64)| {
+//!     Sim::<Echo, 256, 64>::new(Echo).config(cfg).check(seed).unwrap();
+//! });
+//! ```
+//!
+//! For fuzzing, [`Harness`] takes one call at a time ([`Input`], with the
+//! `arbitrary` feature) and checks the same invariants after each; see the
+//! README's "Test your own device logic".
+//!
+//! ## The world
+//!
+//! A world is a random [`Config`] (unless you give one: transport,
+//! framing, every duration, heartbeat, idle and connect timeouts, fixed or
+//! exponential backoff, and half the time the acknowledged mode), a mix of
+//! [`Faults`] (unless you give one), and a virtual clock. It runs the core
+//! against a simulated network and server until a random end time
+//! (20–240 s of virtual time), drains (faults off, up to 2 h), and checks
+//! that everything owed was delivered.
 //!
 //! Faults, each on or off per seed with a random intensity: connect refused,
 //! DNS failure, connect hanging until the connect timeout (or an OS-like
@@ -31,14 +116,21 @@
 //!   a disconnect is a prefix of the message, which is then sent whole on a
 //!   later connection; the queue holds exactly what is owed, bounded, with at
 //!   most one heartbeat;
-//! - every message the core handled gets the test protocol's reply (from an
-//!   independent reference), whole, in order, exactly once; which messages
-//!   were handled and which frames must be rejected comes from a reference
-//!   decoder over the bytes delivered;
+//! - every message the core handled gets the reply the scenario's model
+//!   gives ([`Scenario::reply`]), whole, in order, exactly once; which
+//!   messages were handled and which frames must be rejected comes from a
+//!   reference decoder over the bytes delivered;
+//! - the scenario's own invariant holds ([`Scenario::check`]);
 //! - `Stats` agree with what the simulation counted (attempts, connects,
 //!   failures, timeouts, disconnects, idle timeouts, link resets, radio
 //!   cycles, messages and bytes in and out, heartbeats, rejected frames,
 //!   dropped replies, discarded bytes, full-queue refusals).
+//!
+//! A reply the model gives that cannot be framed (`Lines` with a `\n` or a
+//! trailing `\r`) or never fits the queue must be dropped and counted in
+//! `Stats::replies_dropped`, not sent. On the wire, the next frame must be
+//! the next message owed or a heartbeat; a reply whose bytes equal the
+//! heartbeat payload is taken for the message.
 //!
 //! For UDP the "wire" is what the client's socket took: loss on the way to
 //! the server is outside what a client can know.
@@ -83,13 +175,22 @@
 //!   (TCP, or UDP after `max_retransmissions` in a row) or not.
 
 mod harness;
+mod input;
 mod ledger;
 mod oracle;
+mod scenario;
+pub mod strategy;
+mod tutorial;
 mod world;
 
 pub use harness::{Event, Harness, Socket};
-pub use ledger::reference_reply;
-pub use world::{run_seed, run_seed_traced, SimReport};
+pub use input::Input;
+pub use scenario::{default_app_message, Failure, Scenario, Sim};
+pub use tutorial::{reference_reply, run_seed, run_seed_traced, Tutorial};
+pub use world::{random_config, Faults, Report};
+
+#[doc(no_inline)]
+pub use longlink_core::{Config, Context, Handler};
 
 /// An invariant that did not hold, at a virtual time.
 #[derive(Clone, Debug, PartialEq, Eq)]
