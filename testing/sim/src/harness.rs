@@ -646,7 +646,10 @@ impl<S: Scenario, const Q: usize, const R: usize> Harness<S, Q, R> {
         let (_, r) = self.call(
             "handle_written",
             now,
-            |_| true,
+            |o| {
+                o.written(n);
+                true
+            },
             |c, t| c.handle_written(t, n),
         )?;
         if r.is_err() {

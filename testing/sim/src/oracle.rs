@@ -288,6 +288,21 @@ impl Oracle {
         }
     }
 
+    /// The socket took `n` bytes: with `heartbeat_when_idle`, the link is
+    /// not idle, so the next heartbeat is an interval away.
+    pub(crate) fn written(&mut self, n: usize) {
+        if n == 0 || !self.cfg.heartbeat_when_idle {
+            return;
+        }
+        if let Phase::Connected { idle_due, .. } = self.phase {
+            let hb_due = self
+                .cfg
+                .heartbeat_interval
+                .map(|i| self.now + i.as_millis());
+            self.phase = Phase::Connected { hb_due, idle_due };
+        }
+    }
+
     /// Inbound data reset the idle timer.
     pub(crate) fn activity(&mut self) {
         if let Phase::Connected { hb_due, .. } = self.phase {

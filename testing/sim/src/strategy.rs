@@ -54,7 +54,8 @@ pub fn acked() -> impl Strategy<Value = Acked> {
 /// A valid config in the ranges a device uses: network wait 1 s–5 min,
 /// radio off 1–20 s, retry delay 100 ms–5 s, 1–6 failures before a link
 /// reset, heartbeat (or none) every 1–10 s, idle timeout (or none) 2–40 s,
-/// connect timeout (or none) 0.3–10 s, fixed or exponential backoff.
+/// connect timeout (or none) 0.3–10 s, fixed or exponential backoff,
+/// heartbeats always or only when idle.
 /// `delivery` is `Socket`; see [`config`] for both modes.
 pub fn socket_config() -> impl Strategy<Value = Config> {
     let timing = (
@@ -70,9 +71,10 @@ pub fn socket_config() -> impl Strategy<Value = Config> {
         option::of(ms(300, 10_000)),
         option::of(1u64..=20),
         any::<u64>(),
+        any::<bool>(),
     );
     (transport(), framing(), timing, guards).prop_map(
-        |(transport, framing, t, (idle, connect, backoff, seed))| {
+        |(transport, framing, t, (idle, connect, backoff, seed, when_idle))| {
             let (network_wait, radio_off, retry_delay, max_failures, heartbeat, payload) = t;
             Config {
                 transport,
@@ -83,7 +85,7 @@ pub fn socket_config() -> impl Strategy<Value = Config> {
                 max_failures,
                 heartbeat_interval: heartbeat,
                 heartbeat_payload: longlink_core::payload(payload).unwrap_or_default(),
-                heartbeat_when_idle: false,
+                heartbeat_when_idle: when_idle,
                 idle_timeout: idle,
                 connect_timeout: connect,
                 backoff: match backoff {

@@ -237,7 +237,7 @@ fn random_socket_config(rng: &mut Rng) -> Config {
             .then(|| ms(rng.pick(&[1_000, 3_000, 10_000]))),
         heartbeat_payload: longlink_core::payload(rng.pick(&[&b"heart beat"[..], b"hb", b"h"]))
             .unwrap_or_default(),
-        heartbeat_when_idle: false,
+        heartbeat_when_idle: rng.chance(0.2),
         idle_timeout: rng.chance(0.5).then(|| ms(rng.range(2_000, 40_000))),
         connect_timeout: rng.chance(0.5).then(|| ms(rng.range(300, 10_000))),
         backoff: if rng.chance(0.3) {
