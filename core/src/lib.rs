@@ -134,6 +134,10 @@
 //! - `acked`: the acknowledged delivery mode (`Delivery::Acked`, the
 //!   `acked` module: the wire format of `PROTOCOL.md` and its server side);
 //!   off, the state machine carries none of its code or state.
+//! - `arbitrary` (implies `std`): `arbitrary::Arbitrary` for [`Config`] and
+//!   its parts (the `arbitrary` module): valid `Config`s,
+//!   framings and timings for a user's own cargo-fuzz target; see
+//!   longlink-sim for driving a `Connection` from fuzz input.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -146,6 +150,8 @@ mod fmt;
 
 #[cfg(feature = "acked")]
 pub mod acked;
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary;
 mod config;
 mod connection;
 pub mod driver;

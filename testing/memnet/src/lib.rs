@@ -45,6 +45,109 @@
 //! stack would reject or mishandle (a socket used after close, connecting
 //! a socket twice, reusing a socket after a FIN), and a small socket table
 //! makes a socket leak fail the next `socket()` call.
+//!
+//! ## Example: a firmware test
+//!
+//! Your firmware talks to its server through `longlink-nal`'s `Driver` over
+//! any embedded-nal stack; in a test the stack is a [`MemNet`] and the
+//! server a [`Peer`] you script. Here the server answers `ping` with
+//! `pong`, and the test checks that the firmware's handler (a
+//! `longlink-core` `Handler`) got it, over a stack that follows the trait
+//! docs and over one that behaves like smoltcp-nal, with partial sends on
+//! top. Code that calls the embedded-nal traits itself, without the
+//! `Driver`, is tested the same way.
+//!
+//! ```
+//! use core::net::SocketAddr;
+//! use longlink_memnet::{Accept, Behaviour, Conn, MemNet, Peer, Proto, Read};
+//! use longlink_nal::longlink_core::time::Instant;
+//! use longlink_nal::longlink_core::{Config, Context, Framing, Handler, Remote, Reply, ReplyFull};
+//! use longlink_nal::{AlwaysUp, Driver, Quirks};
+//!
+//! /// The test's server, scripted: answers every line `ping` with `pong` and
+//! /// keeps everything the client sent.
+//! #[derive(Default)]
+//! struct PingServer {
+//!     received: Vec<u8>,
+//!     scanned: usize,
+//!     outbox: Vec<u8>,
+//! }
+//!
+//! impl Peer for PingServer {
+//!     fn connect(&mut self, _: Proto, _: SocketAddr) -> Accept {
+//!         Accept::Yes // or Accept::Refuse, Accept::Pending
+//!     }
+//!     fn send(&mut self, _: Conn, data: &[u8]) -> usize {
+//!         self.received.extend_from_slice(data);
+//!         // TCP may split or glue lines: answer whole ones only.
+//!         while let Some(n) = self.received[self.scanned..].iter().position(|&b| b == b'\n') {
+//!             if self.received[self.scanned..self.scanned + n] == *b"ping" {
+//!                 self.outbox.extend_from_slice(b"pong\n");
+//!             }
+//!             self.scanned += n + 1;
+//!         }
+//!         data.len() // 0 would be a full window
+//!     }
+//!     fn receive(&mut self, _: Conn, buf: &mut [u8]) -> Read {
+//!         if self.outbox.is_empty() {
+//!             return Read::Nothing; // or Read::Fin, Read::Reset
+//!         }
+//!         let n = self.outbox.len().min(buf.len());
+//!         buf[..n].copy_from_slice(&self.outbox[..n]);
+//!         self.outbox.drain(..n);
+//!         Read::Data(n)
+//!     }
+//! }
+//!
+//! /// The firmware's own code under test: what it does with the server's
+//! /// messages.
+//! #[derive(Default)]
+//! struct App {
+//!     pongs: u32,
+//! }
+//!
+//! impl Handler for App {
+//!     fn on_message(&mut self, msg: &[u8], _: &Context, _: &mut Reply<'_>) -> Result<(), ReplyFull> {
+//!         if msg == b"pong" {
+//!             self.pongs += 1;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let server: SocketAddr = "192.0.2.1:50798".parse().unwrap();
+//! let config = Config {
+//!     framing: Framing::Lines,
+//!     heartbeat_interval: None, // nothing but our message on the wire
+//!     ..Config::default()
+//! };
+//! // The same test over a stack that follows the trait docs and over one
+//! // that behaves like smoltcp-nal, with the driver told which it is.
+//! for (behaviour, quirks) in [
+//!     (Behaviour::CONFORMANT, Quirks::CONFORMANT),
+//!     (Behaviour::SMOLTCP_NAL, Quirks::SMOLTCP_NAL),
+//! ] {
+//!     let mut net = MemNet::new(PingServer::default(), behaviour);
+//!     net.behaviour.max_send = 3; // and partial sends on top
+//!     let mut ms = 0;
+//!     let clock = move || {
+//!         ms += 10; // a virtual clock: 10 ms per poll
+//!         Instant::from_millis(ms)
+//!     };
+//!     let mut link: Driver<_, _, _, App, 256, 128> =
+//!         Driver::new(net, clock, AlwaysUp, Remote::Addr(server), config.clone(), App::default())
+//!             .unwrap()
+//!             .quirks(quirks);
+//!     link.enqueue(b"ping").unwrap();
+//!     for _ in 0..10 {
+//!         link.poll();
+//!     }
+//!     assert_eq!(link.connection().handler().pongs, 1);
+//!     let net = link.stack_mut();
+//!     assert_eq!(net.peer.received, b"ping\n");
+//!     assert_eq!((net.stats.connects, net.stats.misuse), (1, 0));
+//! }
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -687,3 +790,8 @@ impl<P: Peer> Dns for MemNet<P> {
 pub mod lab;
 #[cfg(feature = "async")]
 pub mod nal_async;
+
+// The README's example runs as a doctest too, so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
