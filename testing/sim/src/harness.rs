@@ -636,7 +636,8 @@ impl<S: Scenario, const Q: usize, const R: usize> Harness<S, Q, R> {
         } else {
             max.min(offer.len())
         };
-        if let Err(m) = self.ledger.written(&offer[..n]) {
+        let heads: Vec<bool> = self.conn.queued_frames().map(|(_, hb)| hb).collect();
+        if let Err(m) = self.ledger.written(&offer[..n], &heads) {
             return Err(Violation::new(now, m));
         }
         if n > 0 {

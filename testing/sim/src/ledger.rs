@@ -9,9 +9,9 @@
 //! - The outgoing queue holds exactly the undelivered app messages and
 //!   replies, in the order they were queued, and at most one heartbeat.
 //!
-//! A frame on the wire is the next one owed or a heartbeat: the one owed is
-//! tried first, so a reply with the bytes of the heartbeat payload is taken
-//! for the message it is (the wire cannot tell them apart either).
+//! Which frame the wire carries next (the next message owed, or a
+//! heartbeat) is read from the heartbeat tags of the state machine's queue;
+//! its bytes must then be exactly that frame, framed.
 
 use std::collections::VecDeque;
 
@@ -74,8 +74,6 @@ pub(crate) struct Ledger {
     /// Largest frame a reply may have and still fit the queue some day.
     max_frame: usize,
     hb_payload: Vec<u8>,
-    /// Heartbeats can appear on the wire (an interval is set).
-    heartbeats: bool,
     /// App messages and replies (to handled messages) queued and not yet
     /// written whole, in queue order.
     pub(crate) owed: VecDeque<(Class, Vec<u8>)>,
@@ -90,6 +88,8 @@ pub(crate) struct Ledger {
     pub(crate) bad: bool,
     /// Bytes written on the current connection not yet parsed (TCP).
     wire: Vec<u8>,
+    /// The frame `wire` holds the start of is a heartbeat.
+    wire_hb: bool,
     /// Unix ms minus monotonic ms, once a plausible wall clock was given.
     pub(crate) wall_offset: Option<i128>,
     // Totals the state machine's Stats must agree with.
@@ -119,7 +119,6 @@ impl Ledger {
         hb_slot: usize,
         session: Option<u32>,
     ) -> Self {
-        let heartbeats = hb_slot > 0;
         Ledger {
             acked: session.map(|session| AckedBook {
                 session,
@@ -135,12 +134,12 @@ impl Ledger {
             r,
             max_frame: q.saturating_sub(hb_slot + HEADER),
             hb_payload: hb_payload.to_vec(),
-            heartbeats,
             owed: VecDeque::new(),
             mirror: Vec::new(),
             inbox: VecDeque::new(),
             bad: false,
             wire: Vec::new(),
+            wire_hb: false,
             wall_offset: None,
             handled: 0,
             frames_out: 0,
@@ -383,28 +382,31 @@ impl Ledger {
 
     // --------------------------------------------------------------- outbound
 
-    /// The frames that can come next on the wire: the one owed first, then
-    /// a heartbeat.
-    fn candidates(&self) -> impl Iterator<Item = (Class, &[u8])> {
-        let front = self.owed.front().map(|(c, p)| (*c, p.as_slice()));
-        let hb = self
-            .heartbeats
-            .then_some((Class::Heartbeat, &self.hb_payload[..]));
-        front.into_iter().chain(hb)
+    /// The frame owed next, as it must look on the wire: the heartbeat if
+    /// the state machine's queue says its head is one (`heartbeat`), the
+    /// next message owed otherwise.
+    fn expected_frame(&self, heartbeat: bool) -> Result<(Class, Vec<u8>), String> {
+        let (class, payload) = if heartbeat {
+            (Class::Heartbeat, &self.hb_payload[..])
+        } else {
+            let (c, p) = self
+                .owed
+                .front()
+                .ok_or("a frame on the wire, but no message is owed")?;
+            (*c, &p[..])
+        };
+        let mut out = vec![0; payload.len() + self.framing.overhead()];
+        let n = self.framing.encode(payload, &mut out).map_err(|e| {
+            format!(
+                "{class:?} {:?} cannot be framed: {e:?}",
+                payload.escape_ascii().to_string()
+            )
+        })?;
+        out.truncate(n);
+        Ok((class, out))
     }
 
-    fn complete(&mut self, payload: &[u8]) -> Result<(), String> {
-        let Some(class) = self
-            .candidates()
-            .find(|(_, want)| *want == payload)
-            .map(|(c, _)| c)
-        else {
-            return Err(format!(
-                "frame {:?} on the wire, expected {:?} or a heartbeat (lost, duplicated or out of order)",
-                String::from_utf8_lossy(payload),
-                self.owed.front().map(|(_, p)| String::from_utf8_lossy(p))
-            ));
-        };
+    fn complete(&mut self, class: Class) {
         match class {
             Class::App => {
                 self.owed.pop_front();
@@ -417,7 +419,6 @@ impl Ledger {
             Class::Heartbeat => self.heartbeats_out += 1,
         }
         self.frames_out += 1;
-        Ok(())
     }
 
     /// Acknowledged mode: one whole frame went out (`fresh`: its first
@@ -504,73 +505,59 @@ impl Ledger {
         Ok(())
     }
 
-    /// The socket took `bytes` (for UDP: one whole datagram).
-    pub(crate) fn written(&mut self, bytes: &[u8]) -> Result<(), String> {
+    /// The socket took `bytes` (for UDP: one whole datagram) of what the
+    /// state machine's queue held; `heads` tells which of its frames, in
+    /// order, are heartbeats (the first being the one `wire` has the start
+    /// of). Frame boundaries come from the expected frames, never from
+    /// parsing the wire, so a message that looks like a heartbeat, or is a
+    /// prefix of one, is still told apart.
+    pub(crate) fn written(&mut self, bytes: &[u8], heads: &[bool]) -> Result<(), String> {
         self.bytes_out += bytes.len() as u64;
         if self.acked.is_some() {
             return self.written_acked(bytes);
         }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let show = |b: &[u8]| b.escape_ascii().to_string();
         if self.transport == Transport::Udp {
-            if bytes.is_empty() {
-                return Ok(());
-            }
-            let payload = self.frame_payload(bytes)?.ok_or_else(|| {
-                format!(
-                    "datagram \"{}\" is not one whole frame",
-                    bytes.escape_ascii()
-                )
-            })?;
-            if payload.1 != bytes.len() {
+            let (class, want) = self.expected_frame(heads.first() == Some(&true))?;
+            if bytes != want {
                 return Err(format!(
-                    "datagram \"{}\" holds more than one frame",
-                    bytes.escape_ascii()
+                    "datagram \"{}\" on the wire, expected {class:?} \"{}\" (lost, duplicated, out of order or not one whole frame)",
+                    show(bytes),
+                    show(&want)
                 ));
             }
-            return self.complete(&payload.0);
+            self.complete(class);
+            return Ok(());
         }
         self.wire.extend_from_slice(bytes);
-        while let Some((payload, len)) = self.frame_payload(&self.wire.clone())? {
-            self.complete(&payload)?;
-            self.wire.drain(..len);
-        }
-        Ok(())
-    }
-
-    /// The first whole frame in `buf` and its wire length, `None` when more
-    /// bytes are needed; an error when what is there cannot be right.
-    fn frame_payload(&self, buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        match self.framing {
-            Framing::Lines => Ok(buf
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|nl| (buf[..nl].to_vec(), nl + 1))),
-            Framing::Len16 => {
-                if buf.len() < 2 {
-                    return Ok(None);
-                }
-                let total = 2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]));
-                Ok((buf.len() >= total).then(|| (buf[2..total].to_vec(), total)))
+        let mut heads = heads.iter().copied();
+        loop {
+            let Some(hb) = heads.next() else {
+                return Err(format!(
+                    "\"{}\" on the wire beyond everything queued",
+                    show(&self.wire)
+                ));
+            };
+            let (class, want) = self.expected_frame(hb)?;
+            let n = want.len().min(self.wire.len());
+            if self.wire[..n] != want[..n] {
+                return Err(format!(
+                    "\"{}\" on the wire, expected {class:?} \"{}\" (lost, duplicated or out of order)",
+                    show(&self.wire),
+                    show(&want)
+                ));
             }
-            Framing::Raw => {
-                // No delimiters: the frame is as long as the one expected;
-                // a frame still arriving is waited for before a heartbeat
-                // is considered.
-                for (_, want) in self.candidates() {
-                    if buf.starts_with(want) {
-                        return Ok(Some((want.to_vec(), want.len())));
-                    }
-                    if want.starts_with(buf) {
-                        return Ok(None);
-                    }
-                }
-                Err(format!(
-                    "raw bytes {:?} are neither the start of {:?} nor a heartbeat",
-                    String::from_utf8_lossy(buf),
-                    self.owed.front().map(|(_, p)| String::from_utf8_lossy(p))
-                ))
+            if self.wire.len() < want.len() {
+                self.wire_hb = hb;
+                return Ok(());
+            }
+            self.wire.drain(..want.len());
+            self.complete(class);
+            if self.wire.is_empty() {
+                return Ok(());
             }
         }
     }
@@ -584,24 +571,13 @@ impl Ledger {
             self.check_cut_acked(&cut)?;
         } else if !cut.is_empty() {
             self.cut_frames += 1;
-            let (payload_start, declared) = match self.framing {
-                Framing::Len16 if cut.len() >= 2 => {
-                    (2, Some(usize::from(u16::from_be_bytes([cut[0], cut[1]]))))
-                }
-                Framing::Len16 => (cut.len(), None),
-                _ => (0, None),
-            };
-            let part = &cut[payload_start..];
-            if !part.is_empty() {
-                let ok = self
-                    .candidates()
-                    .any(|(_, e)| e.starts_with(part) && declared.is_none_or(|d| d == e.len()));
-                if !ok {
-                    return Err(format!(
-                        "cut frame {:?} is not the start of the one owed or of a heartbeat",
-                        String::from_utf8_lossy(&cut)
-                    ));
-                }
+            let (class, want) = self.expected_frame(self.wire_hb)?;
+            if !want.starts_with(&cut) {
+                return Err(format!(
+                    "cut frame \"{}\" is not the start of the {class:?} owed, \"{}\"",
+                    cut.escape_ascii(),
+                    want.escape_ascii()
+                ));
             }
         }
         self.rx_discarded += self.unhandled_bytes();
@@ -754,5 +730,64 @@ impl Ledger {
             return Err(format!("{hbs} heartbeats pending"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(framing: Framing, transport: Transport) -> Ledger {
+        Ledger::new(framing, transport, 256, 64, b"hb", 10, None)
+    }
+
+    #[test]
+    fn frames_are_checked_in_queue_order_with_the_heartbeat_where_the_queue_has_it() {
+        let mut l = ledger(Framing::Lines, Transport::Tcp);
+        l.app_enqueued(b"APP0:".to_vec());
+        assert_eq!(l.written(b"hb\nAP", &[true, false]), Ok(()));
+        assert_eq!(l.written(b"P0:\n", &[false]), Ok(()));
+        assert_eq!(
+            (l.heartbeats_out, l.apps_delivered, l.frames_out),
+            (1, 1, 2)
+        );
+        // Nothing is owed any more: a second copy is a duplicate.
+        assert!(l.written(b"APP0:\n", &[false]).is_err());
+    }
+
+    #[test]
+    fn raw_frames_that_look_alike_are_told_apart_by_the_queue() {
+        // The app message `h` is a prefix of the heartbeat `hb`.
+        let mut l = ledger(Framing::Raw, Transport::Tcp);
+        l.app_enqueued(b"h".to_vec());
+        assert_eq!(l.written(b"hbh", &[true, false]), Ok(()));
+        assert_eq!((l.heartbeats_out, l.apps_delivered), (1, 1));
+    }
+
+    #[test]
+    fn wrong_lost_or_reordered_bytes_are_caught() {
+        let mut l = ledger(Framing::Len16, Transport::Tcp);
+        l.app_enqueued(b"one".to_vec());
+        l.app_enqueued(b"two".to_vec());
+        // `two` before `one`.
+        assert!(l.written(b"\x00\x03two", &[false, false]).is_err());
+        let mut l = ledger(Framing::Len16, Transport::Udp);
+        l.app_enqueued(b"one".to_vec());
+        // A datagram with two frames, or half of one.
+        assert!(l.written(b"\x00\x03one\x00\x02hb", &[false, true]).is_err());
+        assert!(l.written(b"\x00\x03on", &[false]).is_err());
+        assert_eq!(l.written(b"\x00\x03one", &[false]), Ok(()));
+    }
+
+    #[test]
+    fn a_cut_frame_must_be_the_start_of_the_one_owed() {
+        let mut l = ledger(Framing::Lines, Transport::Tcp);
+        l.app_enqueued(b"APP0:".to_vec());
+        assert_eq!(l.written(b"AP", &[false]), Ok(()));
+        assert_eq!(l.connection_closed(), Ok(()));
+        assert_eq!(l.cut_frames, 1);
+        // Sent whole on the next connection.
+        assert_eq!(l.written(b"APP0:\n", &[false]), Ok(()));
+        assert!(l.written(b"XY", &[false]).is_err());
     }
 }

@@ -128,9 +128,9 @@
 //!
 //! A reply the model gives that cannot be framed (`Lines` with a `\n` or a
 //! trailing `\r`) or never fits the queue must be dropped and counted in
-//! `Stats::replies_dropped`, not sent. On the wire, the next frame must be
-//! the next message owed or a heartbeat; a reply whose bytes equal the
-//! heartbeat payload is taken for the message.
+//! `Stats::replies_dropped`, not sent. Which frame comes next on the wire
+//! (the next message owed, or a heartbeat) is read from the heartbeat tags
+//! of the state machine's queue; the bytes must be exactly that frame.
 //!
 //! For UDP the "wire" is what the client's socket took: loss on the way to
 //! the server is outside what a client can know.
