@@ -19,6 +19,10 @@ use core::fmt::Write;
 use longlink_core::{Context, Handler, Reply, ReplyFull};
 
 pub mod broken;
+#[cfg(feature = "sim")]
+extern crate std;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// The reading the (pretend) sensor gives for reading `n`, in hundredths of
 /// a degree: deterministic, so a test can know it.

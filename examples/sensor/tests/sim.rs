@@ -1,104 +1,13 @@
-//! The sensor under the simulator: a model of what it must answer, the
-//! server's requests, and an invariant over its state; then property tests
-//! over configs, fault mixes and seeds, and one over raw input sequences.
-//! The broken version is caught.
+//! The sensor under the simulator (its scenario is `src/sim.rs`, shared
+//! with the fuzz target): property tests over configs, fault mixes and
+//! seeds, and one over raw input sequences; the broken version is caught.
 
-use std::marker::PhantomData;
-
-use longlink_core::{Context, Handler};
+use longlink_core::Handler;
 use longlink_example_sensor::broken::BrokenSensor;
-use longlink_example_sensor::{parse_interval, temperature, Sensor};
-use longlink_sim::{strategy, Harness, Rng, Scenario, Sim};
+use longlink_example_sensor::sim::SensorServer;
+use longlink_example_sensor::Sensor;
+use longlink_sim::{strategy, Harness, Sim};
 use proptest::prelude::*;
-
-/// Both handlers, so one scenario tests either.
-trait Device: Handler + Default {
-    fn sensor(&self) -> &Sensor;
-}
-
-impl Device for Sensor {
-    fn sensor(&self) -> &Sensor {
-        self
-    }
-}
-
-impl Device for BrokenSensor {
-    fn sensor(&self) -> &Sensor {
-        &self.0
-    }
-}
-
-/// The server's side and the model of the device.
-#[derive(Clone, Debug)]
-struct SensorServer<D> {
-    /// Readings the device must have reported.
-    readings: u32,
-    /// The interval the device must have.
-    interval_s: u16,
-    device: PhantomData<D>,
-}
-
-impl<D> Default for SensorServer<D> {
-    fn default() -> Self {
-        SensorServer {
-            readings: 0,
-            interval_s: 60,
-            device: PhantomData,
-        }
-    }
-}
-
-impl<D: Device + Clone> Scenario for SensorServer<D> {
-    type Handler = D;
-
-    fn handler(&mut self) -> D {
-        D::default()
-    }
-
-    /// What the server sends: mostly `READ`, some configuration, some
-    /// nonsense.
-    fn request(&mut self, _id: u64, rng: &mut Rng, _room: usize) -> Option<Vec<u8>> {
-        Some(match rng.below(10) {
-            0..=4 => b"READ".to_vec(),
-            5 => b"GET".to_vec(),
-            6 | 7 => format!("SET interval={}", rng.range(1, 3600)).into_bytes(),
-            8 => rng
-                .pick(&[&b"SET interval=0"[..], b"SET interval=99999", b"SET x"])
-                .to_vec(),
-            _ => b"HELLO".to_vec(),
-        })
-    }
-
-    /// The model: the reply each message deserves, in order.
-    fn reply(&mut self, message: &[u8], _: &Context) -> Option<Vec<u8>> {
-        let text = match message {
-            b"READ" => {
-                self.readings += 1;
-                format!("R {} {}", self.readings, temperature(self.readings))
-            }
-            b"GET" => format!("interval={}", self.interval_s),
-            [b'S', b'E', b'T', b' ', arg @ ..] => match parse_interval(arg) {
-                Some(s) => {
-                    self.interval_s = s;
-                    format!("OK {s}")
-                }
-                None => "ERR bad interval".into(),
-            },
-            _ => "ERR unknown".into(),
-        };
-        Some(text.into_bytes())
-    }
-
-    /// The device's configuration is always one it accepted.
-    fn check(&mut self, device: &D) -> Result<(), String> {
-        let s = device.sensor().interval_s;
-        if (1..=3600).contains(&s) {
-            Ok(())
-        } else {
-            Err(format!("interval {s} s"))
-        }
-    }
-}
 
 /// The device's sizes: a 128-byte queue (small, so it fills), a 32-byte
 /// receive buffer.

@@ -174,6 +174,13 @@
 //!   (read from `Stats::ack_timeouts`) has the oracle drop the connection
 //!   (TCP, or UDP after `max_retransmissions` in a row) or not.
 
+#![forbid(unsafe_code)]
+
+// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod harness;
 mod input;
 mod ledger;

@@ -43,7 +43,7 @@ pub struct Report {
     pub server_lost: (u64, u64),
     /// The first invariant that failed, if one did.
     pub violation: Option<Violation>,
-    /// The end of the transcript (only from [`run_seed_traced`]).
+    /// The end of the transcript (only when asked for: [`Sim::trace`](crate::Sim::trace)).
     pub trace: Vec<String>,
 }
 
