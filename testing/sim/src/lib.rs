@@ -192,7 +192,7 @@ mod world;
 
 pub use harness::{Event, Harness, Socket};
 pub use input::Input;
-pub use scenario::{default_app_message, Failure, Scenario, Sim};
+pub use scenario::{default_app_message, server_frame, Failure, Scenario, Sim};
 pub use tutorial::{reference_reply, run_seed, run_seed_traced, Tutorial};
 pub use world::{random_config, Faults, Report};
 

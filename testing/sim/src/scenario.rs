@@ -1,6 +1,6 @@
 //! What a user plugs in ([`Scenario`]) and how a world is run ([`Sim`]).
 
-use longlink_core::{Config, Context, Handler};
+use longlink_core::{Config, Context, Delivery, Handler};
 
 use crate::world::{Faults, Report, World};
 use crate::Rng;
@@ -83,6 +83,26 @@ pub fn default_app_message(n: u64, rng: &mut Rng, queue: usize) -> Vec<u8> {
         msg.push(b'\n');
     }
     msg
+}
+
+/// A server's message as it goes on the wire to a device with `cfg`:
+/// framed, and in the acknowledged mode wrapped as an `M` frame. A payload
+/// the framing cannot carry (`Lines` with a `\n`) goes out as it is, as a
+/// careless server would send it.
+pub fn server_frame(cfg: &Config, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(payload.len() + 1);
+    if matches!(cfg.delivery, Delivery::Acked(_)) {
+        body.push(longlink_core::acked::MSG);
+    }
+    body.extend_from_slice(payload);
+    let mut out = vec![0; body.len() + cfg.framing.overhead()];
+    match cfg.framing.encode(&body, &mut out) {
+        Ok(n) => {
+            out.truncate(n);
+            out
+        }
+        Err(_) => body,
+    }
 }
 
 /// One run of a [`Scenario`] in a seeded world: a queue of `Q` bytes and a

@@ -36,8 +36,14 @@ pub fn framing() -> impl Strategy<Value = Framing> {
     ]
 }
 
-fn ms(lo: u64, hi: u64) -> impl Strategy<Value = Duration> {
-    (lo..=hi).prop_map(Duration::from_millis)
+fn ms(lo: u64, hi: u64, edges: bool) -> BoxedStrategy<Duration> {
+    if edges {
+        prop_oneof![1u64..100, 100u64..20_000, 20_000u64..400_000]
+            .prop_map(Duration::from_millis)
+            .boxed()
+    } else {
+        (lo..=hi).prop_map(Duration::from_millis).boxed()
+    }
 }
 
 /// The acknowledged mode's settings: any session, an ack timeout of
@@ -58,17 +64,28 @@ pub fn acked() -> impl Strategy<Value = Acked> {
 /// heartbeats always or only when idle.
 /// `delivery` is `Socket`; see [`config`] for both modes.
 pub fn socket_config() -> impl Strategy<Value = Config> {
+    configs(false)
+}
+
+/// Like [`config`], with every duration anywhere from 1 ms to 400 s (a
+/// third of them under 100 ms): the edges, where timers fall due together
+/// and a retry comes before the last write is out.
+pub fn edge_config() -> impl Strategy<Value = Config> {
+    with_delivery(configs(true))
+}
+
+fn configs(edges: bool) -> impl Strategy<Value = Config> {
     let timing = (
-        ms(1_000, 300_000),
-        ms(1_000, 20_000),
-        ms(100, 5_000),
+        ms(1_000, 300_000, edges),
+        ms(1_000, 20_000, edges),
+        ms(100, 5_000, edges),
         1u16..=6,
-        option::of(ms(1_000, 10_000)),
+        option::of(ms(1_000, 10_000, edges)),
         select(vec![&b"heart beat"[..], b"hb", b"h"]),
     );
     let guards = (
-        option::of(ms(2_000, 40_000)),
-        option::of(ms(300, 10_000)),
+        option::of(ms(2_000, 40_000, edges)),
+        option::of(ms(300, 10_000, edges)),
         option::of(1u64..=20),
         any::<u64>(),
         any::<bool>(),
@@ -105,7 +122,11 @@ pub fn socket_config() -> impl Strategy<Value = Config> {
 /// acknowledged mode ([`acked`]), with the framing it allows (`Len16`, or
 /// `Raw` over UDP).
 pub fn config() -> impl Strategy<Value = Config> {
-    (socket_config(), option::of(acked())).prop_map(|(mut cfg, acked)| {
+    with_delivery(socket_config())
+}
+
+fn with_delivery(configs: impl Strategy<Value = Config>) -> impl Strategy<Value = Config> {
+    (configs, option::of(acked())).prop_map(|(mut cfg, acked)| {
         if let Some(a) = acked {
             cfg.framing = match (cfg.transport, cfg.framing) {
                 (Transport::Udp, Framing::Raw) => Framing::Raw,
@@ -173,32 +194,44 @@ pub fn faults() -> impl Strategy<Value = Faults> {
 }
 
 /// One [`Input`]; server bytes are drawn from `server` (for example your
-/// protocol's requests, framed), so a fuzz-like sequence speaks your
-/// protocol as well as garbage.
+/// protocol's requests, [`framed`] for the config), so a fuzz-like sequence
+/// speaks your protocol as well as garbage. Weighted towards what makes
+/// progress: writes, reads, time, connects.
 pub fn input_with(
     server: impl Strategy<Value = Vec<u8>> + Clone + 'static,
 ) -> impl Strategy<Value = Input> {
     prop_oneof![
-        any::<bool>().prop_map(Input::Network),
-        any::<u16>().prop_map(Input::Advance),
-        (0u32..600_000).prop_map(Input::AdvanceFar),
-        Just(Input::ToDeadline),
-        (0u16..2_000).prop_map(Input::ClockBack),
-        Just(Input::ConnectOk),
-        Just(Input::ConnectFail),
-        Just(Input::Closed),
-        Just(Input::IoError),
-        vec(any::<u8>(), 0..48).prop_map(Input::Enqueue),
-        any::<u8>().prop_map(Input::Write),
-        server.prop_map(Input::Read),
-        vec(any::<u8>(), 0..48).prop_map(Input::Read),
-        prop_oneof![
+        2 => any::<bool>().prop_map(Input::Network),
+        3 => prop_oneof![0u16..50, any::<u16>()].prop_map(Input::Advance),
+        1 => (0u32..600_000).prop_map(Input::AdvanceFar),
+        3 => Just(Input::ToDeadline),
+        1 => (0u16..2_000).prop_map(Input::ClockBack),
+        3 => Just(Input::ConnectOk),
+        2 => Just(Input::ConnectFail),
+        1 => Just(Input::Closed),
+        1 => Just(Input::IoError),
+        4 => vec(any::<u8>(), 0..48).prop_map(Input::Enqueue),
+        6 => any::<u8>().prop_map(Input::Write),
+        5 => server.prop_map(Input::Read),
+        1 => vec(any::<u8>(), 0..48).prop_map(Input::Read),
+        1 => prop_oneof![
             Just(1_700_000_000_000u64),
-            any::<u64>(),
+            0..longlink_core::MIN_PLAUSIBLE_UNIX_MS,
             1_600_000_000_000u64..1_900_000_000_000
         ]
         .prop_map(Input::WallClock),
     ]
+}
+
+/// `payloads` as your server puts them on the wire to a device with `cfg`
+/// ([`server_frame`](crate::server_frame): framed, and in the acknowledged
+/// mode wrapped as `M` frames), for [`input_with`].
+pub fn framed(
+    cfg: &Config,
+    payloads: impl Strategy<Value = Vec<u8>> + Clone,
+) -> impl Strategy<Value = Vec<u8>> + Clone {
+    let cfg = cfg.clone();
+    payloads.prop_map(move |p| crate::server_frame(&cfg, &p))
 }
 
 /// A sequence of up to `len` inputs ([`input_with`]).

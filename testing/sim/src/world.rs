@@ -893,7 +893,6 @@ impl<S: Scenario, const Q: usize, const R: usize> World<S, Q, R> {
 
     fn send_request(&mut self) {
         let framing = self.h.config().framing;
-        let acked = self.h.acked();
         let id = self.request_id;
         self.request_id += 1;
         let r = &mut self.rng;
@@ -932,20 +931,8 @@ impl<S: Scenario, const Q: usize, const R: usize> World<S, Q, R> {
             let Some(body) = self.h.scenario().request(id, &mut self.rng, R) else {
                 return;
             };
-            let r = &mut self.rng;
-            let body = if acked {
-                let mut m = vec![longlink_core::acked::MSG];
-                m.extend(body);
-                m
-            } else {
-                body
-            };
-            let mut out = vec![0; body.len() + framing.overhead()];
-            let mut frame = match framing.encode(&body, &mut out) {
-                Ok(n) => out[..n].to_vec(),
-                Err(_) => body,
-            };
-            if framing == Framing::Lines && r.chance(0.2) {
+            let mut frame = crate::server_frame(self.h.config(), &body);
+            if framing == Framing::Lines && self.rng.chance(0.2) {
                 // CRLF line ending.
                 frame.insert(frame.len() - 1, b'\r');
             }
