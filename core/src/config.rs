@@ -313,7 +313,9 @@ impl Config {
             let hb = &self.heartbeat_payload;
             let bad = match self.framing {
                 Framing::Raw => hb.is_empty(),
-                Framing::Lines => hb.contains(&b'\n'),
+                // The framing's own rule: a trailing `\r` would be stripped
+                // as half of a `\r\n`, so every heartbeat would be refused.
+                Framing::Lines => hb.contains(&b'\n') || hb.last() == Some(&b'\r'),
                 Framing::Len16 => hb.len() > usize::from(u16::MAX),
             };
             if bad {
@@ -409,6 +411,14 @@ mod tests {
             v(Config {
                 framing: Framing::Lines,
                 heartbeat_payload: payload(b"a\nb").unwrap(),
+                ..ok.clone()
+            }),
+            Err(ConfigError::BadHeartbeat)
+        );
+        assert_eq!(
+            v(Config {
+                framing: Framing::Lines,
+                heartbeat_payload: payload(b"beat\r").unwrap(),
                 ..ok.clone()
             }),
             Err(ConfigError::BadHeartbeat)
