@@ -39,6 +39,8 @@ pub struct SensorServer<D> {
     readings: u32,
     /// The interval the device must have.
     interval_s: u16,
+    /// The last reading number the server got.
+    seen: u32,
     device: PhantomData<D>,
 }
 
@@ -47,6 +49,7 @@ impl<D> Default for SensorServer<D> {
         SensorServer {
             readings: 0,
             interval_s: 60,
+            seen: 0,
             device: PhantomData,
         }
     }
@@ -91,6 +94,23 @@ impl<D: Device + Clone> Scenario for SensorServer<D> {
             _ => "ERR unknown".into(),
         };
         Some(text.into_bytes())
+    }
+
+    /// The server's own view: readings arrive numbered 1, 2, 3, ….
+    fn delivered(&mut self, message: &[u8]) -> Result<(), String> {
+        let Some(rest) = message.strip_prefix(b"R ") else {
+            return Ok(());
+        };
+        let n: Option<u32> = rest
+            .split(|&b| b == b' ')
+            .next()
+            .and_then(|d| core::str::from_utf8(d).ok())
+            .and_then(|d| d.parse().ok());
+        if n != Some(self.seen + 1) {
+            return Err(format!("reading {n:?} after reading {}", self.seen));
+        }
+        self.seen += 1;
+        Ok(())
     }
 
     /// The device's configuration is always one it accepted.

@@ -215,7 +215,10 @@ impl<S: Scenario, const Q: usize, const R: usize> Harness<S, Q, R> {
         let now = self.now();
         self.ledger
             .server_delivered(seq, payload)
-            .map_err(|m| Violation::new(now, m))
+            .map_err(|m| Violation::new(now, m))?;
+        self.scenario
+            .delivered(payload)
+            .map_err(|m| Violation::new(now, format!("Scenario::delivered: {m}")))
     }
 
     /// Replies owed to handled requests, not yet written whole (socket
@@ -424,6 +427,11 @@ impl<S: Scenario, const Q: usize, const R: usize> Harness<S, Q, R> {
         }
         if self.socket == Socket::Open && status != Status::Connected {
             return Err(v("socket open but not connected".into()));
+        }
+        for m in std::mem::take(&mut self.ledger.arrived) {
+            self.scenario
+                .delivered(&m)
+                .map_err(|e| v(format!("Scenario::delivered: {e}")))?;
         }
         self.scenario.check(self.conn.handler()).map_err(v)?;
         self.stats = st;

@@ -86,6 +86,9 @@ pub(crate) struct Ledger {
     /// A bad frame follows the inbox (the state machine must reject it once
     /// the inbox is handled).
     pub(crate) bad: bool,
+    /// Messages written whole (socket mode) since the harness last took
+    /// them, for `Scenario::delivered`.
+    pub(crate) arrived: Vec<Vec<u8>>,
     /// Bytes written on the current connection not yet parsed (TCP).
     wire: Vec<u8>,
     /// The frame `wire` holds the start of is a heartbeat.
@@ -138,6 +141,7 @@ impl Ledger {
             mirror: Vec::new(),
             inbox: VecDeque::new(),
             bad: false,
+            arrived: Vec::new(),
             wire: Vec::new(),
             wire_hb: false,
             wall_offset: None,
@@ -408,13 +412,15 @@ impl Ledger {
 
     fn complete(&mut self, class: Class) {
         match class {
-            Class::App => {
-                self.owed.pop_front();
-                self.apps_delivered += 1;
-            }
-            Class::Reply => {
-                self.owed.pop_front();
-                self.replies_delivered += 1;
+            Class::App | Class::Reply => {
+                if let Some((_, m)) = self.owed.pop_front() {
+                    self.arrived.push(m);
+                }
+                if class == Class::App {
+                    self.apps_delivered += 1;
+                } else {
+                    self.replies_delivered += 1;
+                }
             }
             Class::Heartbeat => self.heartbeats_out += 1,
         }

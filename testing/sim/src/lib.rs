@@ -10,9 +10,9 @@
 //!
 //! You describe your device and its server with a [`Scenario`]: the
 //! handler to test, a **model** of what it must answer (the reply each
-//! message deserves), the requests your server sends, the messages your
-//! application queues, and any invariant of your own over the handler's
-//! state. [`Sim`] runs it in a world built from one `u64` seed; the same
+//! message deserves), the requests your server sends and what it makes of
+//! each message it gets, the messages your application queues, and any
+//! invariant of your own over the handler's state. [`Sim`] runs it in a world built from one `u64` seed; the same
 //! seed always gives the same run, and a failing seed comes back with its
 //! transcript.
 //!

@@ -59,6 +59,19 @@ pub trait Scenario {
         Faults::random(rng)
     }
 
+    /// A message from the device (one your application queued, or a reply)
+    /// reached your server, in order: in the socket mode once the device's
+    /// socket took it whole (the world's later losses on the server's side,
+    /// a stall or a crash, are not reported back); in the acknowledged mode
+    /// once the server application's `Dedup` delivered it, exactly once. For
+    /// a server that reacts (its next [`request`](Self::request) can depend
+    /// on it) and for invariants over what the server got. An `Err` fails
+    /// the run with its text. Default: nothing.
+    fn delivered(&mut self, message: &[u8]) -> Result<(), String> {
+        let _ = message;
+        Ok(())
+    }
+
     /// Your own invariant, checked after every call into the state machine
     /// (after the simulator's own checks and the model's replies). An
     /// `Err` fails the run with its text.

@@ -93,7 +93,10 @@ fn the_sequences_exercise_the_machine() {
         rejected += st.frames_rejected;
     }
     println!("refused {refused}, connects {connects}, messages out {out}, replies {replies}, rejected {rejected}");
-    assert!(refused < 30, "{refused} of 300 configs refused (either size)");
+    assert!(
+        refused < 30,
+        "{refused} of 300 configs refused (either size)"
+    );
     assert!(
         connects > 300 && out > 300 && replies > 30 && rejected > 10,
         "connects {connects}, messages out {out}, replies {replies}, rejected {rejected}"
