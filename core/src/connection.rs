@@ -534,8 +534,13 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             }
         }
         if self.settle() && self.rx_blocked {
-            // Queue room freed: the waiting message may fit now.
-            self.process_rx(now, 0);
+            // Queue room freed: the waiting message may fit now. Only an
+            // empty datagram (raw framing) waits with nothing in `rx`.
+            if self.rx_len == 0 {
+                self.dispatch_empty(now);
+            } else {
+                self.process_rx(now, 0);
+            }
         }
         Ok(())
     }
@@ -1088,10 +1093,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
     }
 
     fn dispatch_empty(&mut self, now: Instant) {
-        // rx_len is 0: the empty range at the start is the message.
-        if !self.deliver(now, 0, 0) {
-            self.rx_blocked = true;
-        }
+        // rx_len is 0: the empty range at the start is the message; until
+        // its reply fits, it waits like any other (`handle_written` calls
+        // again).
+        self.rx_blocked = !self.deliver(now, 0, 0);
     }
 
     /// Runs the handler on `rx[a..b]` and queues its reply. Returns `false`
@@ -1126,6 +1131,10 @@ impl<H: Handler, const Q: usize, const R: usize> Connection<H, Q, R> {
             let _ = self.handler.on_message(message, &cx, &mut reply);
             match reply.outcome() {
                 ReplyOutcome::None => {}
+                // Raw framing cannot carry an empty message (`enqueue` says
+                // `Empty`): over TCP it would be no bytes at all, so dropped
+                // and counted like any reply the framing cannot carry.
+                ReplyOutcome::Message(0) if framing == Framing::Raw => self.drop_reply(),
                 ReplyOutcome::Message(n) if framing == Framing::Len16 && n + envelope > 0xFFFF => {
                     self.drop_reply();
                 }

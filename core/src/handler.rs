@@ -28,7 +28,10 @@ pub struct ReplyFull;
 /// queue, framed by the state machine once the handler returns.
 ///
 /// Everything written during one call is one outgoing message. Writing
-/// nothing (not even an empty slice) means "no reply".
+/// nothing (not even an empty slice) means "no reply". An empty reply (only
+/// empty slices written) is a message of no bytes: with `Raw` framing it
+/// cannot be sent, and is dropped and counted like any reply the framing
+/// cannot carry (`Stats::replies_dropped`, `Event::ReplyDropped`).
 pub struct Reply<'a> {
     /// Empty, with `overflow` set from the start, when not even an empty
     /// reply fits (one slice rather than an `Option` to test at every write).

@@ -750,6 +750,84 @@ fn lines_refuses_what_it_could_not_deliver_unchanged() {
 }
 
 #[test]
+fn an_empty_raw_reply_is_dropped_and_counted_not_queued() {
+    // Raw framing has no bytes for an empty message (`enqueue` refuses it
+    // as `Empty`); an empty reply left in the queue would never go out over
+    // TCP and would stall everything behind it.
+    struct Empty;
+    impl Handler for Empty {
+        fn on_message(
+            &mut self,
+            _: &[u8],
+            _: &Context,
+            r: &mut Reply<'_>,
+        ) -> Result<(), crate::ReplyFull> {
+            r.write(&[])
+        }
+    }
+    let mut t = T::<Empty, 256, 64> {
+        c: Connection::new(Config::default(), Empty, Instant::ZERO).unwrap(),
+        now: Instant::ZERO,
+        wire: Vec::new(),
+    };
+    t.c.handle_network(t.now, true);
+    t.connect();
+    assert_eq!(t.flush(), b"heart beat");
+    t.recv(b"anything");
+    assert_eq!(t.c.stats().replies_dropped, 1);
+    assert_eq!(t.c.queued(), 0);
+    assert!(core::iter::from_fn(|| t.c.poll_event()).any(|e| e == Event::ReplyDropped));
+}
+
+#[test]
+fn an_empty_datagram_whose_reply_waits_is_handled_once_there_is_room() {
+    // Raw UDP: an empty datagram is an empty message. Its reply used to be
+    // lost when it had to wait for queue room: nothing was left in the
+    // receive buffer to retry, so the message was never handled.
+    struct Pong;
+    impl Handler for Pong {
+        fn on_message(
+            &mut self,
+            _: &[u8],
+            _: &Context,
+            r: &mut Reply<'_>,
+        ) -> Result<(), crate::ReplyFull> {
+            r.write(b"pong")
+        }
+    }
+    let config = Config {
+        transport: Transport::Udp,
+        heartbeat_interval: None,
+        ..Config::default()
+    };
+    let mut t = T::<Pong, 64, 16> {
+        c: Connection::new(config, Pong, Instant::ZERO).unwrap(),
+        now: Instant::ZERO,
+        wire: Vec::new(),
+    };
+    t.c.handle_network(t.now, true);
+    let _ = t.actions();
+    t.c.handle_connected(t.now).unwrap();
+    while t.c.enqueue(b"0123456789").is_ok() {}
+    while t.c.enqueue(b"x").is_ok() {}
+    t.c.handle_received(t.now, 0).unwrap();
+    assert_eq!(t.c.stats().messages_in, 0, "the reply waits for room");
+    assert!(
+        t.c.receive_buffer().is_empty(),
+        "and nothing is read meanwhile"
+    );
+    let mut datagrams = Vec::new();
+    while let Some(d) = t.c.poll_transmit() {
+        datagrams.push(d.to_vec());
+        let n = d.len();
+        t.c.handle_written(t.now, n).unwrap();
+    }
+    assert_eq!(t.c.stats().messages_in, 1);
+    assert_eq!(datagrams.last().map(Vec::as_slice), Some(&b"pong"[..]));
+    assert!(!t.c.receive_buffer().is_empty());
+}
+
+#[test]
 fn idle_timeout_detects_a_dead_peer() {
     let config = Config {
         idle_timeout: Some(Duration::from_secs(30)),

@@ -353,8 +353,12 @@ impl<S: Scenario, const Q: usize, const R: usize> Harness<S, Q, R> {
             }
             if !self.ledger.inbox.is_empty() && !self.conn.receive_buffer().is_empty() {
                 return Err(v(format!(
-                    "{} complete messages unhandled, yet the state machine reads on",
-                    self.ledger.inbox.len()
+                    "{} complete messages unhandled (first {:?}), yet the state machine reads on",
+                    self.ledger.inbox.len(),
+                    self.ledger
+                        .inbox
+                        .front()
+                        .map(|(m, _, _)| m.escape_ascii().to_string())
                 )));
             }
         }

@@ -314,8 +314,13 @@ impl Ledger {
             if let Some(reply) = model(&msg, now, unix) {
                 // `Lines` cannot carry a `\n`, nor a trailing `\r` (the
                 // receiver would take it for half of a `\r\n`).
-                let unframeable = self.framing == Framing::Lines
-                    && (reply.contains(&b'\n') || reply.last() == Some(&b'\r'));
+                let unframeable = match self.framing {
+                    Framing::Lines => reply.contains(&b'\n') || reply.last() == Some(&b'\r'),
+                    // No bytes at all on a stream: refused like `enqueue`'s
+                    // `Empty`.
+                    Framing::Raw => reply.is_empty(),
+                    Framing::Len16 => false,
+                };
                 let envelope = if self.acked.is_some() { 9 } else { 0 };
                 if unframeable || reply.len() + self.framing.overhead() + envelope > self.max_frame
                 {

@@ -12,9 +12,9 @@
 //! handler to test, a **model** of what it must answer (the reply each
 //! message deserves), the requests your server sends and what it makes of
 //! each message it gets, the messages your application queues, and any
-//! invariant of your own over the handler's state. [`Sim`] runs it in a world built from one `u64` seed; the same
-//! seed always gives the same run, and a failing seed comes back with its
-//! transcript.
+//! invariant of your own over the handler's state. [`Sim`] runs it in a
+//! world built from one `u64` seed; the same seed always gives the same
+//! run, and a failing seed comes back with its transcript.
 //!
 //! ```
 //! use longlink_core::{Context, Handler, Reply, ReplyFull};
@@ -86,10 +86,12 @@
 //!
 //! ## The world
 //!
-//! A world is a random [`Config`] (unless you give one: transport,
-//! framing, every duration, heartbeat, idle and connect timeouts, fixed or
-//! exponential backoff, and half the time the acknowledged mode), a mix of
-//! [`Faults`] (unless you give one), and a virtual clock. It runs the core
+//! A world is a random [`Config`] (unless you give one, or your scenario
+//! draws its own: transport, framing, every duration, heartbeats always or
+//! only when idle, idle and connect timeouts, fixed or exponential backoff,
+//! and half the time the acknowledged mode), a mix of [`Faults`] (unless
+//! you give one; [`Faults::default`] is a perfect network), and a virtual
+//! clock. It runs the core
 //! against a simulated network and server until a random end time
 //! (20–240 s of virtual time), drains (faults off, up to 2 h), and checks
 //! that everything owed was delivered.
@@ -134,6 +136,15 @@
 //!
 //! For UDP the "wire" is what the client's socket took: loss on the way to
 //! the server is outside what a client can know.
+//!
+//! ## Limits
+//!
+//! Your replies are checked against your model, so a model that shares the
+//! handler's mistake passes. The model is called once per message the state
+//! machine handled, in order, with the simulator's own clock and wall
+//! clock; the handler may be called more than once for a message (when its
+//! reply did not fit). In the socket mode, [`Scenario::delivered`] reports
+//! what the device's socket took whole, before the server's own losses.
 //!
 //! ## The server can lose what its socket accepted
 //!

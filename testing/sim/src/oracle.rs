@@ -276,14 +276,15 @@ impl Oracle {
 
     /// The state machine rejected an inbound frame: over TCP it drops the
     /// connection (the stream is out of step); over UDP only the datagram is
-    /// dropped, and it still counts as a sign of life.
+    /// dropped. It was a sign of life when it arrived (`activity`, then),
+    /// not when it is rejected: a datagram whose first frames waited for
+    /// queue room is rejected later.
     /// Returns whether only the datagram was dropped.
     pub(crate) fn rejected(&mut self) -> bool {
         if self.cfg.transport == Transport::Tcp {
             self.drop_connection();
             false
         } else {
-            self.activity();
             true
         }
     }

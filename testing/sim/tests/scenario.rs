@@ -160,3 +160,26 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(run(11), run(11));
     assert_ne!(run(11), run(12));
 }
+
+/// An echo of everything the server sends, garbage and empty datagrams
+/// included, in random worlds: replies of any bytes test the framing edges
+/// the tutorial's protocol never reaches (this found the empty `Raw` reply
+/// the core used to queue). `LONGLINK_ECHO_SEEDS` for a longer sweep.
+#[test]
+fn an_echo_of_anything_keeps_every_invariant() {
+    let seeds = std::env::var("LONGLINK_ECHO_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300u64);
+    for seed in 0..seeds {
+        let s = EchoServer::default();
+        let r = match seed % 3 {
+            0 => Sim::<EchoServer, 64, 16>::new(s).check(seed),
+            1 => Sim::<EchoServer, 256, 64>::new(s).check(seed),
+            _ => Sim::<EchoServer, 48, 64>::new(s).check(seed),
+        };
+        if let Err(f) = r {
+            panic!("{f}");
+        }
+    }
+}
