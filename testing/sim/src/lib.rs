@@ -204,6 +204,9 @@ mod world;
 pub use harness::{Event, Harness, Socket};
 pub use input::Input;
 pub use scenario::{default_app_message, server_frame, Failure, Scenario, Sim};
+/// The two strategies most tests start from, at the top for
+/// `proptest!(|(cfg in longlink_sim::config(), seed: u64)| ...)`.
+pub use strategy::{config, faults};
 pub use tutorial::{reference_reply, run_seed, run_seed_traced, Tutorial};
 pub use world::{random_config, Faults, Report};
 
