@@ -151,7 +151,9 @@ impl<S: Scenario, const Q: usize, const R: usize> Sim<S, Q, R> {
     }
 
     /// Runs with this config (the world's other choices still come from
-    /// the seed).
+    /// the seed). A config the sizes `Q` and `R` cannot hold fails the run
+    /// at once, with the reason (`config refused: ...`), as
+    /// `Connection::new` would refuse it on the device.
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
