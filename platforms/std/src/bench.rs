@@ -434,6 +434,24 @@ pub fn render_raw(r: &Results) -> String {
 }
 
 /// `longlink bench`.
+/// Writes `text` to stdout. A reader that went away (`bench | head`) ends
+/// the run quietly, as it does for the client; any other write error is
+/// reported.
+fn emit(text: &str) -> Result<(), std::process::ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("longlink bench: stdout: {e}");
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
 pub fn main(args: &crate::cli::BenchArgs) -> std::process::ExitCode {
     let client = match &args.client {
         Some(p) => p.clone(),
@@ -446,19 +464,22 @@ pub fn main(args: &crate::cli::BenchArgs) -> std::process::ExitCode {
         },
     };
     if !args.raw {
-        println!(
-            "longlink bench: {} samples, {} pipelined messages, {} idle, client {}",
+        let header = format!(
+            "longlink bench: {} samples, {} pipelined messages, {} idle, client {}\n",
             args.samples,
             args.messages,
             duration(args.idle),
             client.display()
         );
+        if let Err(code) = emit(&header) {
+            return code;
+        }
     }
     match run(&client, args.samples, args.messages, args.idle) {
-        Ok(r) => {
-            print!("{}", if args.raw { render_raw(&r) } else { render(&r) });
-            std::process::ExitCode::SUCCESS
-        }
+        Ok(r) => match emit(&if args.raw { render_raw(&r) } else { render(&r) }) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(code) => code,
+        },
         Err(e) => {
             eprintln!("longlink bench: {e}");
             std::process::ExitCode::FAILURE

@@ -268,6 +268,31 @@ fn bad_arguments_exit_with_2() {
 }
 
 #[test]
+fn bench_into_a_closed_pipe_ends_quietly() {
+    // `longlink bench | head -0`: the reader is gone before the first line.
+    let mut child = Command::new(BIN)
+        .args([
+            "bench",
+            "--samples",
+            "5",
+            "--messages",
+            "20",
+            "--idle",
+            "10ms",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}
+
+#[test]
 fn bench_measures_the_client_against_the_bare_echo_client() {
     let out = Command::new(BIN)
         .args([
