@@ -433,7 +433,6 @@ pub fn render_raw(r: &Results) -> String {
     out
 }
 
-/// `longlink bench`.
 /// Writes `text` to stdout. A reader that went away (`bench | head`) ends
 /// the run quietly, as it does for the client; any other write error is
 /// reported.
@@ -452,6 +451,7 @@ fn emit(text: &str) -> Result<(), std::process::ExitCode> {
     }
 }
 
+/// `longlink bench`.
 pub fn main(args: &crate::cli::BenchArgs) -> std::process::ExitCode {
     let client = match &args.client {
         Some(p) => p.clone(),
