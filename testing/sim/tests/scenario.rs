@@ -183,3 +183,101 @@ fn an_echo_of_anything_keeps_every_invariant() {
         }
     }
 }
+
+/// Replies three times the size of the request, written in pieces: the
+/// reply overflows the queue far more often than it fits, so the waiting,
+/// retry and drop paths carry most of the traffic.
+#[derive(Clone, Default)]
+struct Amplify;
+
+impl Handler for Amplify {
+    fn on_message(&mut self, m: &[u8], _: &Context, r: &mut Reply<'_>) -> Result<(), ReplyFull> {
+        for _ in 0..3 {
+            r.write(m)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct AmplifyServer;
+
+impl Scenario for AmplifyServer {
+    type Handler = Amplify;
+    fn handler(&mut self) -> Amplify {
+        Amplify
+    }
+    fn request(&mut self, id: u64, rng: &mut Rng, room: usize) -> Option<Vec<u8>> {
+        let pad = rng.below(room as u64 / 2) as usize;
+        let mut m = format!("a{id}:").into_bytes();
+        m.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
+        Some(m)
+    }
+    fn reply(&mut self, m: &[u8], _: &Context) -> Option<Vec<u8>> {
+        Some(m.repeat(3))
+    }
+}
+
+/// `LONGLINK_AMPLIFY_SEEDS` for a longer sweep.
+#[test]
+fn an_amplifying_handler_keeps_every_invariant() {
+    let seeds = std::env::var("LONGLINK_AMPLIFY_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200u64);
+    for seed in 0..seeds {
+        let r = match seed % 2 {
+            0 => Sim::<AmplifyServer, 96, 32>::new(AmplifyServer).check(seed),
+            _ => Sim::<AmplifyServer, 512, 128>::new(AmplifyServer).check(seed),
+        };
+        if let Err(f) = r {
+            panic!("{f}");
+        }
+    }
+}
+
+/// Answers every message with the time it was handled at and the wall
+/// clock, as the state machine's `Context` says: checked against the
+/// simulator's own clock and wall clock (jumps and implausible readings
+/// included), so the context a handler sees is the one the world had.
+#[derive(Clone, Default)]
+struct Clock;
+
+impl Handler for Clock {
+    fn on_message(&mut self, _: &[u8], cx: &Context, r: &mut Reply<'_>) -> Result<(), ReplyFull> {
+        r.write(format!("{} {:?}", cx.now.as_millis(), cx.unix_time_ms).as_bytes())
+    }
+}
+
+#[derive(Clone, Default)]
+struct ClockServer;
+
+impl Scenario for ClockServer {
+    type Handler = Clock;
+    fn handler(&mut self) -> Clock {
+        Clock
+    }
+    fn request(&mut self, id: u64, _: &mut Rng, _: usize) -> Option<Vec<u8>> {
+        Some(format!("t{id}").into_bytes())
+    }
+    fn reply(&mut self, _: &[u8], cx: &Context) -> Option<Vec<u8>> {
+        Some(format!("{} {:?}", cx.now.as_millis(), cx.unix_time_ms).into_bytes())
+    }
+}
+
+/// `LONGLINK_CLOCK_SEEDS` for a longer sweep.
+#[test]
+fn the_handler_sees_the_worlds_time_and_wall_clock() {
+    let seeds = std::env::var("LONGLINK_CLOCK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200u64);
+    let mut replies = 0;
+    for seed in 0..seeds {
+        match Sim::<ClockServer, 512, 128>::new(ClockServer).check(seed) {
+            Ok(r) => replies += r.delivered.1,
+            Err(f) => panic!("{f}"),
+        }
+    }
+    assert!(replies > seeds, "{replies} replies in {seeds} seeds");
+}
