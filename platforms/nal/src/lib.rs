@@ -472,32 +472,7 @@ where
         self,
         resolver: D2,
     ) -> Driver<'r, S, C, M, H, Q, R, D2, W, E> {
-        let Driver {
-            stack,
-            clock,
-            modem,
-            wall,
-            on_event,
-            quirks,
-            remote,
-            link,
-            addr,
-            conn,
-            ..
-        } = self;
-        Driver {
-            stack,
-            clock,
-            modem,
-            resolver,
-            wall,
-            on_event,
-            quirks,
-            remote,
-            link,
-            addr,
-            conn,
-        }
+        self.with_parts(|_, wall, on_event| (resolver, wall, on_event))
     }
 
     /// Polls `wall` (for example [`Sntp`]) for wall-clock readings.
@@ -505,32 +480,7 @@ where
         self,
         wall: W2,
     ) -> Driver<'r, S, C, M, H, Q, R, D, W2, E> {
-        let Driver {
-            stack,
-            clock,
-            modem,
-            resolver,
-            on_event,
-            quirks,
-            remote,
-            link,
-            addr,
-            conn,
-            ..
-        } = self;
-        Driver {
-            stack,
-            clock,
-            modem,
-            resolver,
-            wall,
-            on_event,
-            quirks,
-            remote,
-            link,
-            addr,
-            conn,
-        }
+        self.with_parts(|resolver, _, on_event| (resolver, wall, on_event))
     }
 
     /// Hands every [`Event`] to `on_event`: the core's decisions (status for
@@ -541,19 +491,30 @@ where
         self,
         on_event: E2,
     ) -> Driver<'r, S, C, M, H, Q, R, D, W, E2> {
+        self.with_parts(|resolver, wall, _| (resolver, wall, on_event))
+    }
+
+    /// The driver with its resolver, wall clock and hook replaced by what
+    /// `f` makes of them: the builder methods change a type parameter, so
+    /// the struct is rebuilt, here only.
+    fn with_parts<D2, W2, E2>(
+        self,
+        f: impl FnOnce(D, W, E) -> (D2, W2, E2),
+    ) -> Driver<'r, S, C, M, H, Q, R, D2, W2, E2> {
         let Driver {
             stack,
             clock,
             modem,
             resolver,
             wall,
+            on_event,
             quirks,
             remote,
             link,
             addr,
             conn,
-            ..
         } = self;
+        let (resolver, wall, on_event) = f(resolver, wall, on_event);
         Driver {
             stack,
             clock,
