@@ -161,16 +161,21 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(run(11), run(12));
 }
 
+/// How many seeds a sweep runs: `default`, or the environment's `var`.
+fn seeds(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// An echo of everything the server sends, garbage and empty datagrams
 /// included, in random worlds: replies of any bytes test the framing edges
 /// the tutorial's protocol never reaches (this found the empty `Raw` reply
 /// the core used to queue). `LONGLINK_ECHO_SEEDS` for a longer sweep.
 #[test]
 fn an_echo_of_anything_keeps_every_invariant() {
-    let seeds = std::env::var("LONGLINK_ECHO_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300u64);
+    let seeds = seeds("LONGLINK_ECHO_SEEDS", 300);
     for seed in 0..seeds {
         let s = EchoServer::default();
         let r = match seed % 3 {
@@ -221,10 +226,7 @@ impl Scenario for AmplifyServer {
 /// `LONGLINK_AMPLIFY_SEEDS` for a longer sweep.
 #[test]
 fn an_amplifying_handler_keeps_every_invariant() {
-    let seeds = std::env::var("LONGLINK_AMPLIFY_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200u64);
+    let seeds = seeds("LONGLINK_AMPLIFY_SEEDS", 200);
     for seed in 0..seeds {
         let r = match seed % 2 {
             0 => Sim::<AmplifyServer, 96, 32>::new(AmplifyServer).check(seed),
@@ -268,10 +270,7 @@ impl Scenario for ClockServer {
 /// `LONGLINK_CLOCK_SEEDS` for a longer sweep.
 #[test]
 fn the_handler_sees_the_worlds_time_and_wall_clock() {
-    let seeds = std::env::var("LONGLINK_CLOCK_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200u64);
+    let seeds = seeds("LONGLINK_CLOCK_SEEDS", 200);
     let mut replies = 0;
     for seed in 0..seeds {
         match Sim::<ClockServer, 512, 128>::new(ClockServer).check(seed) {
